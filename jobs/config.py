@@ -1,0 +1,233 @@
+"""The run config: one YAML file per run (local path or s3://), validated before any compute is spent.
+
+Unknown keys are errors, every error names its key path, and secrets are only ever the NAMES of environment
+variables (see ``inference.engines.config.check_env_name``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from inference.engines.config import CandidateConfig, check_env_name
+from jobs.errors import ConfigError
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StoreConfig(_Strict):
+    """Where runs live: a local folder or an S3(-compatible) prefix."""
+
+    root: str = Field("./baton-store", description="Root URI: a local folder or s3://bucket/prefix.")
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto, ...); None for AWS.")
+    profile: str | None = Field(None, description="AWS profile name from the shared credentials file.")
+    region: str | None = Field(None, description="AWS region of the bucket.")
+    access_key_id_env: str | None = Field(None, description="NAME of the env var holding the access key id (default: the AWS chain).")
+    secret_access_key_env: str | None = Field(None, description="NAME of the env var holding the secret key.")
+    session_token_env: str | None = Field(None, description="NAME of the env var holding a session token.")
+
+    @field_validator("access_key_id_env", "secret_access_key_env", "session_token_env")
+    @classmethod
+    def _names_only(cls, value: str | None) -> str | None:
+        return check_env_name(value)
+
+
+class SampleConfig(_Strict):
+    """Which requests of the traffic are replayed."""
+
+    n: int | None = Field(None, ge=1, description="Replay this many requests (None with fraction None: all).")
+    fraction: float | None = Field(None, gt=0, le=1, description="Replay this fraction of requests.")
+    stratify_by: list[str] = Field(default_factory=list, description="Segment columns to stratify the sample by (proportional allocation).")
+    seed: int = Field(0, description="Seed of the sample: the same seed gives the same requests.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "SampleConfig":
+        if self.n is not None and self.fraction is not None:
+            raise ValueError("give either n or fraction, not both")
+        return self
+
+
+class TrafficConfig(_Strict):
+    """The production traffic to replay."""
+
+    path: str = Field(..., description="Table of traffic (Parquet, JSONL, JSON or CSV; a file or folder, local or s3://).")
+    segments: list[str] = Field(default_factory=list, description="Segment columns reported separately (e.g. region, intent).")
+    sample: SampleConfig = Field(default_factory=SampleConfig, description="Sampling of the traffic.")
+
+
+class IncumbentConfig(_Strict):
+    """The model being retired. By default its answers are the traffic's `response` column."""
+
+    name: str = Field(..., min_length=1, description="Incumbent's model name in the tables.")
+    replay: CandidateConfig | None = Field(None, description="Replay the incumbent like a candidate instead of using recorded answers.")
+
+
+class DimensionConfig(_Strict):
+    """One dimension of quality on the human scale."""
+
+    name: str = Field(..., min_length=1, description="Dimension name as in the labels table (e.g. quality, correctness).")
+    kind: Literal["pairwise", "binary", "ordinal"] = Field(..., description="Pairwise win rate, or an absolute binary/ordinal score.")
+    gating: bool = Field(True, description="Whether this dimension must be non-inferior to migrate.")
+    metrics: list[str] | None = Field(None, description="Metric names used as covariates (None: every numeric metric).")
+
+
+class DecisionConfig(_Strict):
+    """The decision rule."""
+
+    margin: float = Field(0.05, ge=0, description="Non-inferiority margin M on the human scale.")
+    confidence: float = Field(0.9, gt=0.5, lt=1, description="Confidence level of intervals and verdicts.")
+    dimensions: list[DimensionConfig] = Field(..., min_length=1, description="Dimensions judged.")
+    seed: int = Field(0, description="Seed of the sampler.")
+    fail_unless_migrate: bool = Field(False, description="Exit non-zero unless every candidate's verdict is migrate (for CI gates).")
+
+
+class LabelsConfig(_Strict):
+    """Human judgments."""
+
+    path: str | None = Field(None, description="Labels table (Parquet, JSONL or CSV; local or s3://); None: no labels yet.")
+
+
+class ExecutionConfig(_Strict):
+    """How the run executes on Ray."""
+
+    ray_address: str | None = Field(None, description="Ray cluster address; None starts a local Ray (or joins the job's cluster).")
+    shard_rows: int = Field(2000, ge=1, description="Rows per shard: the unit of commit and of resume.")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray started by Baton (None: all).")
+
+
+class RunConfig(_Strict):
+    """One Baton run."""
+
+    run_id: str = Field(..., description="Run id: the folder runs/<run_id>/; rerunning the same id resumes it.")
+    store: StoreConfig = Field(default_factory=StoreConfig, description="Run store.")
+    traffic: TrafficConfig = Field(..., description="Traffic to replay.")
+    incumbent: IncumbentConfig = Field(..., description="The model being retired.")
+    candidates: list[CandidateConfig] = Field(..., min_length=1, description="Candidate models.")
+    scoring: dict = Field(default_factory=dict, description="Scorer settings (see inference.scorers).")
+    labels: LabelsConfig = Field(default_factory=LabelsConfig, description="Human labels.")
+    decision: DecisionConfig = Field(..., description="Decision rule.")
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig, description="Execution on Ray.")
+
+    @field_validator("run_id")
+    @classmethod
+    def _run_id(cls, value: str) -> str:
+        if not _RUN_ID.match(value):
+            raise ValueError("must be 1-128 characters of letters, digits, '.', '_' or '-', starting with a letter or digit")
+        return value
+
+    @model_validator(mode="after")
+    def _names(self) -> "RunConfig":
+        names = [c.name for c in self.candidates]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"candidate names must be unique; repeated: {dupes}")
+        if self.incumbent.name in names:
+            raise ValueError(f"incumbent name {self.incumbent.name!r} is also a candidate name")
+        return self
+
+
+def _format_errors(err: ValidationError, source: str, raw: dict) -> str:
+    lines = [f"{source}: invalid run config ({err.error_count()} error(s))"]
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            # Suggest the nearest known key: most unknown keys are typos.
+            parent = _model_at(e["loc"][:-1])
+            known = sorted(parent.model_fields) if parent else []
+            close = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
+            msg = f"unknown key" + (f" (did you mean {close[0]!r}?)" if close else "") + (f"; expected one of {known}" if known else "")
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        else:
+            msg = f"{msg} (got {_safe_repr(e.get('input'))})"
+        lines.append(f"  {path}: {msg}")
+    return "\n".join(lines)
+
+
+def _safe_repr(value: object) -> str:
+    # Values are echoed to help find typos, but never a long string that might be a pasted secret.
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = RunConfig
+    for part in loc:
+        if model is None or isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            # A discriminated-union tag (e.g. 'openai') selects the member model.
+            member = _union_member(str(part))
+            model = member
+            continue
+        model = _model_type(field.annotation)
+    return model
+
+
+def _union_member(tag: str) -> type[BaseModel] | None:
+    from inference.engines import config as ec
+
+    for cls in (ec.OpenAIEngineConfig, ec.VLLMEngineConfig, ec.TransformersEngineConfig, ec.RecordedEngineConfig):
+        if cls.model_fields["kind"].annotation.__args__[0] == tag:
+            return cls
+    return None
+
+
+def _model_type(annotation: object) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_type(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def parse_config(raw: object, source: str = "<config>") -> RunConfig:
+    """Validate a parsed YAML document; raise ConfigError naming every bad key path."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a run config must be a YAML mapping, got {type(raw).__name__}")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source, raw)) from None
+
+
+def load_config(uri: str, storage_options: dict | None = None) -> RunConfig:
+    """Read and validate a run config from a local path or s3:// URI."""
+    import fsspec
+
+    from jobs.errors import storage_error
+
+    opts = storage_options or default_s3_options(uri)
+    try:
+        with fsspec.open(uri, "r", **opts) as fh:
+            text = fh.read()
+    except Exception as exc:  # noqa: BLE001 - mapped to a clear error below
+        raise storage_error(exc, uri) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{uri}:{where} not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    return parse_config(raw, uri)
+
+
+def default_s3_options(uri: str) -> dict:
+    """Options for reading an s3:// URI before the run config (and its store section) is known."""
+    if not uri.startswith("s3://"):
+        return {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}

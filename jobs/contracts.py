@@ -1,0 +1,289 @@
+"""Table contracts (docs/contracts.md) and their validators.
+
+A table-level break (a missing column, an unreadable file) raises ContractError naming the file and column,
+before any compute is spent. A row-level break sends the row to the quarantine table with its reason: nothing
+is silently dropped, and every valid row goes on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from jobs.errors import ContractError
+
+ROLES = {"system", "user", "assistant", "tool"}
+QUARANTINE_COLUMNS = ["stage", "source", "row", "request_id", "field", "reason", "raw"]
+RESPONSE_COLUMNS = ["request_id", "model", "response", "prompt_tokens", "completion_tokens", "latency_s",
+                    "finish_reason", "attempts", "error"]
+SCORE_COLUMNS = ["request_id", "model", "metric", "value"]
+LABEL_COLUMNS = ["request_id", "model", "dimension", "value"]
+
+
+@dataclass
+class Checked:
+    """A validated table and the rows it quarantined."""
+
+    valid: pd.DataFrame
+    quarantine: pd.DataFrame
+
+
+class _Quarantine:
+    def __init__(self, stage: str, source: str, df: pd.DataFrame):
+        self.stage, self.source, self.df = stage, source, df
+        self.rows: list[dict] = []
+        self.bad = np.zeros(len(df), dtype=bool)
+
+    def add(self, pos: int, field: str, reason: str) -> None:
+        if self.bad[pos]:
+            return  # one reason per row: the first problem found
+        self.bad[pos] = True
+        rid = self.df["request_id"].iat[pos] if "request_id" in self.df else None
+        raw = self.df.iloc[pos].to_dict()
+        self.rows.append({
+            "stage": self.stage, "source": self.source, "row": int(pos),
+            "request_id": None if _is_null(rid) else str(rid), "field": field, "reason": reason,
+            "raw": json.dumps(raw, default=str)[:2000],
+        })
+
+    def add_mask(self, mask: np.ndarray, field: str, reason: str) -> None:
+        for pos in np.flatnonzero(mask & ~self.bad):
+            self.add(int(pos), field, reason)
+
+    def result(self, valid: pd.DataFrame) -> Checked:
+        q = pd.DataFrame(self.rows, columns=QUARANTINE_COLUMNS)
+        return Checked(valid.loc[~self.bad].reset_index(drop=True), q)
+
+
+def _is_null(value: object) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def require_columns(df: pd.DataFrame, columns: list[str], source: str, what: str) -> None:
+    """Raise ContractError naming the first missing column (and the columns present)."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ContractError(f"{source}: {what} table is missing column {missing[0]!r} "
+                            f"(required: {columns}; present: {list(df.columns)})")
+
+
+def _ids(df: pd.DataFrame, q: _Quarantine) -> pd.Series:
+    ids = df["request_id"]
+    null = ids.isna().to_numpy() | (ids.astype(str).str.strip() == "").to_numpy()
+    q.add_mask(null, "request_id", "request_id is missing or empty")
+    return ids.astype(str).where(~null, None)
+
+
+def _normalise_messages(value: object) -> tuple[list[dict] | None, str | None, str | None]:
+    """(messages, trailing assistant answer, error). JSON strings (CSV files) are parsed."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            return None, None, f"messages is a string that is not JSON ({exc.msg})"
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if not isinstance(value, list):
+        return None, None, f"messages must be a list of {{role, content}}, got {type(value).__name__}"
+    if not value:
+        return None, None, "messages is empty"
+    out = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict):
+            return None, None, f"messages[{i}] must be a mapping with role and content, got {type(m).__name__}"
+        role, content = m.get("role"), m.get("content")
+        if role not in ROLES:
+            return None, None, f"messages[{i}].role must be one of {sorted(ROLES)}, got {role!r}"
+        if not isinstance(content, str):
+            return None, None, f"messages[{i}].content must be a string, got {type(content).__name__}"
+        out.append({"role": role, "content": content})
+    trailing = None
+    if out[-1]["role"] == "assistant":
+        # Multi-turn: the last assistant turn is the incumbent's answer to the turn being replayed.
+        trailing = out.pop()["content"]
+    if not out or out[-1]["role"] != "user":
+        return None, None, "messages must end with a user turn (optionally followed by the incumbent's answer)"
+    if not out[-1]["content"].strip():
+        return None, None, f"messages[{len(out) - 1}].content (the replayed user turn) is empty"
+    return out, trailing, None
+
+
+def validate_traffic(df: pd.DataFrame, source: str, segments: list[str] | None = None) -> Checked:
+    """Check and normalise a traffic table.
+
+    Table-level: a `request_id` column and one of `messages`/`prompt`; every configured segment column.
+    Row-level (quarantined): missing or duplicate ids, malformed or empty messages, non-string response or
+    reference, unparseable timestamp, missing segment value.
+    """
+    segments = segments or []
+    require_columns(df, ["request_id"], source, "traffic")
+    if "messages" not in df.columns and "prompt" not in df.columns:
+        raise ContractError(f"{source}: traffic table needs a 'messages' or a 'prompt' column (present: {list(df.columns)})")
+    require_columns(df, segments, source, "traffic (segment columns named in config)")
+    df = df.reset_index(drop=True)
+    q = _Quarantine("traffic", source, df)
+    ids = _ids(df, q)
+
+    dup = ids.duplicated(keep="first").to_numpy() & ids.notna().to_numpy()
+    if dup.any():
+        first = {rid: pos for pos, rid in reversed(list(enumerate(ids))) if rid is not None}
+        for pos in np.flatnonzero(dup):
+            q.add(int(pos), "request_id", f"duplicate request_id {ids.iat[pos]!r} (first at row {first[ids.iat[pos]]})")
+
+    messages: list[object] = [None] * len(df)
+    response = df["response"].copy() if "response" in df.columns else pd.Series([None] * len(df), dtype=object)
+    response = response.astype(object)
+    for pos in range(len(df)):
+        if q.bad[pos]:
+            continue
+        raw_msgs = df["messages"].iat[pos] if "messages" in df.columns else None
+        if _is_null_like(raw_msgs) and "prompt" in df.columns:
+            prompt = df["prompt"].iat[pos]
+            if not isinstance(prompt, str) or not prompt.strip():
+                q.add(pos, "prompt", "neither messages nor a non-empty prompt string")
+                continue
+            raw_msgs = [{"role": "user", "content": prompt}]
+        elif _is_null_like(raw_msgs):
+            q.add(pos, "messages", "messages is missing")
+            continue
+        msgs, trailing, err = _normalise_messages(raw_msgs)
+        if err:
+            q.add(pos, "messages", err)
+            continue
+        messages[pos] = msgs
+        if trailing is not None and _is_null(response.iat[pos]):
+            response.iat[pos] = trailing
+
+    for col in ("response", "reference"):
+        series = response if col == "response" else df.get(col)
+        if series is None:
+            continue
+        wrong = np.array([not (_is_null(v) or isinstance(v, str)) for v in series], dtype=bool)
+        q.add_mask(wrong, col, f"{col} must be a string or null")
+
+    timestamp = None
+    if "timestamp" in df.columns:
+        timestamp = pd.to_datetime(df["timestamp"], errors="coerce", utc=True)
+        q.add_mask((timestamp.isna() & df["timestamp"].notna()).to_numpy(), "timestamp", "timestamp is not a date-time")
+
+    for seg in segments:
+        q.add_mask(df[seg].isna().to_numpy(), seg, f"segment column {seg!r} is missing a value")
+
+    out = pd.DataFrame({"request_id": ids, "messages": pd.Series(messages, dtype=object)})
+    out["response"] = response.where(response.notna(), None)
+    out["reference"] = df["reference"].astype(object).where(df["reference"].notna(), None) if "reference" in df.columns else None
+    if timestamp is not None:
+        out["timestamp"] = timestamp
+    for seg in segments:
+        out[seg] = df[seg].astype(str)
+    return q.result(out)
+
+
+def _is_null_like(value: object) -> bool:
+    if isinstance(value, (list, np.ndarray)):
+        return False
+    return _is_null(value)
+
+
+def validate_responses(df: pd.DataFrame, source: str) -> Checked:
+    """Responses: every row names its request and model; a success has a response, a failure an error."""
+    require_columns(df, ["request_id", "model"], source, "responses")
+    df = df.reset_index(drop=True).copy()
+    for col in RESPONSE_COLUMNS:
+        if col not in df.columns:
+            df[col] = None
+    q = _Quarantine("responses", source, df)
+    ids = _ids(df, q)
+    df["request_id"] = ids
+    dup = df.duplicated(["request_id", "model"], keep="first").to_numpy()
+    q.add_mask(dup, "request_id", "duplicate (request_id, model)")
+    neither = (df["response"].isna() & df["error"].isna()).to_numpy()
+    q.add_mask(neither, "response", "neither a response nor an error")
+    wrong = np.array([not (_is_null(v) or isinstance(v, str)) for v in df["response"]], dtype=bool)
+    q.add_mask(wrong, "response", "response must be a string or null")
+    for col in ("prompt_tokens", "completion_tokens", "attempts"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").fillna(0).astype("int64")
+    df["latency_s"] = pd.to_numeric(df["latency_s"], errors="coerce").astype("float64")
+    return q.result(df[RESPONSE_COLUMNS + [c for c in df.columns if c not in RESPONSE_COLUMNS]])
+
+
+def validate_scores(df: pd.DataFrame, source: str) -> Checked:
+    """Scores (long form): request_id, model, metric, numeric value."""
+    require_columns(df, SCORE_COLUMNS, source, "scores")
+    df = df.reset_index(drop=True).copy()
+    q = _Quarantine("scores", source, df)
+    df["request_id"] = _ids(df, q)
+    value = pd.to_numeric(df["value"], errors="coerce")
+    q.add_mask((value.isna() & df["value"].notna()).to_numpy(), "value", "value is not a number")
+    q.add_mask(df["metric"].isna().to_numpy(), "metric", "metric is missing")
+    q.add_mask(df["model"].isna().to_numpy(), "model", "model is missing")
+    q.add_mask(df.duplicated(["request_id", "model", "metric"], keep="first").to_numpy(), "metric",
+               "duplicate (request_id, model, metric)")
+    df["value"] = value.astype("float64")
+    return q.result(df)
+
+
+def validate_labels(df: pd.DataFrame, source: str) -> Checked:
+    """Labels: request_id, model, dimension, numeric value, optional annotator."""
+    require_columns(df, LABEL_COLUMNS, source, "labels")
+    df = df.reset_index(drop=True).copy()
+    if "annotator" not in df.columns:
+        df["annotator"] = None
+    q = _Quarantine("labels", source, df)
+    df["request_id"] = _ids(df, q)
+    value = pd.to_numeric(df["value"], errors="coerce")
+    q.add_mask(value.isna().to_numpy(), "value", "value is missing or not a number")
+    q.add_mask(df["dimension"].isna().to_numpy(), "dimension", "dimension is missing")
+    q.add_mask(df["model"].isna().to_numpy(), "model", "model is missing")
+    df["value"] = value.astype("float64")
+    return q.result(df)
+
+
+def read_table_file(uri: str, storage_options: dict | None = None) -> pd.DataFrame:
+    """Read a whole table file (Parquet, JSONL, JSON, CSV) or a folder of Parquet files, with clear errors."""
+    import fsspec
+
+    from jobs.errors import storage_error
+
+    opts = storage_options or {}
+    try:
+        fs, path = fsspec.core.url_to_fs(uri, **opts)
+        if fs.isdir(path):
+            files = sorted(f for f in fs.find(path) if f.endswith(".parquet"))
+            if not files:
+                raise ContractError(f"{uri}: folder holds no .parquet files")
+            return pd.concat([_read_one(fs, f, f) for f in files], ignore_index=True)
+        if not fs.exists(path):
+            raise FileNotFoundError(uri)
+        return _read_one(fs, path, uri)
+    except ContractError:
+        raise
+    except OSError as exc:
+        raise storage_error(exc, uri) from None
+
+
+def _read_one(fs, path: str, shown: str) -> pd.DataFrame:
+    lower = path.lower()
+    try:
+        with fs.open(path, "rb") as fh:
+            if lower.endswith(".parquet"):
+                return pd.read_parquet(fh)
+            if lower.endswith((".jsonl", ".ndjson")):
+                return pd.read_json(fh, lines=True, dtype=False)
+            if lower.endswith(".json"):
+                return pd.read_json(fh, dtype=False)
+            if lower.endswith(".csv"):
+                return pd.read_csv(fh, dtype={"request_id": str})
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any parser error means a corrupt or mislabelled file
+        raise ContractError(f"{shown}: cannot be read as {lower.rsplit('.', 1)[-1]} ({type(exc).__name__}: {str(exc)[:200]})") from None
+    raise ContractError(f"{shown}: unknown table format (use .parquet, .jsonl, .json or .csv)")

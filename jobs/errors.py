@@ -1,0 +1,100 @@
+"""Baton's exceptions, their exit codes, and the one table that maps storage errors to them.
+
+Exit codes are a contract with scripts: 0 success, 1 an unexpected failure, 2 bad input (config, tables,
+arguments), 3 the decision gate failed (a verdict other than migrate where the run asked to gate on it),
+4 storage unreachable or access denied.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+EXIT_GATE = 3
+EXIT_STORAGE = 4
+
+
+class BatonError(Exception):
+    """Base of every error Baton reports to a user; the message is meant to be read as is."""
+
+    exit_code = EXIT_FAILURE
+
+
+class ConfigError(BatonError):
+    """The run config is invalid (names the key path)."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class ContractError(BatonError):
+    """A table breaks its contract as a whole (names the file and column)."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class StoreError(BatonError):
+    """The run store cannot be read or written."""
+
+    exit_code = EXIT_STORAGE
+
+
+class StoreNotFound(StoreError):
+    """A bucket, folder or object does not exist."""
+
+
+class StoreAccessDenied(StoreError):
+    """Credentials are missing, wrong or lack permission."""
+
+
+# botocore error codes -> (exception, what to tell the user). The one place storage errors are translated.
+_S3_CODES: dict[str, tuple[type[StoreError], str]] = {
+    "NoSuchBucket": (StoreNotFound, "bucket does not exist"),
+    "NoSuchKey": (StoreNotFound, "object does not exist"),
+    "404": (StoreNotFound, "not found"),
+    "InvalidAccessKeyId": (StoreAccessDenied, "access key id is not known to the store (check the env var named by store.access_key_id_env)"),
+    "SignatureDoesNotMatch": (StoreAccessDenied, "secret key is wrong (check the env var named by store.secret_access_key_env)"),
+    "AccessDenied": (StoreAccessDenied, "access denied by the store's policy"),
+    "403": (StoreAccessDenied, "access denied"),
+    "ExpiredToken": (StoreAccessDenied, "session token has expired"),
+}
+
+
+def storage_error(exc: BaseException, uri: str) -> BatonError:
+    """Translate an exception from fsspec/s3fs/botocore/the OS into a BatonError naming the URI.
+
+    Messages never include credential values: only the URI and the error code.
+    """
+    if isinstance(exc, BatonError):
+        return exc
+    code = _error_code(exc)
+    if code in _S3_CODES:
+        cls, what = _S3_CODES[code]
+        return cls(f"{uri}: {what} ({code})")
+    if isinstance(exc, FileNotFoundError):
+        return StoreNotFound(f"{uri}: does not exist")
+    if isinstance(exc, PermissionError):
+        return StoreAccessDenied(f"{uri}: permission denied")
+    name = type(exc).__name__
+    if name in {"NoCredentialsError", "PartialCredentialsError"}:
+        return StoreAccessDenied(f"{uri}: no credentials found (set store.access_key_id_env/secret_access_key_env or the AWS chain)")
+    if name in {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ConnectionRefusedError"}:
+        return StoreError(f"{uri}: cannot reach the store endpoint ({name})")
+    return StoreError(f"{uri}: {name}: {_first_line(exc)}")
+
+
+def _error_code(exc: BaseException) -> str | None:
+    seen = 0
+    while exc is not None and seen < 5:
+        response = getattr(exc, "response", None)
+        if isinstance(response, dict):
+            code = response.get("Error", {}).get("Code")
+            if code:
+                return str(code)
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else ""

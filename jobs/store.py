@@ -1,0 +1,282 @@
+"""The run store: one root URI (a local folder or s3://bucket/prefix), one folder per run.
+
+Layout of a run (``runs/<run_id>/``)::
+
+    manifest.json                      run-level metadata and per-stage statistics (written by the driver)
+    <table>/part-<shard>-<token>.parquet   shard data, written whole under a unique name
+    <table>/_commits/<shard>.json      the commit record of a shard: which data file, how many rows
+    documents (decision.json, report.html, ...) under the table folder they belong to
+
+A shard is committed by creating its commit record *after* its data file is complete, with an exclusive create
+(``O_EXCL``-style link locally, ``If-None-Match: *`` on S3). Readers read only shards that have a commit record,
+so they never see half a shard; a rerun asks ``is_committed`` and skips committed shards, so it never writes a
+row twice; a data file without a commit record (a crashed writer) is ignored and can be garbage-collected.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+import fsspec
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from jobs.config import StoreConfig
+from jobs.errors import StoreError, storage_error
+
+TABLES = ("traffic", "responses", "scores", "embeddings", "labels", "calibration", "decision", "quarantine")
+_SHARD = re.compile(r"^[A-Za-z0-9._=-]{1,200}$")
+
+
+def shard_id(*parts: object) -> str:
+    """A filesystem- and S3-safe shard id from its parts (model names may hold '/' or ':')."""
+    text = "-".join(str(p) for p in parts)
+    return re.sub(r"[^A-Za-z0-9._=-]", "_", text)[:200]
+
+
+def storage_options(cfg: StoreConfig) -> dict:
+    """fsspec options for the store; credentials are read from the env vars the config names, here and only here."""
+    if not cfg.root.startswith("s3://"):
+        return {}
+    opts: dict = {}
+    client_kwargs: dict = {}
+    if cfg.endpoint_url:
+        client_kwargs["endpoint_url"] = cfg.endpoint_url
+    if cfg.region:
+        client_kwargs["region_name"] = cfg.region
+    if client_kwargs:
+        opts["client_kwargs"] = client_kwargs
+    if cfg.profile:
+        opts["profile"] = cfg.profile
+    for field, key in (("access_key_id_env", "key"), ("secret_access_key_env", "secret"), ("session_token_env", "token")):
+        name = getattr(cfg, field)
+        if name:
+            if name not in os.environ:
+                raise StoreError(f"store.{field}: environment variable {name} is not set")
+            opts[key] = os.environ[name]
+    # Fresh clients: s3fs caches instances by arguments, and a cached client can outlive a moto reset or a fork.
+    opts["skip_instance_cache"] = True
+    return opts
+
+
+class RunStore:
+    """Tables and documents of one run. Picklable: Ray workers rebuild the filesystem from the config."""
+
+    def __init__(self, cfg: StoreConfig, run_id: str):
+        self.cfg = cfg
+        self.run_id = run_id
+        self.root = cfg.root.rstrip("/")
+        self.run_uri = f"{self.root}/runs/{run_id}"
+        self._fs = None
+
+    # -- plumbing ---------------------------------------------------------------------------------------
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_fs"] = None  # never pickle a client holding credentials
+        return state
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        if self._fs is None:
+            protocol = "s3" if self.root.startswith("s3://") else "file"
+            self._fs = fsspec.filesystem(protocol, **storage_options(self.cfg))
+        return self._fs
+
+    def path(self, *parts: str) -> str:
+        """Filesystem path (no scheme) of a file of this run."""
+        base = self.run_uri[len("s3://"):] if self.run_uri.startswith("s3://") else os.path.abspath(self.run_uri)
+        return "/".join([base, *parts])
+
+    def uri(self, *parts: str) -> str:
+        p = self.path(*parts)
+        return f"s3://{p}" if self.root.startswith("s3://") else p
+
+    def _guard(self, fn, what: str):
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - translated in one place
+            raise storage_error(exc, what) from None
+
+    def check_access(self) -> None:
+        """Fail fast (before compute) when the bucket is missing or the credentials are rejected."""
+        if self.root.startswith("s3://"):
+            bucket = self.root[len("s3://"):].split("/", 1)[0]
+            self._guard(lambda: self.fs.ls(bucket, refresh=True), f"s3://{bucket}")
+            # A write probe: listing can succeed where writing is denied.
+            probe = self.path("_probe", uuid.uuid4().hex)
+            self._guard(lambda: self.fs.pipe_file(probe, b""), self.uri("_probe"))
+            self._guard(lambda: self.fs.rm_file(probe), self.uri("_probe"))
+        else:
+            os.makedirs(self.path(), exist_ok=True)
+
+    # -- shards -----------------------------------------------------------------------------------------
+    def _check_table(self, table: str) -> None:
+        if table not in TABLES:
+            raise ValueError(f"unknown table {table!r}; tables are {TABLES}")
+
+    def commits(self, table: str) -> dict[str, dict]:
+        """Commit records of a table, by shard id."""
+        self._check_table(table)
+        folder = self.path(table, "_commits")
+        try:
+            names = self.fs.ls(folder, detail=False, refresh=True)
+        except FileNotFoundError:
+            return {}
+        except Exception as exc:  # noqa: BLE001
+            raise storage_error(exc, self.uri(table, "_commits")) from None
+        records: dict[str, dict] = {}
+        for name in sorted(names):
+            if not name.endswith(".json"):
+                continue
+            raw = self._guard(lambda n=name: self.fs.cat_file(n), name)
+            record = json.loads(raw)
+            records[record["shard"]] = record
+        return records
+
+    def is_committed(self, table: str, shard: str) -> bool:
+        return self.fs.exists(self.path(table, "_commits", f"{shard}.json"))
+
+    def write_shard(self, table: str, shard: str, df: pd.DataFrame, meta: dict | None = None) -> bool:
+        """Write one shard and commit it. Returns False (writing nothing) if the shard was already committed.
+
+        Safe against a concurrent writer of the same shard: exactly one commit record is created; the loser
+        removes its data file.
+        """
+        self._check_table(table)
+        if not _SHARD.match(shard):
+            raise ValueError(f"shard id {shard!r} must match {_SHARD.pattern}")
+        if self.is_committed(table, shard):
+            return False
+        token = f"{int(time.time())}-{secrets.token_hex(4)}"
+        data_name = f"part-{shard}-{token}.parquet"
+        data_path = self.path(table, data_name)
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buf, compression="zstd")
+        self._write_bytes(data_path, buf.getvalue(), exclusive=False)
+        record = {
+            "shard": shard,
+            "file": data_name,
+            "rows": int(len(df)),
+            "committed_at": _now(),
+            **(meta or {}),
+        }
+        created = self._write_bytes(self.path(table, "_commits", f"{shard}.json"), json.dumps(record).encode(), exclusive=True)
+        if not created:
+            self._guard(lambda: self.fs.rm_file(data_path), data_path)
+        return created
+
+    def _write_bytes(self, path: str, data: bytes, exclusive: bool) -> bool:
+        """Write a whole object atomically; with exclusive, only if it does not exist (returns whether written)."""
+        if self.root.startswith("s3://"):
+            try:
+                # A single PUT is atomic on S3; If-None-Match: * makes the create exclusive.
+                self.fs.pipe_file(path, data, mode="create" if exclusive else "overwrite")
+                return True
+            except FileExistsError:
+                return False
+            except Exception as exc:  # noqa: BLE001
+                if exclusive and _error_is_precondition(exc):
+                    return False
+                raise storage_error(exc, f"s3://{path}") from None
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            if exclusive:
+                try:
+                    os.link(tmp, path)  # fails if path exists: an atomic exclusive create of a complete file
+                except FileExistsError:
+                    return False
+                return True
+            os.replace(tmp, path)
+            return True
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    def shard_paths(self, table: str) -> list[str]:
+        """Paths of the committed data files of a table (for Ray Data's read_parquet with ``self.fs``)."""
+        return [self.path(table, rec["file"]) for _, rec in sorted(self.commits(table).items())]
+
+    def iter_shards(self, table: str, columns: list[str] | None = None) -> Iterator[tuple[str, pd.DataFrame]]:
+        """Committed shards one at a time, so a reader never holds more than one shard."""
+        for shard, rec in sorted(self.commits(table).items()):
+            path = self.path(table, rec["file"])
+            raw = self._guard(lambda p=path: self.fs.cat_file(p), path)
+            yield shard, pq.read_table(io.BytesIO(raw), columns=columns).to_pandas()
+
+    def read_table(self, table: str, columns: list[str] | None = None) -> pd.DataFrame:
+        """A whole table from its committed shards (for small tables: labels, decision inputs)."""
+        frames = [df for _, df in self.iter_shards(table, columns)]
+        if not frames:
+            return pd.DataFrame(columns=columns) if columns else pd.DataFrame()
+        return pd.concat(frames, ignore_index=True)
+
+    def count_rows(self, table: str) -> int:
+        return sum(int(r["rows"]) for r in self.commits(table).values())
+
+    def garbage(self, table: str) -> list[str]:
+        """Data files without a commit record (left by crashed writers)."""
+        committed = {rec["file"] for rec in self.commits(table).values()}
+        try:
+            names = self.fs.ls(self.path(table), detail=False, refresh=True)
+        except FileNotFoundError:
+            return []
+        return [n for n in names if n.rsplit("/", 1)[-1].startswith("part-") and n.rsplit("/", 1)[-1] not in committed]
+
+    # -- documents and manifest -------------------------------------------------------------------------
+    def write_document(self, table: str, name: str, data: bytes | str) -> str:
+        """Write (replace) a whole document such as decision.json or report.html; returns its URI."""
+        self._check_table(table)
+        payload = data.encode() if isinstance(data, str) else data
+        self._write_bytes(self.path(table, name), payload, exclusive=False)
+        return self.uri(table, name)
+
+    def read_document(self, table: str, name: str) -> bytes:
+        return self._guard(lambda: self.fs.cat_file(self.path(table, name)), self.uri(table, name))
+
+    def has_document(self, table: str, name: str) -> bool:
+        return self.fs.exists(self.path(table, name))
+
+    def manifest(self) -> dict:
+        try:
+            return json.loads(self.fs.cat_file(self.path("manifest.json")))
+        except FileNotFoundError:
+            return {}
+        except Exception as exc:  # noqa: BLE001
+            raise storage_error(exc, self.uri("manifest.json")) from None
+
+    def update_manifest(self, **fields: object) -> dict:
+        """Merge fields into manifest.json (driver only: one writer per run)."""
+        manifest = self.manifest() or {"run_id": self.run_id, "created_at": _now(), "stages": {}}
+        for key, value in fields.items():
+            if key == "stages" and isinstance(value, dict):
+                for stage, stats in value.items():
+                    manifest["stages"].setdefault(stage, {}).update(stats)
+            else:
+                manifest[key] = value
+        manifest["updated_at"] = _now()
+        self._write_bytes(self.path("manifest.json"), json.dumps(manifest, indent=2, default=str).encode(), exclusive=False)
+        return manifest
+
+
+def _error_is_precondition(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}"
+    return "PreconditionFailed" in text or "412" in text or "ConditionalRequestConflict" in text
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
