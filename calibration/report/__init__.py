@@ -1,0 +1,9 @@
+"""Per-run report: render a decision document (docs/decision-schema.md) as Markdown and self-contained HTML.
+
+Pure: ``render_report(decision, extras)`` returns ``(report_md, report_html)``; writing files is the
+caller's job (jobs/).
+"""
+
+from .render import render_report
+
+__all__ = ["render_report"]
