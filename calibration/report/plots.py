@@ -43,6 +43,11 @@ def to_svg(fig: Figure, key: str) -> str:
     svg = svg[svg.index("<svg") :]
     svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)
     svg = re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", svg)
+    # matplotlib numbers its groups per figure (figure_1, axes_1, ...): prefix every id and every
+    # reference to one so that several SVGs on one page keep their ids unique.
+    svg = re.sub(r'\bid="([^"]+)"', rf'id="{key}-\1"', svg)
+    svg = re.sub(r'href="#([^"]+)"', rf'href="#{key}-\1"', svg)
+    svg = re.sub(r"url\(#([^)]+)\)", rf"url(#{key}-\1)", svg)
     return svg.strip()
 
 
@@ -142,7 +147,8 @@ def posterior_densities(cands: list[Candidate]) -> str | None:
             ax.set_title(f"{label(cname, 24)} · {label(dname, 20)}", fontsize=9, loc="left")
             d = lookup.get((cname, dname))
             if d is None:
-                ax.text(0.5, 0.5, "no posterior draws", ha="center", va="center", transform=ax.transAxes,
+                has_dim = any(x.candidate == cname and x.name == dname for x in all_dims(cands))
+                ax.text(0.5, 0.5, "no posterior draws" if has_dim else "dimension not evaluated", ha="center", va="center", transform=ax.transAxes,
                         color="#777777")
                 ax.set_xticks([])
                 ax.set_yticks([])
@@ -185,7 +191,7 @@ def label_budget_plot(curves: list[BudgetCurve], cands: list[Candidate]) -> str 
     if not curves:
         return None
     dims = {(d.candidate, d.name): d for d in all_dims(cands)}
-    fig = Figure(figsize=(8.5, 4.2), layout="constrained")
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
     ax = fig.add_subplot()
     for i, cv in enumerate(curves):
         n, w = zip(*cv.points)
@@ -200,10 +206,13 @@ def label_budget_plot(curves: list[BudgetCurve], cands: list[Candidate]) -> str 
         ax.plot([d.labels_used], [w0], marker="o", color=line.get_color(), markersize=7, linestyle="none")
         if d.labels_needed:
             ax.axvline(d.labels_used + d.labels_needed, color=line.get_color(), linestyle=":", linewidth=1)
-    ax.set_xlabel("human labels")
-    ax.set_ylabel("interval width")
+    # Log-log: a 1/sqrt(n) law is a straight line of slope -1/2 whatever the dimension's scale.
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("human labels (log scale)")
+    ax.set_ylabel("interval width (log scale)")
     ax.set_title("Label budget: interval width against labels (dots: this run; dotted: labels asked for)",
                  loc="left", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncols=1 if len(curves) <= 12 else 2, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return to_svg(fig, "budget")
