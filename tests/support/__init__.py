@@ -1,0 +1,1 @@
+"""Test support: a loopback OpenAI-compatible server and a tiny local causal LM."""

@@ -1,0 +1,299 @@
+"""A loopback OpenAI-compatible chat completions server for tests and benchmarks.
+
+A real HTTP server (aiohttp, on its own event loop in a background thread) on 127.0.0.1 with:
+
+- rate limits like a provider's: requests per minute and tokens per minute, each a token bucket refilled
+  continuously (capacity ``burst_s`` seconds of the limit); a request over either limit gets 429 with
+  ``retry-after`` / ``retry-after-ms`` and the ``x-ratelimit-*`` headers. Tokens charged per request are its
+  prompt tokens plus the completion it is about to return (what providers bill), counted by ``count_tokens``.
+- fault injection by fraction, decided per (request id, attempt) from a seed so runs are reproducible:
+  HTTP 500, a hang past the client's timeout, and a 200 whose body is malformed JSON.
+- a request log (one entry per HTTP request: request id, attempt, status, fault, tokens, time) to count
+  attempts per request id and check that every request was answered exactly once.
+- a pluggable ``responder(messages, model) -> str`` (the default echoes the last user turn), so a scorer's
+  tests can script an LLM judge.
+
+Request ids travel in the ``x-client-request-id`` header (OpenAI's own tracing header); requests without one
+are logged under a generated id.
+
+Usage::
+
+    with OpenAIServer(rpm=600, tpm=60_000, fault_500=0.05, seed=1) as srv:
+        client = AsyncOpenAI(base_url=srv.base_url, api_key="test", max_retries=0)
+        ...
+        srv.attempts_by_id()   # {request_id: number of HTTP requests seen}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+Responder = Callable[[list[dict], str], str]
+
+
+def count_tokens(text: str) -> int:
+    """The server's token count: about four characters per token (what clients estimate with, too)."""
+    return max(1, math.ceil(len(text) / 4))
+
+
+def prompt_tokens(messages: list[dict]) -> int:
+    """Prompt tokens of a chat: content tokens plus a small per-message overhead (role and separators)."""
+    return sum(count_tokens(str(m.get("content") or "")) + 4 for m in messages) + 2
+
+
+def echo_responder(messages: list[dict], model: str) -> str:
+    """Default responder: a deterministic answer derived from the last user turn."""
+    last = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
+    return f"[{model}] answer to: {last}"
+
+
+class _Bucket:
+    """A token bucket refilled continuously at ``rate`` per second up to ``capacity``."""
+
+    def __init__(self, per_minute: float, burst_s: float):
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, self.rate * burst_s)
+        self.level = self.capacity
+        self.stamp = time.monotonic()
+
+    def _refill(self, now: float) -> None:
+        self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def wait_for(self, amount: float, now: float) -> float:
+        """Seconds until ``amount`` is available (0 if it is now)."""
+        self._refill(now)
+        amount = min(amount, self.capacity)  # a request bigger than the bucket passes when it is full
+        return 0.0 if self.level >= amount else (amount - self.level) / self.rate
+
+    def take(self, amount: float) -> None:
+        self.level -= min(amount, self.capacity)
+
+    def reset_s(self) -> float:
+        return (self.capacity - self.level) / self.rate
+
+
+@dataclass
+class LogEntry:
+    request_id: str
+    attempt: int
+    status: int
+    fault: str | None
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    t: float
+
+
+@dataclass
+class OpenAIServer:
+    """Loopback OpenAI-compatible server; start()/stop() or use as a context manager."""
+
+    rpm: float | None = None
+    tpm: float | None = None
+    burst_s: float = 2.0
+    fault_500: float = 0.0
+    fault_hang: float = 0.0
+    fault_malformed: float = 0.0
+    hang_s: float = 30.0
+    seed: int = 0
+    latency_s: float = 0.0
+    api_key: str | None = None
+    responder: Responder = echo_responder
+    log: list[LogEntry] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._req_bucket = _Bucket(self.rpm, self.burst_s) if self.rpm else None
+        self._tok_bucket = _Bucket(self.tpm, self.burst_s) if self.tpm else None
+        self._attempts: Counter[str] = Counter()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> "OpenAIServer":
+        ready = threading.Event()
+        error: list[BaseException] = []
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+            try:
+                self._loop.run_until_complete(self._serve())
+            except BaseException as exc:  # noqa: BLE001 - reported to start()
+                error.append(exc)
+                ready.set()
+                return
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="openai-test-server", daemon=True)
+        self._thread.start()
+        if not ready.wait(10) or error:
+            raise RuntimeError(f"test OpenAI server did not start: {error[0] if error else 'timeout'}")
+        return self
+
+    async def _serve(self) -> None:
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        fut = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
+        try:
+            fut.result(10)
+        except Exception:  # noqa: BLE001 - best effort on shutdown
+            pass
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop = None
+
+    async def _shutdown(self) -> None:
+        await self._runner.cleanup()
+        # Handlers still sleeping (injected hangs) are cancelled so the loop closes cleanly.
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    def __enter__(self) -> "OpenAIServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- inspection ---------------------------------------------------------------------------------------
+    def reset(self, **settings: object) -> None:
+        """Clear the log and attempt counts; optionally change settings (rpm, tpm, fault fractions, responder...)."""
+        with self._lock:
+            for key, value in settings.items():
+                if not hasattr(self, key):
+                    raise AttributeError(f"OpenAIServer has no setting {key!r}")
+                setattr(self, key, value)
+            self.log = []
+            self._attempts = Counter()
+            self._req_bucket = _Bucket(self.rpm, self.burst_s) if self.rpm else None
+            self._tok_bucket = _Bucket(self.tpm, self.burst_s) if self.tpm else None
+
+    def attempts_by_id(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._attempts)
+
+    def statuses(self) -> Counter:
+        with self._lock:
+            return Counter(e.fault or str(e.status) for e in self.log)
+
+    def successes(self) -> list[LogEntry]:
+        with self._lock:
+            return [e for e in self.log if e.status == 200 and e.fault is None]
+
+    # -- handlers -----------------------------------------------------------------------------------------
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "test-model", "object": "model"}]})
+
+    def _fault(self, request_id: str, attempt: int) -> str | None:
+        digest = hashlib.sha256(f"{self.seed}:{request_id}:{attempt}".encode()).digest()
+        u = int.from_bytes(digest[:8], "big") / 2**64
+        for name, frac in (("500", self.fault_500), ("hang", self.fault_hang), ("malformed", self.fault_malformed)):
+            if u < frac:
+                return name
+            u -= frac
+        return None
+
+    def _limit_headers(self) -> dict[str, str]:
+        headers = {}
+        for kind, bucket, limit in (("requests", self._req_bucket, self.rpm), ("tokens", self._tok_bucket, self.tpm)):
+            if bucket is None:
+                continue
+            headers[f"x-ratelimit-limit-{kind}"] = str(int(limit))
+            headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, int(bucket.level)))
+            headers[f"x-ratelimit-reset-{kind}"] = f"{bucket.reset_s():.3f}s"
+        return headers
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        now = time.monotonic()
+        request_id = request.headers.get("x-client-request-id") or f"anon-{uuid.uuid4().hex[:12]}"
+        if self.api_key is not None and request.headers.get("authorization") != f"Bearer {self.api_key}":
+            return web.json_response({"error": {"message": "invalid api key", "type": "invalid_request_error",
+                                                "code": "invalid_api_key"}}, status=401)
+        try:
+            body = await request.json()
+            messages = body["messages"]
+            model = str(body.get("model", ""))
+            max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 256)
+        except (ValueError, KeyError, TypeError) as exc:
+            return web.json_response({"error": {"message": f"bad request: {exc}", "type": "invalid_request_error"}},
+                                     status=400)
+        text = self.responder(messages, model)
+        completion, finish = text, "stop"
+        if count_tokens(text) > max_tokens:
+            completion, finish = text[: max_tokens * 4], "length"
+        p_tok, c_tok = prompt_tokens(messages), count_tokens(completion)
+
+        with self._lock:
+            wait = 0.0
+            if self._req_bucket is not None:
+                wait = max(wait, self._req_bucket.wait_for(1, now))
+            if self._tok_bucket is not None:
+                wait = max(wait, self._tok_bucket.wait_for(p_tok + c_tok, now))
+            self._attempts[request_id] += 1
+            attempt = self._attempts[request_id]
+            if wait > 0:
+                self.log.append(LogEntry(request_id, attempt, 429, None, model, p_tok, c_tok, now))
+                headers = {"retry-after": str(max(1, math.ceil(wait))), "retry-after-ms": str(int(wait * 1000) + 1),
+                           **self._limit_headers()}
+                return web.json_response({"error": {"message": "Rate limit reached", "type": "requests",
+                                                    "code": "rate_limit_exceeded"}}, status=429, headers=headers)
+            if self._req_bucket is not None:
+                self._req_bucket.take(1)
+            if self._tok_bucket is not None:
+                self._tok_bucket.take(p_tok + c_tok)
+            fault = self._fault(request_id, attempt)
+            self.log.append(LogEntry(request_id, attempt, 500 if fault == "500" else 200, fault, model, p_tok, c_tok, now))
+            headers = self._limit_headers()
+
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        if fault == "500":
+            return web.json_response({"error": {"message": "injected server error", "type": "server_error"}},
+                                     status=500, headers=headers)
+        if fault == "hang":
+            await asyncio.sleep(self.hang_s)
+            return web.json_response({"error": {"message": "hung"}}, status=504, headers=headers)
+        if fault == "malformed":
+            return web.Response(body=b'{"id": "chatcmpl-x", "choices": [{"message": ', status=200,
+                                content_type="application/json", headers=headers)
+        payload = {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:16]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": completion},
+                         "finish_reason": finish, "logprobs": None}],
+            "usage": {"prompt_tokens": p_tok, "completion_tokens": c_tok, "total_tokens": p_tok + c_tok},
+        }
+        return web.json_response(payload, headers=headers)
