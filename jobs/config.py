@@ -113,6 +113,7 @@ class RunConfig(_Strict):
     incumbent: IncumbentConfig = Field(..., description="The model being retired.")
     candidates: list[CandidateConfig] = Field(..., min_length=1, description="Candidate models.")
     scoring: dict = Field(default_factory=dict, description="Scorer settings (see inference.scorers).")
+    recorded_scores: list[str] = Field(default_factory=list, description="Score tables computed elsewhere (e.g. recorded judge verdicts), validated and added to the scores table.")
     labels: LabelsConfig = Field(default_factory=LabelsConfig, description="Human labels.")
     decision: DecisionConfig = Field(..., description="Decision rule.")
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig, description="Execution on Ray.")
@@ -148,6 +149,8 @@ def _format_errors(err: ValidationError, source: str, raw: dict) -> str:
             msg = f"unknown key" + (f" (did you mean {close[0]!r}?)" if close else "") + (f"; expected one of {known}" if known else "")
         elif e["type"] == "missing":
             msg = "required key is missing"
+        elif not e["loc"] or str(e["loc"][-1]).endswith("_env") or "environment variable" in msg:
+            pass  # a whole document, or a value that may be a pasted secret: never echo it
         else:
             msg = f"{msg} (got {_safe_repr(e.get('input'))})"
         lines.append(f"  {path}: {msg}")
