@@ -50,8 +50,8 @@ def init_ray(cfg: RunConfig) -> None:
         ray.init(**kwargs)
 
 
-def run_pipeline(cfg: RunConfig, progress: bool = True) -> dict:
-    """Run (or resume) every stage; returns the decision document."""
+def run_pipeline(cfg: RunConfig, progress: bool = True, truth: dict | None = None) -> dict:
+    """Run (or resume) every stage; returns the decision document. `truth` (demo only) goes into the report."""
     from jobs.decide import decide_run
     from jobs.replay import replay
     from jobs.report import write_report
@@ -79,7 +79,7 @@ def run_pipeline(cfg: RunConfig, progress: bool = True) -> dict:
     stage("recorded_scores", lambda: import_recorded_scores(cfg, store))
     stage("labels", lambda: import_labels(cfg, store))
     decision = stage("decide", lambda: decide_run(cfg, store))
-    stage("report", lambda: write_report(cfg, store, decision))
+    stage("report", lambda: write_report(cfg, store, decision, truth))
     print_verdicts(decision, store)
     return decision
 
