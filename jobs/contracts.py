@@ -21,6 +21,7 @@ RESPONSE_COLUMNS = ["request_id", "model", "response", "prompt_tokens", "complet
                     "finish_reason", "attempts", "error"]
 SCORE_COLUMNS = ["request_id", "model", "metric", "value"]
 LABEL_COLUMNS = ["request_id", "model", "dimension", "value"]
+TABLE_SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".json", ".csv")
 
 
 @dataclass
@@ -257,9 +258,9 @@ def read_table_file(uri: str, storage_options: dict | None = None) -> pd.DataFra
     try:
         fs, path = fsspec.core.url_to_fs(uri, **opts)
         if fs.isdir(path):
-            files = sorted(f for f in fs.find(path) if f.endswith(".parquet"))
+            files = sorted(f for f in fs.find(path) if f.lower().endswith(TABLE_SUFFIXES))
             if not files:
-                raise ContractError(f"{uri}: folder holds no .parquet files")
+                raise ContractError(f"{uri}: folder holds no table files ({', '.join(TABLE_SUFFIXES)})")
             return pd.concat([_read_one(fs, f, f) for f in files], ignore_index=True)
         if not fs.exists(path):
             raise FileNotFoundError(uri)

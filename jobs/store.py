@@ -96,6 +96,15 @@ class RunStore:
         base = self.run_uri[len("s3://"):] if self.run_uri.startswith("s3://") else os.path.abspath(self.run_uri)
         return "/".join([base, *parts])
 
+    def root_path(self, *parts: str) -> str:
+        """Filesystem path of a file under the store root but outside any run (e.g. the nightly history)."""
+        base = self.root[len("s3://"):] if self.root.startswith("s3://") else os.path.abspath(self.root)
+        return "/".join([base, *parts])
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Write (replace) a whole object at a filesystem path of this store, atomically."""
+        self._write_bytes(path, data, exclusive=False)
+
     def uri(self, *parts: str) -> str:
         p = self.path(*parts)
         return f"s3://{p}" if self.root.startswith("s3://") else p
