@@ -9,6 +9,8 @@ export TRANSFORMERS_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export VLLM_CPU_KVCACHE_SPACE := 1
 export TOKENIZERS_PARALLELISM := false
+# Keep Ray on loopback (see ../shared/STACK.md).
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 
 .PHONY: setup demo test test-fast clean
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 
@@ -45,6 +46,8 @@ def init_ray(cfg: RunConfig) -> None:
     if cfg.execution.ray_address:
         ray.init(address=cfg.execution.ray_address)
     else:
+        # A Ray started here serves this process only: keep it on loopback.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         if cfg.execution.num_cpus:
             kwargs["num_cpus"] = cfg.execution.num_cpus
         ray.init(**kwargs)
