@@ -1,0 +1,89 @@
+"""The `recorded` engine: responses collected elsewhere, read from a table and aligned to the traffic.
+
+The table needs ``request_id`` and ``response`` (and may carry the other responses columns, and a model column
+when it holds several models). Every traffic request gets exactly one row: the first recorded row for it, or an
+error row of kind ``not_recorded``. Contract checks of the recorded rows themselves (duplicates, rows with
+neither response nor error) are the replay stage's job, which quarantines them.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from inference.engines.base import RESPONSE_COLUMNS, error_row, require_input, response_frame
+from inference.engines.config import RecordedEngineConfig
+
+
+def read_table(uri: str, storage_options: dict | None = None) -> pd.DataFrame:
+    """Parquet (file or folder), JSONL, JSON or CSV, local or s3://."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    if fs.isdir(path):
+        files = sorted(f for f in fs.find(path) if f.endswith(".parquet"))
+        if not files:
+            raise FileNotFoundError(f"{uri}: folder holds no .parquet files")
+        return pd.concat([_read(fs, f) for f in files], ignore_index=True)
+    return _read(fs, path)
+
+
+def _read(fs, path: str) -> pd.DataFrame:
+    lower = path.lower()
+    with fs.open(path, "rb") as fh:
+        if lower.endswith(".parquet"):
+            return pd.read_parquet(fh)
+        if lower.endswith((".jsonl", ".ndjson")):
+            return pd.read_json(fh, lines=True, dtype=False)
+        if lower.endswith(".json"):
+            return pd.read_json(fh, dtype=False)
+        if lower.endswith(".csv"):
+            return pd.read_csv(fh, dtype={"request_id": str})
+    raise ValueError(f"{path}: unknown table format (use .parquet, .jsonl, .json or .csv)")
+
+
+class RecordedEngine:
+    """Ray Data stage: ``RecordedEngine(config)(batch) -> responses batch`` from the recorded table."""
+
+    def __init__(self, config: RecordedEngineConfig, storage_options: dict | None = None):
+        self.config = config
+        table = read_table(config.path, storage_options)
+        for col in ("request_id", "response"):
+            if col not in table.columns:
+                raise KeyError(f"recorded table {config.path}: missing column {col!r} (present: {list(table.columns)})")
+        if config.model_column:
+            if config.model_column not in table.columns:
+                raise KeyError(f"recorded table {config.path}: model_column {config.model_column!r} is not a column")
+            table = table[table[config.model_column].astype(str) == config.name]
+        table = table.copy()
+        table["request_id"] = table["request_id"].astype(str)
+        self.table = table
+
+    def lookup(self, request_ids: list) -> pd.DataFrame:
+        """The raw recorded rows of these requests (duplicates and bad rows included) with model = config.name."""
+        ids = {str(r) for r in request_ids}
+        rows = self.table[self.table["request_id"].isin(ids)].copy()
+        rows["model"] = self.config.name
+        for col in RESPONSE_COLUMNS:
+            if col not in rows.columns:
+                rows[col] = 1 if col == "attempts" else (0 if col.endswith("tokens") else None)
+        return rows[RESPONSE_COLUMNS].reset_index(drop=True)
+
+    def align(self, batch: pd.DataFrame, rows: pd.DataFrame, missing_kind: str = "not_recorded",
+              reasons: dict[str, str] | None = None) -> pd.DataFrame:
+        """One row per request of ``batch``: its first row in ``rows`` or an error row (with its reason)."""
+        first = rows.drop_duplicates("request_id", keep="first").set_index("request_id")
+        out = []
+        for rid in batch["request_id"].astype(str):
+            if rid in first.index:
+                out.append({"request_id": rid, **first.loc[rid].to_dict()})
+            elif reasons and rid in reasons:
+                out.append(error_row(rid, self.config.name, "quarantined", reasons[rid]))
+            else:
+                out.append(error_row(rid, self.config.name, missing_kind, f"no row in {self.config.path}"))
+        return response_frame(out)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        require_input(batch, f"recorded engine {self.config.name!r}")
+        rows = self.lookup(list(batch["request_id"]))
+        usable = rows["response"].notna() | rows["error"].notna()
+        return self.align(batch, rows[usable])
