@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from inference.engines.config import CandidateConfig, check_env_name
+from inference.scorers.config import ScoringConfig
 from jobs.errors import ConfigError
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -112,7 +113,7 @@ class RunConfig(_Strict):
     traffic: TrafficConfig = Field(..., description="Traffic to replay.")
     incumbent: IncumbentConfig = Field(..., description="The model being retired.")
     candidates: list[CandidateConfig] = Field(..., min_length=1, description="Candidate models.")
-    scoring: dict = Field(default_factory=dict, description="Scorer settings (see inference.scorers).")
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig, description="Scorers: checks, embeddings, LLM judge.")
     recorded_scores: list[str] = Field(default_factory=list, description="Score tables computed elsewhere (e.g. recorded judge verdicts), validated and added to the scores table.")
     labels: LabelsConfig = Field(default_factory=LabelsConfig, description="Human labels.")
     decision: DecisionConfig = Field(..., description="Decision rule.")
