@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib import rc_context
 from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from .view import BudgetCurve, Candidate, Dim, all_dims
 
@@ -148,8 +149,8 @@ def posterior_densities(cands: list[Candidate]) -> str | None:
             d = lookup.get((cname, dname))
             if d is None:
                 has_dim = any(x.candidate == cname and x.name == dname for x in all_dims(cands))
-                ax.text(0.5, 0.5, "no posterior draws" if has_dim else "dimension not evaluated", ha="center", va="center", transform=ax.transAxes,
-                        color="#777777")
+                ax.text(0.5, 0.5, "no posterior draws" if has_dim else "dimension not evaluated", ha="center",
+                        va="center", transform=ax.transAxes, color="#777777")
                 ax.set_xticks([])
                 ax.set_yticks([])
                 continue
@@ -209,10 +210,15 @@ def label_budget_plot(curves: list[BudgetCurve], cands: list[Candidate]) -> str 
     # Log-log: a 1/sqrt(n) law is a straight line of slope -1/2 whatever the dimension's scale.
     ax.set_xscale("log")
     ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(ScalarFormatter())
+        axis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("human labels (log scale)")
     ax.set_ylabel("interval width (log scale)")
     ax.set_title("Label budget: interval width against labels (dots: this run; dotted: labels asked for)",
                  loc="left", fontsize=10)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, ncols=1 if len(curves) <= 12 else 2, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.legend(fontsize=7, ncols=1 if len(curves) <= 12 else 2, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              frameon=False)
     return to_svg(fig, "budget")

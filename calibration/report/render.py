@@ -15,7 +15,6 @@ from . import plots
 from .templates import CSS
 from .view import (
     Candidate,
-    Dim,
     Estimate,
     all_dims,
     budget_curves,
@@ -393,7 +392,7 @@ def _budget(cands: list[Candidate], extras: Mapping) -> Section:
     if asks:
         s.table("labels-needed-table", ["candidate", "dimension", "labels used", "more labels needed", "on segment"],
                 [[d.candidate, d.name, fint(d.labels_used), fint(d.labels_needed),
-                  d.labels_needed_segment or "all traffic"] for d in asks])
+                  d.labels_needed_segment or ("all traffic" if d.labels_needed else "—")] for d in asks])
     else:
         s.para("No dimension asks for more labels.")
     return s

@@ -14,9 +14,9 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def _chromium(binary, profile, *args, timeout=60):
+def _chromium(binary, profile, *args, timeout=30):
     r = subprocess.run([binary, *FLAGS, f"--user-data-dir={profile}", *args],
-                       capture_output=True, text=True, timeout=timeout)
+                       capture_output=True, text=True, timeout=timeout)  # an alert() would hang it
     assert r.returncode == 0, f"chromium exited {r.returncode}: {r.stderr[-2000:]}"
     return r.stdout
 

@@ -170,7 +170,8 @@ def test_absent_data_degrades_to_not_measured(decision, parse_html):
     for sid in SECTIONS:
         dom.by_id(f"sec-{sid}")
     missing = {n.parent.attrs.get("id") for n in dom.find_all("p", class_="not-measured")}
-    assert {"sec-config", "sec-posteriors", "sec-calibration", "sec-cost", "sec-diagnostics", "sec-baselines"} <= missing
+    assert {"sec-config", "sec-posteriors", "sec-calibration", "sec-cost", "sec-diagnostics",
+            "sec-baselines"} <= missing
     assert md.count("Not measured in this run") >= 8
     # The label budget falls back to the 1/sqrt(n) projection, and says so.
     assert dom.find_all("figure", id="label-budget-plot") and "projected (width ∝ 1/√n)" in md
