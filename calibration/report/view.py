@@ -146,12 +146,25 @@ def _thresholds(kind: str, d: Mapping, margin: float | None) -> tuple[float | No
     return ni, sup
 
 
+def _from_results(decision: Mapping) -> dict:
+    """``candidates`` rebuilt from the flat ``results`` rows, for documents that carry only those."""
+    cands: dict = {}
+    for r in decision.get("results") or []:
+        r = _mapping(r)
+        if "candidate" not in r or "dimension" not in r:
+            continue
+        c = cands.setdefault(str(r["candidate"]), {"dimensions": {}})
+        c["dimensions"][str(r["dimension"])] = {k: v for k, v in r.items() if k not in ("candidate", "dimension")}
+    return cands
+
+
 def candidates(decision: Mapping, extras: Mapping) -> list[Candidate]:
     margin = num(decision.get("margin"))
     flat = _mapping(decision.get("verdicts"))
     truth = _mapping(extras.get("truth"))
     out = []
-    for cname, c in _mapping(decision.get("candidates")).items():
+    source = _mapping(decision.get("candidates")) or _from_results(decision)
+    for cname, c in source.items():
         c = _mapping(c)
         cname = str(cname)
         reasons = c.get("reasons")

@@ -198,3 +198,16 @@ def test_rendering_is_pure_and_deterministic(decision, extras, rendered):
     again = render_report(decision, extras)
     assert again == rendered
     assert decision == d0 and extras == e0
+
+
+def test_flat_results_only_document_still_reports(decision, parse_html):
+    """A document with only the flat ``results`` rows (no ``candidates``) still gets verdicts and tables."""
+    flat = {k: v for k, v in copy.deepcopy(decision).items() if k != "candidates"}
+    md, page = render_report(flat)
+    dom = parse_html(page)
+    items = _verdict_items(dom)
+    assert [i.attrs["class"] for i in items] == [
+        "verdict verdict-migrate", "verdict verdict-reject", "verdict verdict-more-labels"]
+    q = decision["candidates"]["cand-a"]["dimensions"]["quality"]
+    assert f"{q['estimate']:.3f} {_iv(q['interval'])}" in dom.by_id("results-table").all_text()
+    assert len(dom.by_id("forest-plot").find_all("svg")) == 3
