@@ -249,26 +249,77 @@ def validate_labels(df: pd.DataFrame, source: str) -> Checked:
 
 
 def read_table_file(uri: str, storage_options: dict | None = None) -> pd.DataFrame:
-    """Read a whole table file (Parquet, JSONL, JSON, CSV) or a folder of Parquet files, with clear errors."""
+    """Read a whole (small) table: one file (Parquet, JSONL, JSON, CSV) or a folder of them, with clear errors."""
+    from jobs.errors import storage_error
+
+    fs, files = table_files(uri, storage_options)
+    try:
+        frames = [_read_one(fs, f, f if len(files) > 1 else uri) for f in files]
+    except OSError as exc:
+        raise storage_error(exc, uri) from None
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def table_files(uri: str, storage_options: dict | None = None) -> tuple[object, list[str]]:
+    """(filesystem, files) of a table: one file, or every table file under a folder (sorted, so order is stable)."""
     import fsspec
 
     from jobs.errors import storage_error
 
-    opts = storage_options or {}
     try:
-        fs, path = fsspec.core.url_to_fs(uri, **opts)
+        fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
         if fs.isdir(path):
             files = sorted(f for f in fs.find(path) if f.lower().endswith(TABLE_SUFFIXES))
             if not files:
                 raise ContractError(f"{uri}: folder holds no table files ({', '.join(TABLE_SUFFIXES)})")
-            return pd.concat([_read_one(fs, f, f) for f in files], ignore_index=True)
+            return fs, files
         if not fs.exists(path):
             raise FileNotFoundError(uri)
-        return _read_one(fs, path, uri)
-    except ContractError:
-        raise
+        return fs, [path]
     except OSError as exc:
         raise storage_error(exc, uri) from None
+
+
+def iter_table_chunks(uri: str, storage_options: dict | None = None, chunk_rows: int = 50_000,
+                      columns: list[str] | None = None):
+    """Stream a table as (source file, first row number in that file, DataFrame chunk), never the whole table.
+
+    Parquet is read by record batches; JSONL and CSV by pandas chunks (tolerant of mixed types, so a bad row
+    reaches the validator and is quarantined instead of failing the whole file).
+    """
+    import pyarrow.parquet as pq
+
+    fs, files = table_files(uri, storage_options)
+    for path in files:
+        lower = path.lower()
+        shown = path if len(files) > 1 else uri
+        try:
+            with fs.open(path, "rb") as fh:
+                if lower.endswith(".parquet"):
+                    pf = pq.ParquetFile(fh)
+                    cols = [c for c in columns if c in pf.schema_arrow.names] if columns else None
+                    start = 0
+                    for batch in pf.iter_batches(batch_size=chunk_rows, columns=cols, use_threads=False):
+                        chunk = batch.to_pandas()
+                        yield shown, start, chunk
+                        start += len(chunk)
+                    continue
+                if lower.endswith((".jsonl", ".ndjson")):
+                    reader = pd.read_json(fh, lines=True, dtype=False, chunksize=chunk_rows)
+                elif lower.endswith(".csv"):
+                    reader = pd.read_csv(fh, dtype={"request_id": str}, chunksize=chunk_rows)
+                else:
+                    reader = [_read_one(fs, path, shown)]
+                start = 0
+                for chunk in reader:
+                    if columns:
+                        chunk = chunk[[c for c in columns if c in chunk.columns]]
+                    yield shown, start, chunk.reset_index(drop=True)
+                    start += len(chunk)
+        except (ContractError, OSError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a parser error means a corrupt or mislabelled file
+            raise ContractError(f"{shown}: cannot be read as {lower.rsplit('.', 1)[-1]} ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
 def _read_one(fs, path: str, shown: str) -> pd.DataFrame:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.config import RunConfig, SampleConfig
-from jobs.contracts import QUARANTINE_COLUMNS, read_table_file, validate_traffic
+from jobs.contracts import QUARANTINE_COLUMNS, iter_table_chunks, validate_traffic
 from jobs.errors import ContractError
 from jobs.store import RunStore, shard_id, storage_options
 
@@ -59,54 +59,110 @@ def select(ids: pd.Series, strata: pd.Series | None, sample: SampleConfig) -> tu
     return mask, prob
 
 
+CHUNK_ROWS = 50_000
+
+
 def run_sample(cfg: RunConfig, store: RunStore) -> dict:
-    """Commit the run's traffic table (and traffic quarantine). Idempotent: a finished stage is not redone."""
+    """Commit the run's traffic table (and traffic quarantine). Idempotent: a finished stage is not redone.
+
+    Streams the traffic twice: once for the ids (and strata) to draw the sample, once chunk by chunk to validate
+    and shard the sampled rows; the driver never holds the whole table.
+    """
     done = store.manifest().get("stages", {}).get(STAGE, {})
     if done.get("status") == "done":
         log.info("traffic sample already committed (%s rows); skipping", done.get("rows"))
         return done
     uri = cfg.traffic.path
     opts = storage_options(cfg.store) if uri.startswith("s3://") else {}
-    raw = read_table_file(uri, opts)
-    for col in cfg.traffic.sample.stratify_by:
-        if col not in raw.columns:
-            raise ContractError(f"{uri}: traffic.sample.stratify_by names column {col!r}, which the table lacks (present: {list(raw.columns)})")
-    if "request_id" not in raw.columns:
-        raise ContractError(f"{uri}: traffic table is missing column 'request_id' (present: {list(raw.columns)})")
+    strat_cols = cfg.traffic.sample.stratify_by
+    keys = pd.concat([c for _, _, c in iter_table_chunks(uri, opts, CHUNK_ROWS, columns=["request_id", *strat_cols])],
+                     ignore_index=True)
+    for col in ["request_id", *strat_cols]:
+        if col == "request_id" and col not in keys.columns:
+            raise ContractError(f"{uri}: traffic table is missing column 'request_id' (present: {list(keys.columns)})")
+        if col not in keys.columns:
+            raise ContractError(f"{uri}: traffic.sample.stratify_by names column {col!r}, which the traffic table lacks")
+    ids = keys["request_id"]
+    strata = keys[strat_cols].astype(str).agg("|".join, axis=1) if strat_cols else None
+    mask, prob = select(ids.astype(str), strata, cfg.traffic.sample)
+    # Rows without an id cannot be sampled by id: they are always validated, so always quarantined.
+    mask |= ids.isna().to_numpy()
+    dup = (ids.duplicated(keep="first") & ids.notna()).to_numpy()
+    first_at = pd.Series(np.arange(len(ids)), index=ids).groupby(level=0).min() if dup.any() else None
+    del keys
 
-    strata = None
-    if cfg.traffic.sample.stratify_by:
-        strata = raw[cfg.traffic.sample.stratify_by].astype(str).agg("|".join, axis=1)
-    mask, prob = select(raw["request_id"].astype(str), strata, cfg.traffic.sample)
-    # Rows without an id cannot be sampled by id: they are always validated, so they are always quarantined.
-    mask |= raw["request_id"].isna().to_numpy()
-    picked = raw.loc[mask].reset_index()
-    checked = validate_traffic(picked.drop(columns=["index"]), uri, segments=cfg.traffic.segments)
-    # Report quarantined rows by their row number in the source file, not in the sample.
-    q = checked.quarantine.copy()
-    if not q.empty:
-        q["row"] = picked["index"].to_numpy()[q["row"].to_numpy()]
-    valid = checked.valid
-    valid["inclusion_prob"] = prob[picked["index"].to_numpy()][_valid_positions(picked, checked)]
-
-    n_shards = max(1, -(-len(valid) // cfg.execution.shard_rows))
-    for i in range(n_shards):
-        part = valid.iloc[i * cfg.execution.shard_rows:(i + 1) * cfg.execution.shard_rows]
-        store.write_shard("traffic", f"traffic-{i:06d}", part)
-    if not q.empty:
-        store.write_shard("quarantine", shard_id("traffic", "quarantine"), q[QUARANTINE_COLUMNS])
-    stats = {"status": "done", "source": uri, "rows_in": int(len(raw)), "rows": int(len(valid)),
-             "quarantined": int(len(q)), "shards": n_shards}
+    writer = _ShardWriter(store, cfg.execution.shard_rows)
+    offset, n_in, n_quarantined = 0, 0, 0
+    for source, start, chunk in iter_table_chunks(uri, opts, CHUNK_ROWS):
+        n = len(chunk)
+        sel = np.flatnonzero(mask[offset:offset + n])
+        picked = chunk.iloc[sel].reset_index(drop=True)
+        checked = validate_traffic(picked, source, segments=cfg.traffic.segments)
+        q = checked.quarantine.copy()
+        valid_pos = np.setdiff1d(np.arange(len(picked)), q["row"].to_numpy(dtype=int))
+        q["row"] = start + sel[q["row"].to_numpy(dtype=int)]  # row number in the source file
+        valid = checked.valid
+        valid["inclusion_prob"] = prob[offset + sel[valid_pos]]
+        if first_at is not None:
+            # Duplicates across chunks: the validator only sees one chunk at a time.
+            cross = dup[offset + sel[valid_pos]]
+            if cross.any():
+                extra = pd.DataFrame([{
+                    "stage": "traffic", "source": source, "row": int(start + sel[valid_pos[i]]),
+                    "request_id": str(valid["request_id"].iat[i]), "field": "request_id",
+                    "reason": f"duplicate request_id {valid['request_id'].iat[i]!r} (first at row {int(first_at[valid['request_id'].iat[i]])})",
+                    "raw": None} for i in np.flatnonzero(cross)])
+                q = pd.concat([q, extra], ignore_index=True)
+                valid = valid.loc[~cross].reset_index(drop=True)
+        if not q.empty:
+            store.write_shard("quarantine", shard_id("traffic", "q", f"{writer.chunks:06d}"), q[QUARANTINE_COLUMNS])
+            n_quarantined += len(q)
+            log.warning("%d traffic row(s) quarantined from %s; first: row %s: %s",
+                        len(q), source, q["row"].iat[0], q["reason"].iat[0])
+        writer.add(valid)
+        offset += n
+        n_in += n
+    n_shards, n_rows = writer.close()
+    stats = {"status": "done", "source": uri, "rows_in": int(n_in), "rows": int(n_rows),
+             "quarantined": int(n_quarantined), "shards": n_shards}
     store.update_manifest(stages={STAGE: stats})
-    if len(q):
-        log.warning("%d traffic row(s) quarantined (see the quarantine table); first: row %s: %s",
-                    len(q), q["row"].iat[0], q["reason"].iat[0])
     return stats
 
 
-def _valid_positions(picked: pd.DataFrame, checked) -> np.ndarray:
-    bad = set(checked.quarantine["row"].tolist())
-    return np.array([i for i in range(len(picked)) if i not in bad], dtype=int)
+class _ShardWriter:
+    """Cuts a stream of frames into shards of exactly `rows` rows (the last may be short), committed in order."""
+
+    def __init__(self, store: RunStore, rows: int):
+        self.store, self.rows = store, rows
+        self.buffer: list[pd.DataFrame] = []
+        self.buffered = 0
+        self.index = 0
+        self.total = 0
+        self.chunks = 0
+
+    def add(self, frame: pd.DataFrame) -> None:
+        self.chunks += 1
+        if len(frame):
+            self.buffer.append(frame)
+            self.buffered += len(frame)
+        while self.buffered >= self.rows:
+            self._flush(self.rows)
+
+    def _flush(self, n: int) -> None:
+        whole = pd.concat(self.buffer, ignore_index=True) if len(self.buffer) > 1 else self.buffer[0]
+        part, rest = whole.iloc[:n], whole.iloc[n:]
+        self.store.write_shard("traffic", f"traffic-{self.index:06d}", part)
+        self.index += 1
+        self.total += len(part)
+        self.buffer = [rest.reset_index(drop=True)] if len(rest) else []
+        self.buffered = len(rest)
+
+    def close(self) -> tuple[int, int]:
+        if self.buffered or self.index == 0:
+            if not self.buffer:
+                self.buffer = [pd.DataFrame(columns=["request_id", "messages", "response", "reference", "inclusion_prob"])]
+            self._flush(max(self.buffered, 0))
+        return self.index, self.total
 
 
 def traffic_shards(store: RunStore) -> list[str]:

@@ -1,0 +1,92 @@
+"""The sample stage: deterministic hash sample, streaming validation, shards, quarantine, resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs.config import SampleConfig, parse_config
+from jobs.errors import ContractError
+from jobs.sample import run_sample, select, uniform_hash
+from jobs.store import RunStore
+
+
+def _cfg(tmp_path, traffic_path, **sample):
+    return parse_config({
+        "run_id": "s1", "store": {"root": str(tmp_path / "store")},
+        "traffic": {"path": str(traffic_path), "segments": ["region"], "sample": sample},
+        "incumbent": {"name": "inc"},
+        "candidates": [{"name": "c", "kind": "recorded", "path": "x.jsonl"}],
+        "decision": {"dimensions": [{"name": "q", "kind": "pairwise"}]},
+        "execution": {"shard_rows": 7},
+    })
+
+
+def _traffic(n: int) -> pd.DataFrame:
+    return pd.DataFrame({
+        "request_id": [f"r{i}" for i in range(n)],
+        "prompt": [f"question {i}" for i in range(n)],
+        "response": [f"answer {i}" for i in range(n)],
+        "region": np.where(np.arange(n) % 4 == 0, "eu", "us"),
+    })
+
+
+def test_uniform_hash_is_stable_and_uniform():
+    ids = pd.Series([f"id{i}" for i in range(20000)])
+    u = uniform_hash(ids, 7)
+    assert np.array_equal(u, uniform_hash(ids, 7))
+    assert not np.array_equal(u, uniform_hash(ids, 8))
+    assert 0 <= u.min() and u.max() < 1
+    assert abs(u.mean() - 0.5) < 0.01
+    # Inclusion does not depend on the other ids present.
+    assert uniform_hash(pd.Series(["id5"]), 7)[0] == u[5]
+
+
+def test_stratified_n_allocates_proportionally():
+    ids = pd.Series([f"r{i}" for i in range(1000)])
+    strata = pd.Series(np.where(np.arange(1000) < 200, "a", "b"))
+    mask, prob = select(ids, strata, SampleConfig(n=100, stratify_by=["x"]))
+    assert mask.sum() == 100
+    assert mask[:200].sum() == 20 and mask[200:].sum() == 80
+    assert np.allclose(prob[:200], 0.1) and np.allclose(prob[200:], 0.1)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_sample_stage_shards_and_resumes(tmp_path, fmt, monkeypatch):
+    import jobs.sample as sample_mod
+
+    monkeypatch.setattr(sample_mod, "CHUNK_ROWS", 16)  # several chunks: cross-chunk duplicates are caught
+    df = _traffic(50)
+    df.loc[40, "request_id"] = "r3"  # duplicate in a later chunk
+    df.loc[10, "prompt"] = ""  # empty prompt
+    path = tmp_path / f"traffic.{fmt}"
+    df.to_parquet(path) if fmt == "parquet" else df.to_json(path, orient="records", lines=True)
+    cfg = _cfg(tmp_path, path)
+    store = RunStore(cfg.store, cfg.run_id)
+    stats = run_sample(cfg, store)
+    assert stats["rows"] == 48 and stats["quarantined"] == 2 and stats["shards"] == 7
+    table = store.read_table("traffic")
+    assert table["request_id"].is_unique and len(table) == 48
+    assert sorted(store.commits("traffic")) == [f"traffic-{i:06d}" for i in range(7)]
+    q = store.read_table("quarantine").set_index("row")
+    assert q.loc[40, "reason"] == "duplicate request_id 'r3' (first at row 3)"
+    assert q.loc[10, "field"] == "prompt"
+    assert (table["inclusion_prob"] == 1.0).all()
+    # A rerun is a no-op: no new shard, no duplicated row.
+    run_sample(cfg, store)
+    assert store.count_rows("traffic") == 48
+
+
+def test_sample_fraction_and_missing_stratum_column(tmp_path):
+    path = tmp_path / "t.parquet"
+    _traffic(400).to_parquet(path)
+    cfg = _cfg(tmp_path, path, fraction=0.25, seed=3)
+    store = RunStore(cfg.store, cfg.run_id)
+    stats = run_sample(cfg, store)
+    assert 60 < stats["rows"] < 140
+    # The recorded inclusion probability is the realised sampling fraction.
+    assert np.allclose(store.read_table("traffic")["inclusion_prob"], stats["rows"] / 400)
+    bad = _cfg(tmp_path / "b", path, n=10, stratify_by=["intent"])
+    with pytest.raises(ContractError, match="traffic.sample.stratify_by names column 'intent', which the traffic table lacks"):
+        run_sample(bad, RunStore(bad.store, bad.run_id))
