@@ -1,0 +1,63 @@
+"""The `baton` CLI: --help everywhere, and exit codes scripts can rely on."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from jobs.cli import COMMANDS, build_parser, main
+
+
+def test_every_command_has_help(capsys):
+    parser = build_parser()
+    offered = set(parser._subparsers._group_actions[0].choices)
+    assert {"validate", "run", "submit", "demo", "nightly"} <= offered
+    for name in offered:
+        with pytest.raises(SystemExit) as info:
+            main([name, "--help"])
+        assert info.value.code == 0
+        assert "usage: baton " + name in capsys.readouterr().out
+    assert offered <= set(COMMANDS)
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    assert main([]) == 2
+    assert "exit codes" in capsys.readouterr().out
+
+
+def _config(tmp_path, **over):
+    traffic = tmp_path / "traffic.jsonl"
+    pd.DataFrame({"request_id": ["a", "b", "b"], "prompt": ["x", "y", "z"]}).to_json(traffic, orient="records", lines=True)
+    raw = {"run_id": "cli", "store": {"root": str(tmp_path / "store")}, "traffic": {"path": str(traffic)},
+           "incumbent": {"name": "inc"}, "candidates": [{"name": "c", "kind": "recorded", "path": "r.jsonl"}],
+           "decision": {"dimensions": [{"name": "quality", "kind": "pairwise"}]}}
+    raw.update(over)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_validate_reports_quarantine_and_exit_codes(tmp_path, capsys):
+    assert main(["validate", "--config", str(_config(tmp_path))]) == 0
+    out = capsys.readouterr()
+    assert '"traffic_rows_valid": 2' in out.out and '"traffic_rows_quarantined": 1' in out.out
+    assert main(["validate", "--config", str(_config(tmp_path, decison={}))]) == 2
+    assert "decison: unknown key (did you mean 'decision'?)" in capsys.readouterr().err
+
+
+def test_missing_bucket_exits_4(tmp_path, s3_bucket, capsys):
+    endpoint, _ = s3_bucket
+    path = _config(tmp_path, store={"root": "s3://absent-bucket/x", "endpoint_url": endpoint})
+    assert main(["validate", "--config", str(path)]) == 4
+    assert "s3://absent-bucket: bucket does not exist" in capsys.readouterr().err
+
+
+def test_console_script_and_module_entry(tmp_path):
+    exe = [sys.executable, "-m", "jobs.validate", "--config", str(tmp_path / "absent.yaml")]
+    proc = subprocess.run(exe, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 4, proc.stderr
+    assert "absent.yaml: does not exist" in proc.stderr
