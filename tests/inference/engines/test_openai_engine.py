@@ -1,0 +1,151 @@
+"""The openai engine with the real AsyncOpenAI client against the loopback server (no Ray: local limiter)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from inference.engines import EngineStartupError, OpenAIEngineConfig, make_engine
+from inference.engines.base import RESPONSE_COLUMNS, error_kind
+from inference.engines.http_errors import ERROR_KINDS, kind_for_status, retryable
+from inference.engines.ratelimit import RateLimiter, parse_duration
+from tests.support.fixtures import traffic_frame
+
+
+def _config(srv, **kw) -> OpenAIEngineConfig:
+    base = dict(kind="openai", name="cand-api", model="test-model", base_url=srv.base_url, rpm=6000, tpm=1_000_000,
+                max_concurrency=16, timeout_s=0.5, backoff_base_s=0.05, backoff_max_s=0.5, max_attempts=8)
+    base.update(kw)
+    return OpenAIEngineConfig(**base)
+
+
+def _run(cfg, batch):
+    engine = make_engine(cfg)
+    try:
+        return engine(batch)
+    finally:
+        engine.close()
+
+
+def test_faults_and_limits_every_request_exactly_once(openai_server):
+    srv = openai_server
+    srv.reset(rpm=3000, tpm=200_000, burst_s=1.0, fault_500=0.1, fault_malformed=0.06, fault_hang=0.04, hang_s=3.0, seed=7)
+    batch = traffic_frame(240, multi_turn_every=5)
+    out = _run(_config(srv, rpm=3000, tpm=200_000), batch)
+
+    assert list(out.columns) == RESPONSE_COLUMNS
+    assert list(out["request_id"]) == list(batch["request_id"])  # one row per input, in order
+    assert out["error"].isna().all(), out.loc[out["error"].notna(), "error"].tolist()[:3]
+    # Every request was answered by the server exactly once; faulted ones were retried and counted.
+    ok = [e.request_id for e in srv.successes()]
+    assert sorted(ok) == sorted(batch["request_id"])
+    attempts = srv.attempts_by_id()
+    assert out.set_index("request_id")["attempts"].to_dict() == attempts
+    faults = srv.statuses()
+    assert faults["500"] > 0 and faults["malformed"] > 0 and faults["hang"] > 0
+    assert out["attempts"].max() > 1
+    # Tokens come from the server's usage, not the estimate.
+    succ = {e.request_id: e for e in srv.successes()}
+    row = out.iloc[0]
+    assert row["prompt_tokens"] == succ[row["request_id"]].prompt_tokens
+    assert (out["finish_reason"] == "stop").all()
+
+
+def test_gives_up_after_max_attempts_writing_the_error(openai_server):
+    srv = openai_server
+    srv.reset(rpm=None, tpm=None, fault_500=1.0, fault_malformed=0.0, fault_hang=0.0)
+    batch = traffic_frame(12)
+    out = _run(_config(srv, max_attempts=3), batch)
+    assert len(out) == 12 and out["response"].isna().all()
+    assert set(out["error"].map(error_kind)) == {"server_error"}
+    assert (out["attempts"] == 3).all()
+    assert set(srv.attempts_by_id().values()) == {3}
+    assert "HTTP 500" in out["error"].iat[0] and "after 3 attempt(s)" in out["error"].iat[0]
+
+
+def test_429_retry_after_is_honoured_and_limits_learned_from_headers(openai_server):
+    srv = openai_server
+    # The server allows 2 requests/s; the client believes 50/s: it must be stopped by 429s and Retry-After.
+    srv.reset(rpm=120, tpm=None, burst_s=1.0, fault_500=0.0)
+    limiter = RateLimiter(rpm=3000, tpm=1_000_000)
+    engine = make_engine(_config(srv, rpm=3000), limiter=limiter)
+    try:
+        out = engine(traffic_frame(8))
+    finally:
+        engine.close()
+    assert out["error"].isna().all()
+    log = srv.log
+    rejected = [e for e in log if e.status == 429]
+    assert rejected, "the server never rate limited: the test did not exercise 429"
+    # The limiter lowered its rpm to the provider's from x-ratelimit-limit-requests.
+    assert limiter.rpm == 120 and limiter.stats["limit_lowered"] >= 1
+    # No burst of retries: accepted requests never exceed the server's rate by more than its burst.
+    accepted = sorted(e.t for e in log if e.status == 200)
+    span = accepted[-1] - accepted[0]
+    assert (len(accepted) - 2) / max(span, 1e-9) <= 2.0 * 1.2
+
+
+def test_non_retryable_auth_error_is_not_retried_and_key_is_masked(openai_server, monkeypatch):
+    srv = openai_server
+    srv.reset(rpm=None, tpm=None, fault_500=0.0, api_key="right-key")
+    secret = "sk-wrong-secret-value-123"
+    monkeypatch.setenv("BATON_TEST_KEY", secret)
+    try:
+        out = _run(_config(srv, api_key_env="BATON_TEST_KEY"), traffic_frame(3))
+    finally:
+        srv.reset(api_key=None)
+    assert set(out["error"].map(error_kind)) == {"auth"}
+    assert (out["attempts"] == 1).all()
+    assert not out.astype(str).apply(lambda c: c.str.contains(secret)).any().any()
+
+
+def test_missing_api_key_env_fails_at_startup_naming_the_variable(openai_server, monkeypatch):
+    monkeypatch.delenv("BATON_ABSENT_KEY", raising=False)
+    with pytest.raises(EngineStartupError, match="BATON_ABSENT_KEY"):
+        make_engine(_config(openai_server, api_key_env="BATON_ABSENT_KEY"))
+
+
+def test_whole_conversation_is_sent_and_numpy_messages_are_normalised(openai_server):
+    srv = openai_server
+    seen: dict[str, list] = {}
+
+    def responder(messages, model):
+        seen[messages[-1]["content"]] = messages
+        return "ok " + str(len(messages))
+
+    srv.reset(rpm=None, tpm=None, responder=responder)
+    try:
+        batch = traffic_frame(4, multi_turn_every=2)
+        batch["messages"] = [np.array(m, dtype=object) for m in batch["messages"]]  # as read back from Parquet
+        out = _run(_config(srv), batch)
+    finally:
+        srv.reset(responder=type(srv)().responder)
+    assert list(out["response"]) == ["ok 4", "ok 1", "ok 4", "ok 1"]
+    conv = next(v for v in seen.values() if len(v) == 4)
+    assert [m["role"] for m in conv] == ["system", "user", "assistant", "user"]
+
+
+def test_rate_limiter_paces_reservations():
+    lim = RateLimiter(rpm=600, tpm=60_000, burst_s=1.0)  # 10 req/s, 1000 tok/s, bursts of 10 / 1000
+    waits = [lim.reserve(50) for _ in range(30)]
+    assert waits[:10] == [0.0] * 10
+    assert waits[19] == pytest.approx(1.0, abs=0.05) and waits[29] == pytest.approx(2.0, abs=0.05)
+    lim2 = RateLimiter(rpm=60_000, tpm=6_000, burst_s=1.0)  # tokens bind: 100 tok/s
+    assert lim2.reserve(100) == 0.0
+    assert lim2.reserve(100) == pytest.approx(1.0, abs=0.05)
+    lim2.correct(100, 0)  # the server's usage said the last request cost nothing: its tokens come back
+    assert lim2.reserve(100) == pytest.approx(1.0, abs=0.05)
+    lim2.block(5.0)
+    assert lim2.reserve(1) >= 4.9
+
+
+def test_error_table_and_durations():
+    assert kind_for_status(429) == "rate_limited" and retryable("rate_limited")
+    assert kind_for_status(503) == "server_error" and retryable("server_error")
+    assert kind_for_status(401) == "auth" and not retryable("auth")
+    assert kind_for_status(400) == "bad_request" and not retryable("bad_request")
+    assert kind_for_status(418) == "http_error"
+    assert set(ERROR_KINDS) >= {"timeout", "malformed", "connection"}
+    assert parse_duration("6m0s") == 360 and parse_duration("250ms") == 0.25 and parse_duration("1.5") == 1.5
+    assert parse_duration("garbage") is None

@@ -1,0 +1,63 @@
+"""Helpers shared by the engine and replay tests (imported by their conftest/test modules)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+
+import pandas as pd
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_local_ray(num_cpus: int = 2) -> None:
+    """A local Ray cluster of this test module (stopped with ray.shutdown(), never `ray stop`)."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+             _node_ip_address="127.0.0.1", configure_logging=False)
+
+
+def traffic_frame(n: int, prefix: str = "r", multi_turn_every: int = 0, words: int = 8) -> pd.DataFrame:
+    """n requests; every ``multi_turn_every``-th one is a three-turn conversation ending with a user turn."""
+    rows = []
+    for i in range(n):
+        text = " ".join(["please", "explain", "the", "replay", "number", str(i)] + ["detail"] * max(0, words - 6))
+        msgs = [{"role": "user", "content": text}]
+        if multi_turn_every and i % multi_turn_every == 0:
+            msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": f"first question {i}"},
+                    {"role": "assistant", "content": f"first answer {i}"}, {"role": "user", "content": text}]
+        rows.append({"request_id": f"{prefix}{i:05d}", "messages": msgs, "response": f"incumbent {i}",
+                     "reference": None, "region": "eu" if i % 2 else "us"})
+    return pd.DataFrame(rows)
+
+
+def write_traffic(store, df: pd.DataFrame, shard_rows: int) -> list[str]:
+    """Commit a traffic table as shards traffic-000000, ... (what the sampling stage does)."""
+    shards = []
+    for k, start in enumerate(range(0, len(df), shard_rows)):
+        sid = f"traffic-{k:06d}"
+        store.write_shard("traffic", sid, df.iloc[start:start + shard_rows].reset_index(drop=True))
+        shards.append(sid)
+    return shards
+
+
+def run_config(root: str, run_id: str, candidates: list[dict], **execution) -> dict:
+    """A minimal valid run config (as a dict) for replay tests."""
+    return {
+        "run_id": run_id,
+        "store": {"root": root},
+        "traffic": {"path": os.path.join(root, "unused-traffic.parquet"), "segments": ["region"]},
+        "incumbent": {"name": "incumbent"},
+        "candidates": candidates,
+        "decision": {"dimensions": [{"name": "quality", "kind": "pairwise"}]},
+        "execution": execution,
+    }
