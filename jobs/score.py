@@ -1,0 +1,256 @@
+"""`python -m jobs.score --config URI` (and `baton score`): every response to automated metrics.
+
+One shard task per pending (model, traffic shard): read the traffic shard and the model's responses shard, run
+the cheap checks, the embeddings and the judge (``inference.scorers``), then commit, in this order, the
+``embeddings`` shard, the judge failures (``quarantine``) and last the ``scores`` shard ``shard_id("scores",
+model, S)``, whose commit marks the task done (a rerun skips it).
+
+The incumbent's shards run first: its answers and the references are embedded once, there, and the candidates'
+tasks read those vectors back instead of encoding them again (a candidate task encodes only its own answers,
+unless the incumbent's embeddings shard is missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from inference.scorers import Checks, Embedder, Judge, ScoringConfig, similarity_scores, split_failures
+from inference.scorers.embeddings import EMBED_COLUMNS, empty_embeddings
+from inference.scorers.rubrics import load_rubric
+from jobs.config import RunConfig, load_config
+from jobs.contracts import QUARANTINE_COLUMNS, SCORE_COLUMNS, validate_scores
+from jobs.store import RunStore, shard_id
+
+log = logging.getLogger(__name__)
+
+
+def scoring_config(cfg: RunConfig) -> ScoringConfig:
+    raw = cfg.scoring
+    return raw if isinstance(raw, ScoringConfig) else ScoringConfig.model_validate(raw or {})
+
+
+def read_shard(store: RunStore, table: str, shard: str) -> pd.DataFrame | None:
+    """One committed shard of a table, or None when it is not committed."""
+    commit = store.path(table, "_commits", f"{shard}.json")
+    try:
+        rec = json.loads(store.fs.cat_file(commit))
+    except FileNotFoundError:
+        return None
+    path = store.path(table, rec["file"])
+    raw = store._guard(lambda: store.fs.cat_file(path), path)  # noqa: SLF001 - the store's own error mapping
+    return pq.read_table(io.BytesIO(raw)).to_pandas()
+
+
+class ScoreShardTask:
+    """Shard task (see jobs.shards): built once per actor, so the embedding model and judge engine load once."""
+
+    def __init__(self, store: RunStore, scoring: ScoringConfig, incumbent: str, incumbent_replayed: bool,
+                 segments: list[str]):
+        self.store, self.scoring = store, scoring
+        self.incumbent, self.incumbent_replayed, self.segments = incumbent, incumbent_replayed, segments
+        self.checks = Checks(scoring.checks)
+        self.embedder = Embedder(scoring.embeddings) if scoring.embeddings.enabled else None
+        self.judge = Judge(scoring.judge) if scoring.judge.enabled else None
+
+    # -- inputs ------------------------------------------------------------------------------------------
+    def _answers(self, model: str, traffic_shard: str, traffic: pd.DataFrame) -> pd.Series | None:
+        """A model's answers on the shard, indexed by request_id (null where it failed); None if not available."""
+        if model == self.incumbent and not self.incumbent_replayed:
+            if "response" not in traffic.columns:  # traffic without answers: nothing of the incumbent to score
+                return pd.Series([None] * len(traffic), index=traffic["request_id"], dtype=object)
+            return traffic.set_index("request_id")["response"]
+        resp = read_shard(self.store, "responses", shard_id(model, traffic_shard))
+        if resp is None:
+            return None
+        resp = resp.drop_duplicates("request_id")
+        ok = resp["error"].isna() if "error" in resp.columns else pd.Series(True, index=resp.index)
+        return resp["response"].where(ok, None).set_axis(resp["request_id"].astype(str))
+
+    def batch(self, model: str, traffic_shard: str) -> tuple[pd.DataFrame, int]:
+        """The joined input of the scorers, and how many of the model's responses had failed (not scored)."""
+        traffic = read_shard(self.store, "traffic", traffic_shard)
+        if traffic is None:
+            raise FileNotFoundError(f"traffic shard {traffic_shard!r} is not committed")
+        traffic = traffic.assign(request_id=traffic["request_id"].astype(str))
+        answers = self._answers(model, traffic_shard, traffic)
+        if answers is None:
+            raise FileNotFoundError(f"responses of {model!r} for traffic shard {traffic_shard!r} are not committed")
+        batch = traffic[["request_id", "messages", *[s for s in self.segments if s in traffic.columns]]].copy()
+        batch["model"] = model
+        batch["response"] = answers.reindex(batch["request_id"]).to_numpy(dtype=object)
+        if model == self.incumbent:
+            batch["incumbent_response"] = None  # no relative metrics for the incumbent itself
+        else:
+            inc = self._answers(self.incumbent, traffic_shard, traffic)
+            batch["incumbent_response"] = (inc.reindex(batch["request_id"]).to_numpy(dtype=object)
+                                           if inc is not None else None)
+        batch["reference"] = traffic["reference"].to_numpy(dtype=object) if "reference" in traffic.columns else None
+        for col in ("response", "incumbent_response", "reference"):
+            batch[col] = batch[col].astype(object).where(batch[col].notna(), None)
+        failed = int(batch["response"].isna().sum())
+        return batch, failed
+
+    # -- the task ----------------------------------------------------------------------------------------
+    def __call__(self, key: str) -> dict:
+        model, traffic_shard = json.loads(key)
+        out_shard = shard_id("scores", model, traffic_shard)
+        stats = {"model": model, "traffic_shard": traffic_shard, "skipped": False, "rows": 0, "responses": 0,
+                 "responses_failed": 0, "embedded": 0, "judge_calls": 0, "judge_failures": 0,
+                 "checks_s": 0.0, "embed_s": 0.0, "judge_s": 0.0}
+        if self.store.is_committed("scores", out_shard):
+            stats["skipped"] = True
+            return stats
+        batch, failed = self.batch(model, traffic_shard)
+        stats["responses"], stats["responses_failed"] = int(len(batch) - failed), failed
+        parts = []
+
+        t = time.monotonic()
+        parts.append(self.checks(batch))
+        stats["checks_s"] = time.monotonic() - t
+
+        if self.embedder is not None:
+            t = time.monotonic()
+            vectors = self._embed(batch, model, traffic_shard)
+            parts.append(similarity_scores(vectors))
+            own = vectors[vectors["model"] == model] if model == self.incumbent else vectors[
+                (vectors["model"] == model) & (vectors["field"] == "response")]
+            stats["embedded"] = int(len(own))
+            self.store.write_shard("embeddings", shard_id("embeddings", model, traffic_shard),
+                                   own[EMBED_COLUMNS].reset_index(drop=True),
+                                   meta={"model_name": self.embedder.model_name})
+            stats["embed_s"] = time.monotonic() - t
+
+        if self.judge is not None:
+            t = time.monotonic()
+            judged = self.judge(batch)
+            scores, failures = split_failures(judged)
+            parts.append(scores)
+            stats["judge_calls"], stats["judge_failures"] = int(len(judged)), int(len(failures))
+            if len(failures):
+                self.store.write_shard("quarantine", shard_id("judge", model, traffic_shard),
+                                       _quarantine_rows(failures, batch, out_shard))
+            stats["judge_s"] = time.monotonic() - t
+
+        table = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else \
+            pd.DataFrame({c: pd.Series(dtype="float64" if c == "value" else object) for c in SCORE_COLUMNS})
+        checked = validate_scores(table[SCORE_COLUMNS], out_shard)
+        if len(checked.quarantine):  # a scorer bug (a duplicated metric), not bad input: fail the shard loudly
+            raise RuntimeError(f"{out_shard}: scorers produced invalid rows: {checked.quarantine['reason'].iat[0]}")
+        self.store.write_shard("scores", out_shard, checked.valid[SCORE_COLUMNS])
+        stats["rows"] = int(len(checked.valid))
+        return stats
+
+    def _embed(self, batch: pd.DataFrame, model: str, traffic_shard: str) -> pd.DataFrame:
+        """Vectors of the response, the incumbent's answer and the reference, labelled with this model."""
+        if model == self.incumbent:
+            return self._with_fields(("response", "reference"))(batch)
+        stored = read_shard(self.store, "embeddings", shard_id("embeddings", self.incumbent, traffic_shard))
+        if stored is None:  # the incumbent's shard is missing (e.g. scored elsewhere): encode its texts here
+            return self._with_fields(("response", "incumbent_response", "reference"))(batch)
+        own = self._with_fields(("response",))(batch)
+        stored = stored[stored["request_id"].isin(set(batch["request_id"]))].copy()
+        stored["field"] = stored["field"].replace({"response": "incumbent_response"})
+        stored["model"] = model
+        return pd.concat([own, stored[EMBED_COLUMNS]], ignore_index=True) if len(stored) else own
+
+    def _with_fields(self, fields: tuple[str, ...]) -> Embedder:
+        self.embedder.fields = fields  # the same loaded model, a different choice of columns
+        return self.embedder
+
+
+def _quarantine_rows(failures: pd.DataFrame, batch: pd.DataFrame, source: str) -> pd.DataFrame:
+    pos = pd.Series(np.arange(len(batch)), index=batch["request_id"].astype(str).to_numpy())
+    pos = pos[~pos.index.duplicated()]
+    return pd.DataFrame({
+        "stage": "score.judge", "source": source,
+        "row": pos.reindex(failures["request_id"].astype(str)).fillna(-1).astype("int64").to_numpy(),
+        "request_id": failures["request_id"].astype(str).to_numpy(dtype=object),
+        "field": failures["metric"].to_numpy(dtype=object),
+        "reason": failures["error"].to_numpy(dtype=object),
+        "raw": [json.dumps({"model": m, "answer": r})[:2000] for m, r in zip(failures["model"], failures["raw"])],
+    })[QUARANTINE_COLUMNS]
+
+
+def score(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
+    """Score every pending (model, traffic shard); returns the stage statistics (rubric versions included)."""
+    from jobs.shards import run_shards
+
+    scoring = scoring_config(cfg)
+    incumbent = cfg.incumbent.name
+    replayed = cfg.incumbent.replay is not None
+    traffic = sorted(store.commits("traffic"))
+    responses = set(store.commits("responses"))
+    scored = set(store.commits("scores"))
+    kwargs = {"store": store, "scoring": scoring, "incumbent": incumbent, "incumbent_replayed": replayed,
+              "segments": list(cfg.traffic.segments)}
+    stats: dict = {"shards_done": 0, "shards_skipped": 0, "shards_waiting": 0, "rows": 0, "responses_failed": 0,
+                   "judge_calls": 0, "judge_failures": 0, "embedded": 0}
+    started = time.monotonic()
+    frames = []
+    # Incumbent first (its vectors are reused by the candidates), then every candidate.
+    for models in ([incumbent], [c.name for c in cfg.candidates]):
+        keys = []
+        for model in models:
+            for s in traffic:
+                if shard_id("scores", model, s) in scored:
+                    stats["shards_skipped"] += 1
+                elif model == incumbent and not replayed or shard_id(model, s) in responses:
+                    keys.append(json.dumps([model, s]))
+                else:
+                    stats["shards_waiting"] += 1  # its responses are not committed yet (a replay still to finish)
+        if keys:
+            frames.append(run_shards(ScoreShardTask, kwargs, keys, num_actors=scoring.num_actors,
+                                     num_cpus=scoring.num_cpus, num_gpus=scoring.num_gpus,
+                                     desc=f"score {'incumbent' if models == [incumbent] else 'candidates'}",
+                                     progress=progress))
+    if frames:
+        done = pd.concat(frames, ignore_index=True)
+        stats["shards_done"] = int((~done["skipped"].astype(bool)).sum())
+        stats["shards_skipped"] += int(done["skipped"].astype(bool).sum())
+        for col in ("rows", "responses_failed", "judge_calls", "judge_failures", "embedded"):
+            stats[col] = int(done[col].sum())
+        for col in ("checks_s", "embed_s", "judge_s"):
+            stats[col] = round(float(done[col].sum()), 3)
+    stats["wall_s"] = round(time.monotonic() - started, 3)
+    if scoring.embeddings.enabled:
+        stats["embedding_model"] = scoring.embeddings.model_name or (
+            "all-MiniLM-L6-v2" if scoring.embeddings.model is None else scoring.embeddings.model.rstrip("/").rsplit("/", 1)[-1])
+    if scoring.judge.enabled:
+        judge = scoring.judge
+        stats["judge_model"] = judge.engine.model if judge.engine is not None else None
+        stats["rubrics"] = {d.name: {"rubric": r.id, "sha256": r.sha256} for d in judge.dimensions
+                            for r in [load_rubric(d.name, d.version, judge.rubrics_dir)]}
+    return stats
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="run config YAML (local path or s3://)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from jobs.migrate import init_ray
+
+    cfg = load_config(args.config)
+    store = RunStore(cfg.store, cfg.run_id)
+    store.check_access()
+    init_ray(cfg)
+    stats = score(cfg, store, progress=not args.no_progress)
+    store.update_manifest(stages={"score": stats})
+    print(json.dumps(stats, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    from jobs.cli import module_entry
+
+    sys.exit(module_entry("jobs.score"))
