@@ -186,6 +186,7 @@ def replay(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
         raise ContractError(f"{store.uri('traffic')}: no committed traffic shards to replay (run the sampling stage first)")
     _ensure_ray(cfg)
     results: dict[str, dict] = {}
+    limiters = []  # held until the stage ends: a named actor dies when its creator's last handle goes
     for cand in candidates_to_replay(cfg):
         pending = [s for s in traffic if not store.is_committed(TABLE, shard_id(cand.name, s))]
         started = time.monotonic()
@@ -194,7 +195,7 @@ def replay(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
                 # The driver creates the provider's limiter, so it outlives any worker actor that dies.
                 from inference.engines.ratelimit import get_limiter
 
-                get_limiter(cand.provider_key or cand.base_url, cand.rpm, cand.tpm)
+                limiters.append(get_limiter(cand.provider_key or cand.base_url, cand.rpm, cand.tpm))
             run_shards(ReplayShardTask, {"store": store, "candidate": cand.model_dump()}, pending,
                        desc=f"replay {cand.name}", progress=progress, **_resources(cand))
         stats = candidate_totals(store, cand, traffic)

@@ -1,0 +1,227 @@
+"""The replay stage on a real local Ray cluster: openai (loopback server), transformers (tiny model), recorded;
+a killed worker actor and a killed driver lose no row and redo at most the unfinished shards."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import tests  # noqa: E402
+
+# ppi-python installs a top-level `tests` package that shadows ours (no tests/__init__.py): put ours first.
+_TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _TESTS not in list(tests.__path__):
+    tests.__path__.insert(0, _TESTS)
+
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+from jobs.config import parse_config  # noqa: E402
+from jobs.replay import main, replay  # noqa: E402
+from jobs.store import RunStore, shard_id  # noqa: E402
+from tests.support.fixtures import run_config, start_local_ray, traffic_frame, write_traffic  # noqa: E402
+from tests.support.openai_server import OpenAIServer  # noqa: E402
+from tests.support.tiny_model import tiny_model_path  # noqa: E402
+
+REPO = os.path.dirname(_TESTS)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import ray
+
+    start_local_ray(2)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = OpenAIServer().start()
+    yield srv
+    srv.stop()
+
+
+def _api(srv, name="cand-api", **kw) -> dict:
+    c = {"kind": "openai", "name": name, "model": "test-model", "base_url": srv.base_url, "rpm": 60_000,
+         "tpm": 10_000_000, "max_concurrency": 8, "timeout_s": 1.0, "backoff_base_s": 0.05, "max_attempts": 8,
+         "prices": {"input_per_mtok": 2.0, "output_per_mtok": 8.0}}
+    c.update(kw)
+    return c
+
+
+def _setup(tmp_path, n, shard_rows, candidates, run_id="run1", **execution):
+    cfg = parse_config(run_config(str(tmp_path / "store"), run_id, candidates, **execution))
+    store = RunStore(cfg.store, cfg.run_id)
+    traffic = traffic_frame(n, multi_turn_every=4)
+    shards = write_traffic(store, traffic, shard_rows)
+    return cfg, store, traffic, shards
+
+
+def _responses(store, name):
+    df = store.read_table("responses")
+    return df[df["model"] == name]
+
+
+def test_openai_replay_on_ray_with_faults_then_rerun_is_a_no_op(ray_cluster, server, tmp_path):
+    server.reset(rpm=6000, tpm=1_000_000, fault_500=0.08, fault_malformed=0.05, fault_hang=0.03, hang_s=3.0, seed=3)
+    cfg, store, traffic, shards = _setup(tmp_path, 120, 30, [_api(server, num_actors=2)])
+    stats = replay(cfg, store, progress=False)
+    out = _responses(store, "cand-api")
+    assert sorted(out["request_id"]) == sorted(traffic["request_id"])  # each id exactly once
+    assert out["error"].isna().all()
+    assert sorted(e.request_id for e in server.successes()) == sorted(traffic["request_id"])
+    s = stats["cand-api"]
+    assert s["requests"] == 120 and s["ok"] == 120 and s["shards_run"] == 4 and s["shards_committed"] == 4
+    assert s["attempts"] == len(server.log) and s["attempts"] > 120
+    assert s["prompt_tokens"] == out["prompt_tokens"].sum() > 0
+    assert s["est_cost"] == pytest.approx(s["prompt_tokens"] * 2e-6 + s["completion_tokens"] * 8e-6)
+    assert store.manifest()["stages"]["replay"]["cand-api"]["requests"] == 120
+    # A rerun finds every shard committed: no request is sent again, totals unchanged.
+    server.reset()
+    again = replay(cfg, store, progress=False)["cand-api"]
+    assert again["shards_run"] == 0 and again["shards_skipped"] == 4 and len(server.log) == 0
+    assert again["requests"] == 120 and again["attempts"] == s["attempts"]
+
+
+def test_transformers_replay_multi_turn_and_context_errors(ray_cluster, tmp_path):
+    model = tiny_model_path()
+    cand = {"kind": "transformers", "name": "tiny-hf", "model": model, "batch_size": 4,
+            "sampling": {"max_tokens": 6, "temperature": 0.0}}
+    cfg, store, traffic, shards = _setup(tmp_path, 10, 5, [cand])
+    # One request far longer than the model's 512-token context: an error row, not a failed shard.
+    long = traffic_frame(1, prefix="long", words=600)
+    write_traffic_one = store.write_shard("traffic", "traffic-000099", long)
+    assert write_traffic_one
+    stats = replay(cfg, store, progress=False)["tiny-hf"]
+    out = _responses(store, "tiny-hf").set_index("request_id")
+    assert len(out) == 11 and stats["requests"] == 11
+    assert out.loc["long00000", "error"].startswith("context_length")
+    ok = out.drop(index="long00000")
+    assert ok["error"].isna().all() and (ok["completion_tokens"] == 6).all()
+    # The multi-turn conversation was rendered whole: its prompt is longer than the single-turn one.
+    assert ok.loc["r00000", "prompt_tokens"] > ok.loc["r00001", "prompt_tokens"]
+    # Greedy decoding is deterministic: the same engine outside Ray gives the same answers.
+    from inference.engines import make_engine
+
+    eng = make_engine(parse_config(run_config(str(tmp_path), "x", [cand])).candidates[0])
+    direct = eng(traffic.iloc[:3][["request_id", "messages"]]).set_index("request_id")
+    assert list(direct["response"]) == list(ok.loc[direct.index, "response"])
+
+
+def test_recorded_candidate_is_validated_and_quarantined(ray_cluster, tmp_path):
+    n = 8
+    rec = pd.DataFrame({
+        "request_id": [f"r{i:05d}" for i in range(n - 1)] + ["r00002", "unknown-id"],
+        "response": [f"recorded {i}" for i in range(n - 1)] + ["duplicate", "stray"],
+    })
+    rec.loc[3, "response"] = None  # neither a response nor an error: quarantined
+    path = tmp_path / "recorded.parquet"
+    rec.to_parquet(path)
+    cand = {"kind": "recorded", "name": "shadow", "path": str(path)}
+    cfg, store, traffic, _ = _setup(tmp_path, n, 4, [cand])
+    stats = replay(cfg, store, progress=False)["shadow"]
+    out = _responses(store, "shadow").set_index("request_id")
+    assert sorted(out.index) == sorted(traffic["request_id"])
+    assert out.loc["r00002", "response"] == "recorded 2"  # the first of the duplicates
+    assert out.loc["r00003", "error"].startswith("quarantined")
+    assert out.loc["r00007", "error"].startswith("not_recorded")
+    q = store.read_table("quarantine")
+    assert set(q["request_id"]) == {"r00002", "r00003"} and len(q) == 2
+    assert stats["errors"] == {"not_recorded": 1, "quarantined": 1}
+
+
+def _worker_pids(name_part: str) -> list[int]:
+    import psutil
+    import ray
+
+    raylet = ray._private.worker._global_node.all_processes["raylet"][0].process.pid
+    pids = []
+    for p in psutil.Process(raylet).children(recursive=True):
+        try:
+            if name_part in " ".join(p.cmdline()):
+                pids.append(p.pid)
+        except psutil.Error:
+            continue
+    return pids
+
+
+def test_killed_worker_actor_loses_no_row(ray_cluster, server, tmp_path):
+    server.reset(rpm=None, tpm=None, fault_500=0.0, fault_malformed=0.0, fault_hang=0.0, latency_s=0.15)
+    cfg, store, traffic, shards = _setup(tmp_path, 60, 10, [_api(server, max_concurrency=4)])
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(replay(cfg, store, progress=False)))
+    thread.start()
+    try:
+        deadline = time.time() + 60
+        while len(store.commits("responses")) < 1 and time.time() < deadline:
+            time.sleep(0.1)
+        pids = _worker_pids("MapWorker")
+        assert pids, "no Ray Data map worker found to kill"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        thread.join(120)
+        server.reset(latency_s=0.0)
+    assert not thread.is_alive()
+    out = _responses(store, "cand-api")
+    assert sorted(out["request_id"]) == sorted(traffic["request_id"])  # nothing lost, nothing twice
+    assert out["error"].isna().all() and len(store.commits("responses")) == 6
+    assert result["cand-api"]["requests"] == 60
+
+
+def test_driver_crash_then_rerun_redoes_only_unfinished_shards(ray_cluster, server, tmp_path):
+    server.reset(rpm=None, tpm=None, latency_s=0.2)
+    cfg, store, traffic, shards = _setup(tmp_path, 64, 8, [_api(server, max_concurrency=4)],
+                                         ray_address=ray_cluster)
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.replay", "--config", str(cfg_path), "--no-progress"],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 90
+        while len(store.commits("responses")) < 2 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert proc.poll() is None, "the driver finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done_at_crash = set(store.commits("responses"))
+    assert 2 <= len(done_at_crash) < len(shards)
+    server.reset(latency_s=0.0)
+    stats = replay(cfg, store, progress=False)["cand-api"]
+    unfinished = {s for s in shards if shard_id("cand-api", s) not in done_at_crash}
+    unfinished_ids = set(pd.concat([traffic.iloc[int(s[-6:]) * 8:(int(s[-6:]) + 1) * 8] for s in unfinished])["request_id"])
+    asked = {e.request_id for e in server.log}
+    assert asked <= unfinished_ids  # committed shards were not replayed again
+    assert stats["shards_run"] <= len(unfinished)
+    out = _responses(store, "cand-api")
+    assert sorted(out["request_id"]) == sorted(traffic["request_id"])
+
+
+def test_engine_startup_failure_fails_loudly(ray_cluster, tmp_path):
+    cand = {"kind": "transformers", "name": "broken", "model": str(tmp_path / "no-such-model")}
+    cfg, store, _, _ = _setup(tmp_path, 4, 2, [cand])
+    started = time.time()
+    with pytest.raises(Exception, match="cannot load transformers model"):
+        replay(cfg, store, progress=False)
+    assert time.time() - started < 120
+    assert store.commits("responses") == {}
+
+
+def test_main_reports_bad_config_with_exit_code_2(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("run_id: x\ncandidatez: []\n")
+    assert main(["--config", str(bad)]) == 2
+    assert "candidatez" in capsys.readouterr().err
