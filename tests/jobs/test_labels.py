@@ -1,0 +1,371 @@
+"""`baton labels`: export a blinded batch, answer it as an annotator would, import it back, and every bad input.
+
+The simulated annotator reads only what an annotator sees (the CSV or the Label Studio tasks). Each answer's text
+carries a hidden quality score, so the test knows the right judgment of every (request, model) and can check that
+un-blinding (model identities and the swapped A/B order) put each label on the right request and model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from jobs import cli
+from jobs import labels as labels_cli
+from jobs.config import parse_config
+from jobs.errors import ContractError
+from jobs.labels import (LabelDimension, LabelTaskConfig, design_weights, export_batch, import_answers,
+                         load_task_config, run_checks)
+from jobs.store import RunStore
+
+INC, CANDS = "inc-model", ["cand-a", "cand-b"]
+N_REQ = 60
+
+
+def quality(model: str, i: int) -> int:
+    """Hidden truth: the quality (1-5) of a model's answer to request i."""
+    mult = {INC: 3, "cand-a": 1, "cand-b": 7}[model]
+    return (i * mult + (i // 5)) % 5 + 1
+
+
+@pytest.fixture
+def run(tmp_path):
+    raw = {
+        "run_id": "lab-run",
+        "store": {"root": str(tmp_path / "store")},
+        "traffic": {"path": str(tmp_path / "traffic.jsonl"), "segments": ["app"]},
+        "incumbent": {"name": INC},
+        "candidates": [{"name": c, "kind": "recorded", "path": str(tmp_path / f"{c}.jsonl")} for c in CANDS],
+        "decision": {"dimensions": [{"name": "quality", "kind": "pairwise"},
+                                    {"name": "correctness", "kind": "binary"},
+                                    {"name": "style", "kind": "ordinal"}]},
+    }
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw))
+    cfg = parse_config(raw)
+    store = RunStore(cfg.store, cfg.run_id)
+    ids = [f"r{i:03d}" for i in range(N_REQ)]
+    apps = ["X" if i % 3 else "Y" for i in range(N_REQ)]
+    traffic = pd.DataFrame({
+        "request_id": ids, "app": apps,
+        "messages": [[{"role": "user", "content": f"question {i}"}] for i in range(N_REQ)],
+        "response": [f"reply q={quality(INC, i)} #{i}" for i in range(N_REQ)],
+        "inclusion_prob": 1.0,
+    })
+    store.write_shard("traffic", "traffic-000000", traffic)
+    rows, scores = [], []
+    for c in CANDS:
+        for i, rid in enumerate(ids):
+            rows.append({"request_id": rid, "model": c, "response": f"reply q={quality(c, i)} #{i}",
+                         "prompt_tokens": 3, "completion_tokens": 4, "latency_s": 0.1, "finish_reason": "stop",
+                         "attempts": 1, "error": None})
+            # judge: P(candidate better), informative; app Y requests look worse to the judge
+            p = np.clip(0.5 + 0.1 * (quality(c, i) - quality(INC, i)) - (0.3 if apps[i] == "Y" else 0.0), 0.02, 0.98)
+            for order in ("ab", "ba"):
+                scores.append({"request_id": rid, "model": c, "metric": f"judge.pairwise.quality.{order}", "value": p})
+    # one failed response: that unit cannot be labelled
+    rows.append({**rows[0], "request_id": "r000", "model": "cand-a"})
+    resp = pd.DataFrame(rows[:-1])
+    resp.loc[0, ["response", "error"]] = [None, "timeout: no answer"]
+    store.write_shard("responses", "responses-0", resp)
+    store.write_shard("scores", "scores-0", pd.DataFrame(scores))
+    task = load_task_config(None, cfg)
+    return {"cfg": cfg, "store": store, "task": task, "cfg_path": str(cfg_path), "tmp": tmp_path}
+
+
+def baton_labels(argv: list[str]) -> int:
+    """`baton labels ARGV` through the CLI's own error handling (exit codes, messages on stderr)."""
+    parser = argparse.ArgumentParser(prog="baton labels")
+    labels_cli.add_arguments(parser)
+    return cli.run_guarded(labels_cli.main, parser.parse_args(argv))
+
+
+def _q(text: str) -> int:
+    return int(re.search(r"q=(\d)", text).group(1))
+
+
+def answer(row: dict, annotator: str = "ann1") -> dict:
+    """What a careful annotator answers, from the texts shown alone."""
+    qa, qb = _q(row["answer_a"]), _q(row["answer_b"])
+    return {"item_id": row["item_id"], "batch": row["batch"], "annotator": annotator,
+            "quality": "A" if qa > qb else "B" if qb > qa else "tie",
+            "correctness_a": str(int(qa >= 3)), "correctness_b": str(int(qb >= 3)),
+            "style_a": str(qa), "style_b": str(qb)}
+
+
+def check_against_truth(labels: pd.DataFrame) -> None:
+    assert len(labels)
+    for r in labels.itertuples():
+        i = int(r.request_id[1:])
+        if r.dimension == "quality":
+            assert r.model in CANDS
+            diff = quality(r.model, i) - quality(INC, i)
+            assert r.value == (1.0 if diff > 0 else 0.0 if diff < 0 else 0.5), r
+        elif r.dimension == "correctness":
+            assert r.value == float(quality(r.model, i) >= 3), r
+        else:
+            assert r.value == float(quality(r.model, i)), r
+
+
+def test_export_is_blinded_and_records_the_design(run):
+    out = run["tmp"] / "batch"
+    res = export_batch(run["cfg"], run["store"], run["task"], str(out), n=20, seed=1, batch="b1")
+    assert res["items"] == 40 and res["per_candidate"] == {"cand-a": 20, "cand-b": 20}
+    csv = pd.read_csv(res["files"]["csv"], dtype=str)
+    assert list(csv.columns[:6]) == ["item_id", "batch", "prompt", "answer_a", "answer_b", "annotator"]
+    assert {"quality", "correctness_a", "correctness_b", "style_a", "style_b"} <= set(csv.columns)
+    for path in out.iterdir():  # nothing an annotator gets names a model or a request, or holds the key
+        text = path.read_text()
+        for secret in [INC, *CANDS, "r001", "a_is", "inclusion_prob"]:
+            assert secret not in text, (path.name, secret)
+    key = json.loads(run["store"].read_document("labels", "key-b1.json"))
+    assert {it["item_id"] for it in key["items"]} == set(csv["item_id"])
+    swapped = sum(it["a_is"] == "incumbent" for it in key["items"])
+    assert 8 <= swapped <= 32  # the order is randomised, not fixed
+    pools = key["pool_sizes"]
+    assert pools == {"cand-a": N_REQ - 1, "cand-b": N_REQ}  # the failed response is not labellable
+    for it in key["items"]:
+        assert it["inclusion_prob"] == pytest.approx(20 / pools[it["candidate"]])
+    tasks = json.loads((out / "b1.labelstudio.json").read_text())
+    assert len(tasks) == 40 and set(tasks[0]["data"]) == {"item_id", "batch", "prompt", "answer_a", "answer_b", "rubric"}
+    assert "quality: which answer is better" in tasks[0]["data"]["rubric"]
+    xml = (out / "b1.label_config.xml").read_text()
+    assert '<Choices name="style_b" toName="answer_b"' in xml and '<Choice value="5"/>' in xml
+
+
+def test_round_trip_csv_two_annotators(run):
+    out = run["tmp"] / "batch"
+    res = export_batch(run["cfg"], run["store"], run["task"], str(out), n=15, seed=2, batch="b2")
+    shown = pd.read_csv(res["files"]["csv"], dtype=str).to_dict("records")
+    answers = pd.DataFrame([answer(r, "ann1") for r in shown] + [answer(r, "ann2") for r in shown[:10]])
+    path = run["tmp"] / "answers.csv"
+    answers.to_csv(path, index=False)
+    summary = import_answers(run["cfg"], run["store"], str(path))
+    assert summary["quarantined"] == 0 and summary["committed"]
+    labels = run["store"].read_table("labels")
+    key = json.loads(run["store"].read_document("labels", "key-b2.json"))
+    # per item: 1 pairwise + 2 correctness + 2 style rows, per annotator; the incumbent's answer to a request
+    # chosen for both candidates is judged twice by the same annotator, alike, and kept once
+    req_of = {it["item_id"]: it["request_id"] for it in key["items"]}
+    both = 0
+    for ann, rows in answers.groupby("annotator"):
+        reqs = pd.Series([req_of[i] for i in rows["item_id"]])
+        both += int((reqs.value_counts() == 2).sum())
+    assert summary["merged_repeats"] == 2 * both > 0
+    assert len(labels) == 5 * (30 + 10) - 2 * both == summary["labels"]
+    check_against_truth(labels)
+    probs = {(it["request_id"], it["candidate"]): it["inclusion_prob"] for it in key["items"]}
+    pw = labels[labels["dimension"] == "quality"]
+    assert set(zip(pw["request_id"], pw["model"])) == set(probs)
+    for r in pw.itertuples():
+        assert r.inclusion_prob == probs[(r.request_id, r.model)] and r.weight == pytest.approx(1 / r.inclusion_prob)
+        assert r.batch == "b2"
+    assert set(labels.loc[labels["dimension"] != "quality", "model"]) == {INC, *CANDS}
+    checks = run_checks(run["cfg"], run["store"], run["task"])
+    assert checks["agreement"]["quality"]["items"] == 10 and checks["agreement"]["quality"]["alpha"] == pytest.approx(1.0)
+    assert run["store"].has_document("labels", "checks.json")
+    # importing the same file again writes nothing twice
+    again = import_answers(run["cfg"], run["store"], str(path))
+    assert not again["committed"] and len(run["store"].read_table("labels")) == len(labels)
+
+
+def test_round_trip_label_studio_export(run):
+    out = run["tmp"] / "batch"
+    export_batch(run["cfg"], run["store"], run["task"], str(out), n=10, seed=3, batch="ls1", design_name="stratified")
+    tasks = json.loads((out / "ls1.labelstudio.json").read_text())
+    exported = []
+    for t, task in enumerate(tasks):  # Label Studio's export: the task plus its annotations
+        a = answer(task["data"], "x")
+        result = [{"from_name": f, "to_name": "prompt", "type": "choices", "value": {"choices": [a[f]]}}
+                  for f in ("quality", "correctness_a", "correctness_b")]
+        result += [{"from_name": f, "to_name": f"answer_{f[-1]}", "type": "rating", "value": {"rating": int(a[f])}}
+                   for f in ("style_a", "style_b")]
+        anns = [{"id": 1000 + t, "completed_by": {"id": 7, "email": "ann@example.com"}, "result": result,
+                 "was_cancelled": False}]
+        if t == 0:  # a cancelled annotation is not a label
+            anns.append({"id": 1, "completed_by": 8, "result": [], "was_cancelled": True})
+        exported.append({"id": t + 1, "data": task["data"], "annotations": anns})
+    path = run["tmp"] / "ls-export.json"
+    path.write_text(json.dumps(exported))
+    summary = import_answers(run["cfg"], run["store"], str(path))
+    assert summary["format"] == "labelstudio" and summary["quarantined"] == 0
+    labels = run["store"].read_table("labels")
+    assert len(labels) == 5 * 20 - summary["merged_repeats"] and set(labels["annotator"]) == {"ann@example.com"}
+    check_against_truth(labels)
+    key = json.loads(run["store"].read_document("labels", "key-ls1.json"))
+    strata = {it["stratum"] for it in key["items"]}
+    assert strata == {"app=X", "app=Y"}
+    for it in key["items"]:  # stratified: pi = n_h / N_h, recorded per unit
+        assert 0 < it["inclusion_prob"] < 1
+    assert labels["design"].unique().tolist() == ["stratified"]
+
+
+def test_round_trip_jsonl_with_external_key(run):
+    out, key_path = run["tmp"] / "batch", run["tmp"] / "secret-key.json"
+    res = export_batch(run["cfg"], run["store"], run["task"], str(out), n=5, seed=4, batch="k1",
+                       key_path=str(key_path), candidates=["cand-b"])
+    assert res["key"] == str(key_path) and not run["store"].has_document("labels", "key-k1.json")
+    shown = pd.read_csv(res["files"]["csv"], dtype=str).to_dict("records")
+    path = run["tmp"] / "answers.jsonl"
+    path.write_text("\n".join(json.dumps({**answer(r), "style_a": int(answer(r)["style_a"])}) for r in shown))
+    with pytest.raises(ContractError, match="no key for batch 'k1'"):
+        import_answers(run["cfg"], run["store"], str(path))
+    summary = import_answers(run["cfg"], run["store"], str(path), key_path=str(key_path))
+    assert summary["labels"] == 25 and summary["quarantined"] == 0
+    check_against_truth(run["store"].read_table("labels"))
+
+
+def test_bad_inputs_are_quarantined_with_reasons(run):
+    out = run["tmp"] / "batch"
+    res = export_batch(run["cfg"], run["store"], run["task"], str(out), n=4, seed=5, batch="bad",
+                       candidates=["cand-a"])
+    shown = pd.read_csv(res["files"]["csv"], dtype=str).to_dict("records")
+    good = [answer(r) for r in shown]
+    rows = [
+        good[0],
+        {**good[1], "quality": "C", "correctness_a": "2", "style_b": "7"},  # off scale (3 fields)
+        {**good[2], "style_a": "2.5", "correctness_b": None},  # off scale, missing value
+        {**good[3], "item_id": "i-not-exported"},  # unknown item
+        good[0],  # exact duplicate: first kept, this one quarantined (5 fields)
+        {**good[2], "annotator": "ann2"},  # another annotator on item 2: kept
+        {**good[3], "annotator": "ann3"},
+        {**good[3], "annotator": "ann3", "quality": "tie" if good[3]["quality"] != "tie" else "A"},  # conflict
+    ]
+    path = run["tmp"] / "messy.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    summary = import_answers(run["cfg"], run["store"], str(path))
+    q = run["store"].read_table("quarantine")
+    reasons = q["reason"].tolist()
+
+    def has(pattern: str, n: int = 1) -> None:
+        hits = [r for r in reasons if re.search(pattern, r)]
+        assert len(hits) == n, (pattern, hits, reasons)
+
+    has(r"^row 1: column 'quality': 'C' is not one of A, tie, B")
+    has(r"^row 1: column 'correctness_a': '2' is off the binary scale")
+    has(r"^row 1: column 'style_b': '7' is off the ordinal scale")
+    has(r"^row 2: column 'style_a': '2.5' is off the ordinal scale")
+    has(r"^row 2: no value for dimension 'correctness' \(answer B\)")
+    has(r"^row 3: item_id 'i-not-exported' is not in the key of batch 'bad'")
+    has(r"^row 4: duplicate judgment by ann1 .*\(first at row 0\)", 5)
+    has(r"^row [67]: annotator ann3 .*dimension 'quality' gave conflicting values", 2)
+    has(r"^row 7: duplicate judgment by ann3 .*\(first at row 6\)", 4)  # its other fields repeat row 6
+    assert set(q["row"]) == {1, 2, 3, 4, 6, 7} and q["source"].eq(str(path)).all()
+    assert q.loc[q["row"] == 3, "request_id"].isna().all()
+    assert q.loc[q["row"] == 1, "request_id"].notna().all()  # un-blinded for the record
+    labels = run["store"].read_table("labels")
+    # valid: row 0 (5), row 1 (2), row 2 (3), row 5 (5), row 6 (4 of 5: its quality conflicts)
+    assert len(labels) == summary["labels"] == 19 and summary["quarantined"] == len(q) == 3 + 2 + 1 + 5 + 2 + 4
+    check_against_truth(labels)
+    # a later file that contradicts an imported label is a conflict too; the imported one stays
+    later = run["tmp"] / "later.csv"
+    flip = {**good[0], "style_a": str(6 - int(good[0]["style_a"])) if good[0]["style_a"] != "3" else "1"}
+    pd.DataFrame([flip]).to_csv(later, index=False)
+    s2 = import_answers(run["cfg"], run["store"], str(later))
+    assert s2["labels"] == 0 and s2["quarantined"] == 5 and len(run["store"].read_table("labels")) == 19
+    q2 = run["store"].read_table("quarantine")
+    new = q2[q2["source"] == str(later)]["reason"].tolist()
+    assert sum("conflicting" in r and "already imported in batch bad" in r for r in new) == 1
+    assert sum(r.startswith("row 0: duplicate") and "already imported in batch bad" in r for r in new) == 4
+
+
+def test_table_level_errors_exit_2_naming_file_and_column(run, capsys):
+    out = run["tmp"] / "batch"
+    res = export_batch(run["cfg"], run["store"], run["task"], str(out), n=3, seed=6, batch="t1")
+    shown = pd.read_csv(res["files"]["csv"], dtype=str)
+    no_col = run["tmp"] / "no-style.csv"
+    shown.drop(columns=["style_b"]).assign(quality="A").to_csv(no_col, index=False)
+    assert baton_labels(["import", "--config", run["cfg_path"], str(no_col)]) == 2
+    err = capsys.readouterr().err
+    assert str(no_col) in err and "'style_b'" in err
+    # with --dimensions the missing dimension is not imported, the rest is
+    assert baton_labels(["import", "--config", run["cfg_path"], str(no_col), "--dimensions", "quality"]) == 0
+    assert set(run["store"].read_table("labels")["dimension"]) == {"quality"}
+    no_id = run["tmp"] / "no-id.csv"
+    shown.drop(columns=["item_id"]).to_csv(no_id, index=False)
+    assert baton_labels(["import", "--config", run["cfg_path"], str(no_id)]) == 2
+    assert "'item_id'" in capsys.readouterr().err
+    broken = run["tmp"] / "broken.jsonl"
+    broken.write_text('{"item_id": "x"}\n{not json\n')
+    assert baton_labels(["import", "--config", run["cfg_path"], str(broken)]) == 2
+    assert "line 2" in capsys.readouterr().err
+    other = run["tmp"] / "other-batch.csv"
+    shown.assign(batch="nope").to_csv(other, index=False)
+    assert baton_labels(["import", "--config", run["cfg_path"], str(other)]) == 2
+    assert "no key for batch 'nope'" in capsys.readouterr().err
+    with pytest.raises(ContractError, match="--n N"):
+        export_batch(run["cfg"], run["store"], run["task"], str(out), n=None)
+    with pytest.raises(ContractError, match="'cand-z'"):
+        export_batch(run["cfg"], run["store"], run["task"], str(out), n=2, candidates=["cand-z"])
+
+
+def test_export_from_decision_asks_for_labels_needed_on_the_segment(run):
+    first = export_batch(run["cfg"], run["store"], run["task"], str(run["tmp"] / "b"), n=10, seed=7, batch="d0",
+                         candidates=["cand-b"])
+    decision = {"candidates": {
+        "cand-a": {"dimensions": {"quality": {"labels_needed": 0, "labels_needed_segment": None}}},
+        "cand-b": {"dimensions": {"quality": {"labels_needed": 6, "labels_needed_segment": "app=Y"},
+                                  "style": {"labels_needed": 2, "labels_needed_segment": None}}}}}
+    dpath = run["tmp"] / "decision.json"
+    dpath.write_text(json.dumps(decision))
+    assert baton_labels(["export", "--config", run["cfg_path"], "--out", str(run["tmp"] / "b"),
+                     "--from-decision", str(dpath), "--batch", "d1", "--design", "active"]) == 0
+    key = json.loads(run["store"].read_document("labels", "key-d1.json"))
+    assert len(key["items"]) == 6 and {it["candidate"] for it in key["items"]} == {"cand-b"}
+    assert key["segment"] == "app=Y" and key["design"] == "active"
+    ys = {f"r{i:03d}" for i in range(N_REQ) if i % 3 == 0}
+    assert {it["request_id"] for it in key["items"]} <= ys
+    first_ids = {it["request_id"] for it in json.loads(run["store"].read_document("labels", "key-d0.json"))["items"]}
+    assert not first_ids & {it["request_id"] for it in key["items"]}  # more labels, not the same ones again
+    assert key["pool_sizes"]["cand-b"] == len(ys - first_ids)
+    w = design_weights(run["store"])
+    both = w[(w["model"] == "cand-b") & w["request_id"].isin(ys - first_ids)]
+    assert (both["inclusion_prob"] > 10 / N_REQ).all()  # combined over the two batches
+
+
+def test_active_export_prefers_uncertain_units(run):
+    res = export_batch(run["cfg"], run["store"], run["task"], str(run["tmp"] / "b"), n=12, seed=8, batch="a1",
+                       design_name="active", candidates=["cand-a"], tau=0.2)
+    assert res["items"] == 12
+    pool = pd.read_parquet(__import__("io").BytesIO(run["store"].read_document("labels", "design-a1.parquet")))
+    scores = run["store"].read_table("scores")
+    p = scores[(scores["model"] == "cand-a")].groupby("request_id")["value"].mean()
+    pool["p"] = p.reindex(pool["request_id"]).to_numpy()
+    assert pool["inclusion_prob"].sum() == pytest.approx(12)
+    assert pool["inclusion_prob"].min() >= 0.2 * 12 / len(pool) - 1e-12
+    close = pool.loc[(pool["p"] - 0.5).abs() < 0.15, "inclusion_prob"].mean()
+    clear = pool.loc[(pool["p"] - 0.5).abs() > 0.3, "inclusion_prob"].mean()
+    assert close > 1.5 * clear
+
+
+def test_checks_warn_when_labels_come_from_one_segment(run):
+    res = export_batch(run["cfg"], run["store"], run["task"], str(run["tmp"] / "b"), n=20, seed=9, batch="s1",
+                       candidates=["cand-a"], segment="app=Y")
+    shown = pd.read_csv(res["files"]["csv"], dtype=str).to_dict("records")
+    path = run["tmp"] / "seg.csv"
+    pd.DataFrame([answer(r) for r in shown]).to_csv(path, index=False)
+    import_answers(run["cfg"], run["store"], str(path))
+    checks = run_checks(run["cfg"], run["store"], run["task"])
+    rows = {r["metric"]: r for r in checks["representativeness"]["cand-a"]}
+    assert rows["judge.pairwise.quality.ab"]["warn"] and rows["judge.pairwise.quality.ab"]["smd"] < -0.5
+    assert any("may not be representative" in w for w in checks["warnings"])
+
+
+def test_task_config_is_strict(tmp_path, run):
+    bad = tmp_path / "task.yaml"
+    bad.write_text(yaml.safe_dump({"dimensions": [{"name": "style", "kind": "ordinal", "scale_max": 7,
+                                                   "rubrik": "typo"}]}))
+    with pytest.raises(Exception, match="rubrik"):
+        load_task_config(str(bad), run["cfg"])
+    with pytest.raises(Exception, match="scale_max"):
+        LabelDimension(name="s", kind="ordinal", scale_min=3, scale_max=2)
+    good = LabelTaskConfig(dimensions=[LabelDimension(name="style", kind="ordinal", scale_min=0, scale_max=10)])
+    assert good.dimensions[0].allowed()[0] == "0" and "0 (worst) to 10" in good.dimensions[0].rubric
+    for name, field in LabelDimension.model_fields.items():
+        assert field.description, name
