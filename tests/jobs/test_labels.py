@@ -344,7 +344,7 @@ def test_active_export_prefers_uncertain_units(run):
     assert close > 1.5 * clear
 
 
-def test_checks_warn_when_labels_come_from_one_segment(run):
+def test_checks_warn_when_labels_come_from_one_segment(run, capsys):
     res = export_batch(run["cfg"], run["store"], run["task"], str(run["tmp"] / "b"), n=20, seed=9, batch="s1",
                        candidates=["cand-a"], segment="app=Y")
     shown = pd.read_csv(res["files"]["csv"], dtype=str).to_dict("records")
@@ -355,6 +355,9 @@ def test_checks_warn_when_labels_come_from_one_segment(run):
     rows = {r["metric"]: r for r in checks["representativeness"]["cand-a"]}
     assert rows["judge.pairwise.quality.ab"]["warn"] and rows["judge.pairwise.quality.ab"]["smd"] < -0.5
     assert any("may not be representative" in w for w in checks["warnings"])
+    assert baton_labels(["check", "--config", run["cfg_path"]]) == 0
+    printed = capsys.readouterr().out
+    assert "warning: candidate cand-a, metric judge.pairwise.quality.ab" in printed
 
 
 def test_task_config_is_strict(tmp_path, run):
