@@ -36,9 +36,14 @@ def quality(model: str, i: int) -> int:
 
 @pytest.fixture
 def run(tmp_path):
+    return make_run(tmp_path, {"root": str(tmp_path / "store")})
+
+
+def make_run(tmp_path, store_cfg: dict) -> dict:
+    """A run with traffic (segment app), two candidates' responses and pairwise judge scores in its store."""
     raw = {
         "run_id": "lab-run",
-        "store": {"root": str(tmp_path / "store")},
+        "store": store_cfg,
         "traffic": {"path": str(tmp_path / "traffic.jsonl"), "segments": ["app"]},
         "incumbent": {"name": INC},
         "candidates": [{"name": c, "kind": "recorded", "path": str(tmp_path / f"{c}.jsonl")} for c in CANDS],
@@ -358,6 +363,23 @@ def test_checks_warn_when_labels_come_from_one_segment(run, capsys):
     assert baton_labels(["check", "--config", run["cfg_path"]]) == 0
     printed = capsys.readouterr().out
     assert "warning: candidate cand-a, metric judge.pairwise.quality.ab" in printed
+
+
+def test_round_trip_on_s3(tmp_path, s3_bucket):
+    """The same round trip with the run store on a real S3 API (moto server on loopback)."""
+    endpoint, bucket = s3_bucket
+    r = make_run(tmp_path, {"root": f"s3://{bucket}/baton", "endpoint_url": endpoint})
+    res = export_batch(r["cfg"], r["store"], r["task"], str(tmp_path / "out"), n=6, seed=10, batch="s3b",
+                       design_name="active")
+    assert r["store"].has_document("labels", "key-s3b.json") and r["store"].uri().startswith("s3://")
+    shown = pd.read_csv(res["files"]["csv"], dtype=str).to_dict("records")
+    path = tmp_path / "answers.csv"
+    pd.DataFrame([answer(x) for x in shown]).to_csv(path, index=False)
+    summary = import_answers(r["cfg"], r["store"], str(path))
+    assert summary["committed"] and summary["quarantined"] == 0
+    check_against_truth(r["store"].read_table("labels"))
+    w = design_weights(r["store"])
+    assert len(w) == 2 * N_REQ - 1 and w["inclusion_prob"].sum() == pytest.approx(12)
 
 
 def test_task_config_is_strict(tmp_path, run):
