@@ -42,9 +42,11 @@ _STOPWORDS = {
     "it": "il lo la gli le di che e è per una non con del della sono",
     "pt": "o a os as de que e é do da em um uma para com não por",
 }
-_STOP_RE = {lang: r"\b(?:" + "|".join(re.escape(w) for w in words.split()) + r")\b" for lang, words in _STOPWORDS.items()}
 _SCRIPTS = {"cyrillic": r"[\u0400-\u04FF]", "cjk": r"[\u3040-\u30FF\u3400-\u9FFF\uAC00-\uD7AF]", "arabic": r"[\u0600-\u06FF]"}
 LANGUAGES = sorted(_STOPWORDS) + sorted(_SCRIPTS)
+# (word, language row in detect_language's score matrix): a word may belong to several languages.
+_STOP_TABLE = pd.DataFrame([(w, len(_SCRIPTS) + i) for i, words in enumerate(_STOPWORDS.values()) for w in words.split()],
+                           columns=["word", "lang_idx"])
 
 
 class Checks:
@@ -102,20 +104,32 @@ class Checks:
 
 
 def detect_language(text: pd.Series) -> np.ndarray:
-    """Most likely language per text (a heuristic: script share, then stopword hits); 'unknown' when no signal.
+    """Most likely language per text (a heuristic: script share, then stopword share); 'unknown' when no signal.
 
-    Vectorised: one regex count pass per language over the whole column.
+    Vectorised: the words of all rows are tokenised in one pass, exploded and joined with the stopword lists, and
+    counted per (row, language); script shares are counted only on rows that are not pure ASCII. The first 600
+    characters decide: enough for a language signal, and it bounds the cost per row.
     """
-    lower = text.fillna("").astype(str).str.slice(0, 2000).str.lower()
-    letters = lower.str.count(r"[^\W\d_]").to_numpy(dtype="float64")
-    langs = list(_SCRIPTS) + list(_STOP_RE)
-    scores = np.zeros((len(langs), len(lower)))
-    for i, lang in enumerate(_SCRIPTS):
-        share = lower.str.count(_SCRIPTS[lang]).to_numpy(dtype="float64") / np.maximum(letters, 1)
-        scores[i] = np.where(share > 0.3, 1e6 * share, 0.0)  # a script beats any stopword count
-    words = np.maximum(lower.str.count(r"\b\w+\b").to_numpy(dtype="float64"), 1)
-    for j, lang in enumerate(_STOP_RE, start=len(_SCRIPTS)):
-        scores[j] = lower.str.count(_STOP_RE[lang]).to_numpy(dtype="float64") / words
+    lower = text.fillna("").astype(str).str.slice(0, 600).str.lower().reset_index(drop=True)
+    n = len(lower)
+    langs = list(_SCRIPTS) + list(_STOPWORDS)
+    scores = np.zeros((len(langs), n))
+    non_ascii = ~lower.str.isascii().to_numpy(dtype=bool)
+    if non_ascii.any():
+        sub = lower[non_ascii]
+        letters = np.maximum(sub.str.count(r"[^\W\d_]").to_numpy(dtype="float64"), 1)
+        for i, lang in enumerate(_SCRIPTS):
+            share = sub.str.count(_SCRIPTS[lang]).to_numpy(dtype="float64") / letters
+            scores[i, non_ascii] = np.where(share > 0.3, 1e6 * share, 0.0)  # a script beats any stopword share
+    words = lower.str.findall(r"[^\W\d_]+")
+    counts = words.str.len().fillna(0).to_numpy(dtype="float64")
+    tokens = words.explode().dropna()
+    if len(tokens):
+        hits = pd.DataFrame({"row": tokens.index.to_numpy(), "word": tokens.to_numpy()}).merge(_STOP_TABLE, on="word")
+        if len(hits):
+            per = hits.groupby(["lang_idx", "row"]).size()
+            li, rows = per.index.get_level_values(0).to_numpy(), per.index.get_level_values(1).to_numpy()
+            scores[li, rows] = per.to_numpy() / np.maximum(counts[rows], 1)
     best = np.argmax(scores, axis=0)
     found = np.take_along_axis(scores, best[None, :], axis=0)[0] > 0
     return np.where(found, np.array(langs, dtype=object)[best], "unknown")
