@@ -141,13 +141,17 @@ def main() -> int:
         print(f"{name:<28}{r['spearman']:>10.3f}{r['point_biserial']:>13.3f}{r['sign_agreement']:>12.3f}"
               f"{r['coverage_non_tie']:>10.3f}{extra}")
     print(f"coverage: {coverage}")
+    print("caveat: embed.sim_reference uses GPT-3.5's own reference answer (the only one in the data), so it is not "
+          "independent of the GPT-3.5 judge")
 
     metric_rows = {k: v for k, v in results.items() if not k.startswith("judge:")}
-    complete = (coverage["responses"] == 2 * len(df) and coverage["embedded_responses"] == coverage["responses"]
+    answered = int(df["response1"].notna().sum() + df["response2"].notna().sum())  # a few responses are not strings
+    complete = (coverage["responses"] == answered and coverage["embedded_responses"] == answered
                 and all(np.isfinite(r["spearman"]) or r["constant"] for r in metric_rows.values()))
     summary = {
         "items": len(df),
-        "metrics": {k: {kk: (round(vv, 4) if isinstance(vv, float) else vv) for kk, vv in v.items()} for k, v in results.items()},
+        "metrics": {k: {kk: (None if isinstance(vv, float) and not np.isfinite(vv) else round(vv, 4) if isinstance(vv, float) else vv)
+                        for kk, vv in v.items()} for k, v in results.items()},
         "coverage": coverage,
         "goal": "every check and embedding metric computed for every response, with finite correlations (judges shown as the baseline)",
         "meets_goal": bool(complete),
