@@ -1,0 +1,326 @@
+"""Long score/label tables -> compact arrays for calibration.
+
+Layout: a dense grid of requests x "row models" with a metric tensor ``X[request, model, feature]``.
+- pairwise dimensions: row models are the candidates (each row = candidate vs incumbent on a request);
+- absolute dimensions: row model 0 is the incumbent, then the candidates (each row = one response).
+
+Every numeric metric is a covariate. For pairwise dimensions a metric that also has incumbent rows enters as
+candidate-minus-incumbent difference. Missing values are imputed with the model's column mean plus a missingness
+indicator (only where missingness varies within a model: a metric absent for a whole model carries no information
+about that model and would only duplicate its intercept). Constant columns are dropped; columns are standardised.
+When there are more than ``max_features`` columns they are projected on their leading principal components,
+computed on all scored rows (unsupervised, so the few labels are not used twice).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+KINDS = ("pairwise", "binary", "ordinal")
+PAIRWISE_VALUES = (0.0, 0.5, 1.0)
+
+
+class InputError(ValueError):
+    """Bad input table; the message names the table, row and column."""
+
+
+@dataclass
+class CalibrationData:
+    """Arrays for one dimension (all candidates at once)."""
+
+    kind: str
+    dimension: str
+    incumbent: str
+    candidates: list[str]
+    row_models: list[str]  # models indexing axis 1 of X
+    request_ids: np.ndarray  # (n_req,) object
+    X: np.ndarray  # (n_req, n_models, n_feat) float32, standardised
+    feature_names: list[str]
+    seg_idx: np.ndarray  # (n_req,) int
+    segment_names: list[str]  # "col=value|col=value" or ["all"]
+    cat_values: np.ndarray  # (K,) float: human-scale value of each ordinal category
+    # one entry per label row (annotator judgement)
+    lab_req: np.ndarray
+    lab_model: np.ndarray
+    lab_cat: np.ndarray
+    lab_annotator: np.ndarray  # int codes, -1 when unknown
+    warnings: list[str] = field(default_factory=list)
+    raw_metric_names: list[str] = field(default_factory=list)
+    judge_raw: np.ndarray | None = None  # (n_req, n_models) raw judge value, for the judge-only baseline
+    present: np.ndarray | None = None  # (n_req, n_models) bool: the model has score rows for the request
+
+    def estimand_mask(self) -> np.ndarray:
+        """(n_req, n_candidates) bool: requests a candidate's estimand averages over (it was scored there)."""
+        pres = self.present if self.present is not None else np.ones((self.n_req, self.n_models), bool)
+        return pres if self.kind == "pairwise" else pres[:, 1:]
+
+    @property
+    def n_req(self) -> int:
+        return len(self.request_ids)
+
+    @property
+    def n_models(self) -> int:
+        return len(self.row_models)
+
+    @property
+    def n_cat(self) -> int:
+        return len(self.cat_values)
+
+    def labelled_cells(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Unique labelled (request, model) cells: req, model, mean label value, number of annotations."""
+        key = self.lab_req.astype(np.int64) * self.n_models + self.lab_model
+        uniq, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
+        sums = np.bincount(inv, weights=self.cat_values[self.lab_cat], minlength=len(uniq))
+        return uniq // self.n_models, uniq % self.n_models, sums / counts, counts
+
+
+def _require(df: pd.DataFrame, cols: list[str], table: str) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise InputError(f"{table}: missing required column(s) {missing}; found {list(df.columns)}")
+
+
+def _numeric(series: pd.Series, table: str, col: str, allow_nan: bool) -> np.ndarray:
+    vals = pd.to_numeric(series, errors="coerce")
+    bad = vals.isna() & series.notna()
+    if not allow_nan:
+        bad = bad | series.isna()
+    if bad.any():
+        pos = int(np.flatnonzero(bad.to_numpy())[0])
+        raise InputError(
+            f"{table}: row {pos} (0-based data row), column '{col}': value {series.iloc[pos]!r} is not a number"
+            f" ({int(bad.sum())} such rows)"
+        )
+    return vals.to_numpy(dtype=float)
+
+
+def category_values(kind: str, values: np.ndarray) -> np.ndarray:
+    if kind == "pairwise":
+        return np.array(PAIRWISE_VALUES)
+    if kind == "binary":
+        return np.array([0.0, 1.0])
+    uniq = np.unique(values)
+    if np.allclose(uniq, np.round(uniq)):
+        return np.arange(uniq.min(), uniq.max() + 1, dtype=float)
+    return uniq
+
+
+def _segments(traffic: pd.DataFrame | None, segment_cols: list[str] | None, request_ids: np.ndarray):
+    if not segment_cols:
+        return np.zeros(len(request_ids), dtype=np.int64), ["all"], []
+    if traffic is None:
+        raise InputError(f"--segment {segment_cols} given without a traffic table (--traffic)")
+    _require(traffic, ["request_id", *segment_cols], "traffic")
+    t = traffic.drop_duplicates("request_id").set_index(traffic.drop_duplicates("request_id")["request_id"].astype(str))
+    seg = t.reindex(pd.Index(request_ids))[segment_cols]
+    n_missing = int(seg.isna().any(axis=1).sum())
+    warns = []
+    if n_missing:
+        warns.append(f"traffic: {n_missing} scored request(s) have no segment value; put in segment '<missing>'")
+    labels = seg.astype("string").fillna("<missing>")
+    key = labels.apply(lambda r: "|".join(f"{c}={r[c]}" for c in segment_cols), axis=1) if len(segment_cols) > 1 \
+        else (segment_cols[0] + "=" + labels[segment_cols[0]])
+    codes, names = pd.factorize(key, sort=True)
+    return codes.astype(np.int64), [str(n) for n in names], warns
+
+
+def prepare(
+    scores: pd.DataFrame,
+    labels: pd.DataFrame,
+    incumbent: str,
+    candidates: list[str] | None,
+    dimension: str,
+    kind: str,
+    traffic: pd.DataFrame | None = None,
+    segment_cols: list[str] | None = None,
+    max_features: int = 8,
+) -> CalibrationData:
+    """Validate and reshape the long tables (see docs/contracts) into a :class:`CalibrationData`."""
+    if kind not in KINDS:
+        raise InputError(f"--kind must be one of {KINDS}, got {kind!r}")
+    _require(scores, ["request_id", "model", "metric", "value"], "scores")
+    _require(labels, ["request_id", "model", "dimension", "value"], "labels")
+    warns: list[str] = []
+    sc = pd.DataFrame({
+        "request_id": scores["request_id"].astype(str).to_numpy(),
+        "model": scores["model"].astype(str).to_numpy(),
+        "metric": scores["metric"].astype(str).to_numpy(),
+        "value": _numeric(scores["value"], "scores", "value", allow_nan=True),
+    })
+    models_in_scores = set(sc["model"].unique())
+    if candidates is None or len(candidates) == 0:
+        candidates = sorted(models_in_scores - {incumbent})
+    candidates = list(dict.fromkeys(candidates))
+    if incumbent in candidates:
+        raise InputError(f"--candidate {incumbent!r} is also the incumbent")
+    for c in candidates:
+        if c not in models_in_scores:
+            raise InputError(f"scores: column 'model' has no rows for candidate {c!r}; models: {sorted(models_in_scores)}")
+    if not candidates:
+        raise InputError("no candidate given and none found in scores column 'model'")
+    row_models = candidates if kind == "pairwise" else [incumbent, *candidates]
+    request_ids = np.array(sorted(sc["request_id"].unique()), dtype=object)
+    req_index = pd.Index(request_ids)
+
+    # metric tensor: (request, model, metric)
+    wide = sc.groupby(["request_id", "model", "metric"], sort=False)["value"].mean().unstack("metric")
+    dup = len(sc) - sc.groupby(["request_id", "model", "metric"]).ngroups
+    if dup:
+        warns.append(f"scores: {dup} duplicate (request_id, model, metric) rows averaged")
+    metric_names = sorted(wide.columns.astype(str))
+    wide = wide[metric_names]
+    n_req, n_mod = len(request_ids), len(row_models)
+    pairs = sc[["request_id", "model"]].drop_duplicates()
+    present = np.zeros((n_req, n_mod), dtype=bool)
+    pm_idx = pd.Index(row_models).get_indexer(pairs["model"])
+    ok = pm_idx >= 0
+    present[req_index.get_indexer(pairs["request_id"][ok]), pm_idx[ok]] = True
+
+    def block(model: str) -> np.ndarray:
+        if model not in models_in_scores:
+            return np.full((n_req, len(metric_names)), np.nan)
+        part = wide.xs(model, level="model")
+        return part.reindex(req_index).to_numpy(dtype=float)
+
+    inc_block = block(incumbent)
+    cand_full = [block(c) for c in candidates]
+    cols, names = [], []
+    for j, m in enumerate(metric_names):
+        cand_blocks = [cb[:, j] for cb in cand_full]
+        has_inc = np.isfinite(inc_block[:, j]).any()
+        if kind == "pairwise":
+            mats = [cb - inc_block[:, j] if has_inc else cb for cb in cand_blocks]
+            names.append(f"{m}[diff]" if has_inc else m)
+        else:
+            mats = [inc_block[:, j], *cand_blocks]
+            names.append(m)
+        cols.append(np.stack(mats, axis=1))
+    raw = np.stack(cols, axis=2) if cols else np.zeros((n_req, n_mod, 0))
+    judge_raw = _judge_raw(raw, names, metric_names, dimension, kind)
+    X, feat_names = _design(raw, names, max_features, present)
+
+    seg_idx, seg_names, seg_warn = _segments(traffic, segment_cols, request_ids)
+    warns += seg_warn
+
+    # labels
+    lab = labels[labels["dimension"].astype(str) == dimension]
+    if len(lab) == 0:
+        dims = sorted(labels["dimension"].astype(str).unique())
+        raise InputError(f"labels: no rows with dimension == {dimension!r} (column 'dimension' has {dims})")
+    lval = _numeric(lab["value"], "labels", "value", allow_nan=False)
+    cat_values = category_values(kind, lval)
+    cat = np.searchsorted(cat_values, lval)
+    cat = np.clip(cat, 0, len(cat_values) - 1)
+    off = ~np.isclose(cat_values[cat], lval)
+    if off.any():
+        pos = int(np.flatnonzero(off)[0])
+        raise InputError(
+            f"labels: row {lab.index[pos]!r}, column 'value': {lval[pos]!r} is not a valid {kind} label "
+            f"(expected one of {cat_values.tolist()})"
+        )
+    lmodel = lab["model"].astype(str).to_numpy()
+    lreq = lab["request_id"].astype(str).to_numpy()
+    midx = pd.Index(row_models).get_indexer(lmodel)
+    ridx = req_index.get_indexer(lreq)
+    bad_model = midx < 0
+    if bad_model.any():
+        others = sorted(set(lmodel[bad_model]))
+        warns.append(f"labels: {int(bad_model.sum())} row(s) of dimension {dimension!r} for model(s) {others} not in "
+                     f"{row_models} ignored")
+    absent = (ridx < 0) & ~bad_model
+    if absent.any():
+        ex = list(dict.fromkeys(lreq[absent]))[:5]
+        warns.append(f"labels: {int(absent.sum())} row(s) for request_id(s) absent from scores quarantined "
+                     f"(e.g. {ex})")
+    keep = (midx >= 0) & (ridx >= 0)
+    if not keep.any():
+        raise InputError(f"labels: none of the {len(lab)} rows of dimension {dimension!r} match a scored "
+                         f"request_id and model in {row_models}")
+    if "annotator" in lab.columns:
+        ann = pd.factorize(lab["annotator"].astype("string").fillna("<unknown>"))[0]
+    else:
+        ann = np.full(len(lab), -1)
+    return CalibrationData(
+        kind=kind, dimension=dimension, incumbent=incumbent, candidates=candidates, row_models=row_models,
+        request_ids=request_ids, X=X.astype(np.float32), feature_names=feat_names, seg_idx=seg_idx,
+        segment_names=seg_names, cat_values=cat_values, lab_req=ridx[keep].astype(np.int64),
+        lab_model=midx[keep].astype(np.int64), lab_cat=cat[keep].astype(np.int64),
+        lab_annotator=np.asarray(ann)[keep].astype(np.int64), warnings=warns, raw_metric_names=metric_names,
+        judge_raw=judge_raw, present=present,
+    )
+
+
+def _judge_raw(raw: np.ndarray, names: list[str], metric_names: list[str], dimension: str, kind: str):
+    """Uncalibrated judge value per cell: mean of the ``judge.*`` metrics (those naming the dimension preferred)."""
+    judge = [j for j, m in enumerate(metric_names) if m.startswith("judge.")]
+    named = [j for j in judge if dimension in metric_names[j].split(".")]
+    use = named or judge
+    if not use:
+        return None
+    vals = []
+    for j in use:
+        v = raw[:, :, j]
+        if kind == "pairwise" and names[j].endswith("[diff]"):
+            v = (np.sign(v) + 1.0) / 2.0  # absolute judge scores -> which response the judge prefers
+        vals.append(v)
+    stack = np.stack(vals, axis=2)
+    with np.errstate(all="ignore"):
+        cnt = np.isfinite(stack).sum(axis=2)
+        out = np.where(cnt > 0, np.nansum(stack, axis=2) / np.maximum(cnt, 1), np.nan)
+    return out
+
+
+def _design(raw: np.ndarray, names: list[str], max_features: int,
+            present: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Impute (per model mean + indicator), drop constants, standardise, PCA-compress beyond max_features.
+
+    Cells of a model that was not scored on a request (``present`` false) are imputed but flagged as nothing:
+    they never enter an estimand."""
+    n_req, n_mod, n_feat = raw.shape
+    cols, out_names = [], []
+    for j in range(n_feat):
+        v = raw[:, :, j].copy()
+        miss = ~np.isfinite(v) & present
+        present_any = (~miss).any(axis=0)
+        if not present_any.any():
+            continue
+        for m in range(n_mod):
+            if present_any[m]:
+                v[~np.isfinite(v[:, m]), m] = np.nanmean(v[:, m])
+        grand = np.mean(v[:, present_any])
+        v[:, ~present_any] = grand
+        cols.append(v)
+        out_names.append(names[j])
+        # an indicator only where missingness varies within some model
+        varies = [(miss[:, m].any() and not miss[:, m].all()) for m in range(n_mod)]
+        if any(varies):
+            cols.append(miss.astype(float))
+            out_names.append(f"{names[j]}[missing]")
+    if not cols:
+        return np.zeros((n_req, n_mod, 0)), []
+    A = np.stack(cols, axis=2)
+    flat = A.reshape(-1, A.shape[2])
+    sd = flat.std(axis=0)
+    keep = sd > 1e-9 * np.maximum(1.0, np.abs(flat.mean(axis=0)))
+    A, flat = A[:, :, keep], flat[:, keep]
+    out_names = [n for n, k in zip(out_names, keep) if k]
+    if A.shape[2] == 0:
+        return np.zeros((n_req, n_mod, 0)), []
+    mu, sd = flat.mean(axis=0), flat.std(axis=0)
+    A = (A - mu) / sd
+    # drop exact duplicates (e.g. identical indicators)
+    flat = A.reshape(-1, A.shape[2])
+    _, first = np.unique(np.round(flat[: min(len(flat), 50000)].T, 9), axis=0, return_index=True)
+    first = np.sort(first)
+    A, out_names = A[:, :, first], [out_names[i] for i in first]
+    if A.shape[2] > max_features:
+        flat = A.reshape(-1, A.shape[2])
+        sub = flat[:: max(1, len(flat) // 200000)]
+        _, s, vt = np.linalg.svd(sub - sub.mean(axis=0), full_matrices=False)
+        comp = vt[:max_features]
+        A = A @ comp.T
+        A = (A - A.reshape(-1, max_features).mean(axis=0)) / A.reshape(-1, max_features).std(axis=0)
+        out_names = [f"pc{i + 1}" for i in range(max_features)]
+    return A, out_names

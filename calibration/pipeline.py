@@ -1,0 +1,124 @@
+"""One dimension, all candidates: fit, aggregate, baselines, diagnostics, verdicts -> decision-schema entries."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from calibration import baselines, decision
+from calibration.data import CalibrationData
+from calibration.diagnostics import heldout_check, sampler_diagnostics
+from calibration.estimands import aggregate, thin_params
+from calibration.models import fit
+
+
+@dataclass
+class SamplerSettings:
+    draws: int = 500
+    tune: int = 500
+    chains: int = 2
+    cores: int | None = None
+    max_posterior_draws: int = 1000
+    retry_unconverged: bool = True
+
+
+def _interval(draws: np.ndarray, confidence: float) -> list[float]:
+    a = (1 - confidence) / 2
+    lo, hi = np.quantile(draws, [a, 1 - a])
+    return [float(lo), float(hi)]
+
+
+def _r(x, nd=4):
+    return None if x is None else round(float(x), nd)
+
+
+def calibrate_dimension(data: CalibrationData, margin: float, confidence: float, seed: int = 0,
+                        settings: SamplerSettings | None = None, gating: bool = True) -> dict[str, dict]:
+    """Decision-schema ``dimensions[<name>]`` entry for each candidate."""
+    st = settings or SamplerSettings()
+    idata, params = fit([data], draws=st.draws, tune=st.tune, chains=st.chains, seed=seed, cores=st.cores)
+    diag = sampler_diagnostics(idata)
+    if not diag["converged"] and st.retry_unconverged:
+        idata, params = fit([data], draws=st.draws, tune=2 * st.tune, chains=st.chains, seed=seed + 1,
+                            cores=st.cores, target_accept=0.97)
+        diag = sampler_diagnostics(idata)
+        diag["retried"] = True
+    rng = np.random.default_rng(seed)
+    p = thin_params(params, 0, st.max_posterior_draws, rng)
+    diag["ppc"] = heldout_check(data, p)
+    est = aggregate(data, p, rng)
+    alpha = 1 - confidence
+    thr_ni, thr_sup = decision.thresholds(data.kind, margin)
+    obs = baselines.cell_matrix(data)
+    pred = baselines.crossfit_predictions(data, obs, seed)
+    calib = {}
+    if "beta_mu" in idata.posterior:
+        bm = idata.posterior["beta_mu"].to_numpy()[:, :, 0, :].reshape(-1, len(data.feature_names))
+        for j, f in enumerate(data.feature_names):
+            calib[f] = {"mean": _r(bm[:, j].mean()), "interval": [_r(v) for v in _interval(bm[:, j], confidence)]}
+    out = {}
+    emask = data.estimand_mask()
+    for ci, cand in enumerate(data.candidates):
+        n_scored = int(emask[:, ci].sum())
+        draws = est.fp[:, ci]
+        p_ni = decision.prob_above(draws, thr_ni)
+        p_sup = decision.prob_above(draws, thr_sup)
+        y, ok = baselines.target_values(data, obs, ci)
+        labels_used = int(ok.sum()) if data.kind == "pairwise" else int(
+            (np.isfinite(obs[:, ci + 1]) | np.isfinite(obs[:, 0])).sum())
+        segs, regress, seg_score = {}, [], {}
+        for s, name in enumerate(data.segment_names):
+            if len(data.segment_names) == 1:
+                break
+            sd = est.fp_seg[:, ci, s]
+            in_s = (data.seg_idx == s) & emask[:, ci]
+            p_ni_s = decision.prob_above(sd, thr_ni)
+            segs[name] = {"estimate": _r(sd.mean()), "interval": [_r(v) for v in _interval(sd, confidence)],
+                          "interval_population": [_r(v) for v in _interval(est.pop_seg[:, ci, s], confidence)],
+                          "p_noninferior": _r(p_ni_s), "p_superior": _r(decision.prob_above(sd, thr_sup)),
+                          "labels_used": int((ok & in_s).sum()), "n_scored": int(in_s.sum())}
+            if p_ni_s <= 1 - confidence:
+                regress.append(name)
+            seg_score[name] = in_s.mean() * sd.std() / np.sqrt(max(1, (ok & in_s).sum()) + 1)
+        verdict, reasons = decision.dimension_verdict(p_ni, confidence, diag["converged"], regress)
+        available = int(max(0, n_scored - labels_used))
+        need = decision.labels_needed(draws, thr_ni, confidence, labels_used, available) if verdict == decision.MORE \
+            and diag["converged"] and not regress else 0
+        need_seg = regress[0] if regress else (max(seg_score, key=seg_score.get) if need and seg_score else None)
+        if need:
+            reasons.append(f"about {need} more labelled requests would likely settle it"
+                           + (f" (most useful in segment {need_seg})" if need_seg else ""))
+        ho = baselines.human_only(data, ci, alpha)
+        pp = baselines.ppi(data, ci, alpha, pred)
+        interval = _interval(draws, confidence)
+        disagreement = None
+        if pp.get("interval") and (pp["interval"][1] < interval[0] or pp["interval"][0] > interval[1]):
+            disagreement = (f"Bayesian interval {[_r(v) for v in interval]} and PPI++ interval "
+                            f"{[_r(v) for v in pp['interval']]} do not overlap: check the calibration model")
+            reasons.append(disagreement)
+        thin = draws if len(draws) <= 1000 else draws[:: int(np.ceil(len(draws) / 1000))]
+        out[cand] = {
+            "kind": data.kind, "gating": gating, "n_scored": n_scored,
+            "estimate": _r(draws.mean()), "interval": [_r(v) for v in interval],
+            "interval_population": [_r(v) for v in _interval(est.pop[:, ci], confidence)],
+            "threshold_noninferior": _r(thr_ni), "threshold_superior": _r(thr_sup),
+            "p_noninferior": _r(p_ni), "p_superior": _r(p_sup), "verdict": verdict, "reasons": reasons,
+            "labels_used": labels_used, "labels_needed": int(need), "labels_needed_segment": need_seg,
+            "human_only": _round_dict(ho), "judge_only": _round_dict(baselines.judge_only(data, ci, alpha,
+                                                                                          data.judge_raw)),
+            "ppi": _round_dict(pp), "disagreement": disagreement, "segments": segs, "diagnostics": diag,
+            "calibration": calib, "posterior_draws": [round(float(v), 5) for v in thin],
+        }
+    return out
+
+
+def _round_dict(d: dict) -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, float):
+            out[k] = None if not np.isfinite(v) else round(v, 4)
+        elif isinstance(v, list):
+            out[k] = [round(float(x), 4) for x in v]
+        else:
+            out[k] = v
+    return out

@@ -1,0 +1,102 @@
+"""Seeded simulators of scored traffic with human labels, for coverage tests and benchmarks.
+
+Pairwise world: each (request, candidate) has a latent human preference ``l = a_c + u_{c,s} + e`` (e ~ N(0,1)).
+Each annotator labels ``1`` (candidate better), ``0.5`` (tie), ``0`` from ``l + logistic noise`` cut at +-``tie``.
+Two position orders of one LLM judge see ``l + bias_c +- position + N(0, noise)`` and answer 1/0.5/0 the same way
+(``bias_c`` > 0 = the judge favours candidate c; the position term favours the response shown first, which the
+ab order shows the candidate first); a garbage share of verdicts is missing. A similarity metric is
+``0.3 l + N(0, 1)``. The finite-population truth is the mean over all requests of the mean of all ``n_annot``
+annotators' labels, of which only ``n_labels`` requests per candidate are revealed.
+
+Absolute (binary) world: per (request, model) a latent quality ``q = a_m + u_{m,s} + e``, annotator labels
+Bernoulli(logistic(q + noise)), a judge score ``q + bias_m + N(0, noise)`` and a length ratio only for candidates.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+
+
+@dataclass
+class SimTables:
+    scores: pd.DataFrame
+    labels: pd.DataFrame
+    traffic: pd.DataFrame
+    truth: dict[str, float]  # candidate -> finite-population truth
+    truth_seg: dict[str, dict[str, float]]
+
+
+def _ordinal3(latent: np.ndarray, tie: float, rng: np.random.Generator) -> np.ndarray:
+    z = latent + rng.logistic(size=latent.shape)
+    return np.where(z > tie, 1.0, np.where(z < -tie, 0.0, 0.5))
+
+
+def simulate_pairwise(seed: int, n_requests: int = 400, n_labels: int = 60, n_annot: int = 3,
+                      candidates=("cand-a", "cand-b"), cand_effect=(0.3, -0.1), judge_bias=(0.8, 0.0),
+                      position_bias: float = 0.5, judge_noise: float = 0.7, segments=("eu", "us", "apac"),
+                      seg_sd: float = 0.3, tie: float = 0.8, garbage: float = 0.05,
+                      incumbent: str = "incumbent") -> SimTables:
+    rng = np.random.default_rng(seed)
+    rid = np.array([f"r{i:06d}" for i in range(n_requests)], dtype=object)
+    seg = rng.integers(0, len(segments), n_requests)
+    traffic = pd.DataFrame({"request_id": rid, "region": np.array(segments, dtype=object)[seg]})
+    score_parts, label_parts, truth, truth_seg = [], [], {}, {}
+    for ci, c in enumerate(candidates):
+        u = rng.normal(0, seg_sd, len(segments))
+        lat = cand_effect[ci] + u[seg] + rng.normal(0, 1, n_requests)
+        ann = _ordinal3(np.repeat(lat[:, None], n_annot, axis=1), tie, rng)  # (N, A)
+        per_req = ann.mean(axis=1)
+        truth[c] = float(per_req.mean())
+        truth_seg[c] = {f"region={s}": float(per_req[seg == k].mean()) for k, s in enumerate(segments)
+                        if (seg == k).any()}
+        for name, pos in (("judge.pairwise.quality.ab", position_bias), ("judge.pairwise.quality.ba", -position_bias)):
+            jl = lat + judge_bias[ci] + pos + rng.normal(0, judge_noise, n_requests)
+            v = np.where(jl > tie, 1.0, np.where(jl < -tie, 0.0, 0.5))
+            v[rng.random(n_requests) < garbage] = np.nan
+            score_parts.append(pd.DataFrame({"request_id": rid, "model": c, "metric": name, "value": v}))
+        score_parts.append(pd.DataFrame({"request_id": rid, "model": c, "metric": "embed.sim_incumbent",
+                                         "value": 0.3 * lat + rng.normal(0, 1, n_requests)}))
+        pick = rng.choice(n_requests, n_labels, replace=False)
+        label_parts.append(pd.DataFrame({
+            "request_id": np.repeat(rid[pick], n_annot), "model": c, "dimension": "quality",
+            "value": ann[pick].ravel(), "annotator": np.tile([f"a{j}" for j in range(n_annot)], n_labels)}))
+    return SimTables(pd.concat(score_parts, ignore_index=True), pd.concat(label_parts, ignore_index=True),
+                     traffic, truth, truth_seg)
+
+
+def simulate_binary(seed: int, n_requests: int = 400, n_labels: int = 60, n_annot: int = 1,
+                    candidates=("cand-a",), model_effect=(0.0, 0.2), judge_bias=(0.0, 0.6), judge_noise=0.8,
+                    segments=("eu", "us"), seg_sd=0.3, incumbent: str = "incumbent") -> SimTables:
+    """Binary absolute dimension ``correctness``; model 0 of the effects is the incumbent."""
+    rng = np.random.default_rng(seed)
+    rid = np.array([f"r{i:06d}" for i in range(n_requests)], dtype=object)
+    seg = rng.integers(0, len(segments), n_requests)
+    traffic = pd.DataFrame({"request_id": rid, "region": np.array(segments, dtype=object)[seg]})
+    difficulty = rng.normal(0, 1, n_requests)
+    models = [incumbent, *candidates]
+    score_parts, label_parts, means = [], [], {}
+    pick = rng.choice(n_requests, n_labels, replace=False)
+    for mi, m in enumerate(models):
+        u = rng.normal(0, seg_sd, len(segments))
+        q = model_effect[mi] + u[seg] + difficulty + 0.7 * rng.normal(0, 1, n_requests)
+        ann = (rng.random((n_requests, n_annot)) < expit(q)[:, None]).astype(float)
+        means[m] = ann.mean(axis=1)
+        js = q + judge_bias[mi] + rng.normal(0, judge_noise, n_requests)
+        score_parts.append(pd.DataFrame({"request_id": rid, "model": m, "metric": "judge.abs.correctness",
+                                         "value": js}))
+        if mi > 0:
+            score_parts.append(pd.DataFrame({"request_id": rid, "model": m, "metric": "check.length_ratio",
+                                             "value": rng.lognormal(0, 0.3, n_requests)}))
+        label_parts.append(pd.DataFrame({
+            "request_id": np.repeat(rid[pick], n_annot), "model": m, "dimension": "correctness",
+            "value": ann[pick].ravel(), "annotator": np.tile([f"a{j}" for j in range(n_annot)], n_labels)}))
+    truth, truth_seg = {}, {}
+    for c in candidates:
+        d = means[c] - means[incumbent]
+        truth[c] = float(d.mean())
+        truth_seg[c] = {f"region={s}": float(d[seg == k].mean()) for k, s in enumerate(segments) if (seg == k).any()}
+    return SimTables(pd.concat(score_parts, ignore_index=True), pd.concat(label_parts, ignore_index=True),
+                     traffic, truth, truth_seg)
