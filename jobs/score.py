@@ -203,7 +203,10 @@ def score(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
             for s in traffic:
                 if shard_id("scores", model, s) in scored:
                     stats["shards_skipped"] += 1
-                elif model == incumbent and not replayed or shard_id(model, s) in responses:
+                elif model == incumbent and not replayed or (
+                        shard_id(model, s) in responses
+                        # a candidate waits for a replayed incumbent: its relative metrics need those answers
+                        and (model == incumbent or not replayed or shard_id(incumbent, s) in responses)):
                     keys.append(json.dumps([model, s]))
                 else:
                     stats["shards_waiting"] += 1  # its responses are not committed yet (a replay still to finish)

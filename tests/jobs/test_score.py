@@ -180,3 +180,29 @@ def test_rerun_skips_then_scores_new_responses(run):
     scores = store.read_table("scores")
     assert _value(scores, "b2", "cand-b", "judge.pairwise.correctness.ab") == 0.5  # both answers hold the reference
     assert not scores.duplicated(["request_id", "model", "metric"]).any()
+
+
+def test_replayed_incumbent_checks_only(tmp_path, ray_cluster):
+    cfg = parse_config({
+        "run_id": "score-replayed", "store": {"root": str(tmp_path / "store")},
+        "traffic": {"path": "unused.parquet"},
+        "incumbent": {"name": "inc", "replay": {"kind": "recorded", "name": "inc", "path": "unused.csv"}},
+        "candidates": [{"kind": "recorded", "name": "cand-a", "path": "unused.csv"}],
+        "decision": {"dimensions": [{"name": "correctness", "kind": "pairwise"}]},
+        "scoring": {"embeddings": {"enabled": False}},
+    })
+    store = RunStore(cfg.store, cfg.run_id)
+    for shard, df in TRAFFIC.items():
+        store.write_shard("traffic", shard, df.drop(columns=["response"]))
+        answers, errors = CAND_A[shard]
+        store.write_shard("responses", shard_id("cand-a", shard), _responses("cand-a", answers, errors, list(df["request_id"])))
+    # The replayed incumbent has answered only the first shard: the candidate's second shard waits for it.
+    store.write_shard("responses", shard_id("inc", "traffic-000000"),
+                      _responses("inc", ["Paris.", "No.", "4", "Hello"], [None] * 4, list(TRAFFIC["traffic-000000"]["request_id"])))
+    stats = score(cfg, store, progress=False)
+    assert stats["shards_done"] == 2 and stats["shards_waiting"] == 2 and "rubrics" not in stats
+    scores = store.read_table("scores")
+    assert _value(scores, "a1", "cand-a", "check.length_ratio") == pytest.approx(len("The capital of France is Paris.") / len("Paris."))
+    assert _value(scores, "a1", "inc", "check.length_chars") == len("Paris.")
+    assert not scores["metric"].str.startswith(("embed.", "judge.")).any()
+    assert store.count_rows("embeddings") == 0
