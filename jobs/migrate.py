@@ -71,6 +71,7 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, truth: dict | None = Non
         log.info("stage %s: start", name)
         out = fn()
         timings[name] = round(time.monotonic() - started, 3)
+        # Each stage records its own statistics in the manifest; here only its wall time.
         store.update_manifest(stages={name: {"wall_s": timings[name]}})
         log.info("stage %s: done in %.1f s", name, timings[name])
         return out
@@ -101,6 +102,7 @@ def import_recorded_scores(cfg: RunConfig, store: RunStore) -> dict:
             store.write_shard("quarantine", shard_id("recorded-scores", i), checked.quarantine[QUARANTINE_COLUMNS])
         stats["rows"] += len(checked.valid)
         stats["quarantined"] += len(checked.quarantine)
+    store.update_manifest(stages={"recorded_scores": stats})
     return stats
 
 
@@ -114,7 +116,9 @@ def import_labels(cfg: RunConfig, store: RunStore) -> dict:
     store.write_shard("labels", "labels-import", checked.valid, meta={"source": uri})
     if len(checked.quarantine):
         store.write_shard("quarantine", "labels-import", checked.quarantine[QUARANTINE_COLUMNS])
-    return {"rows": len(checked.valid), "quarantined": len(checked.quarantine)}
+    stats = {"rows": len(checked.valid), "quarantined": len(checked.quarantine), "source": uri}
+    store.update_manifest(stages={"labels": stats})
+    return stats
 
 
 def print_verdicts(decision: dict, store: RunStore) -> None:

@@ -227,6 +227,19 @@ class RunStore:
             raw = self._guard(lambda p=path: self.fs.cat_file(p), path)
             yield shard, pq.read_table(io.BytesIO(raw), columns=columns).to_pandas()
 
+    def read_shard(self, table: str, shard: str, columns: list[str] | None = None) -> pd.DataFrame | None:
+        """One committed shard, or None when it is not committed."""
+        path = self.path(table, "_commits", f"{shard}.json")
+        try:
+            record = json.loads(self.fs.cat_file(path))
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # noqa: BLE001
+            raise storage_error(exc, self.uri(table, "_commits", f"{shard}.json")) from None
+        data = self.path(table, record["file"])
+        raw = self._guard(lambda: self.fs.cat_file(data), self.uri(table, record["file"]))
+        return pq.read_table(io.BytesIO(raw), columns=columns).to_pandas()
+
     def read_table(self, table: str, columns: list[str] | None = None) -> pd.DataFrame:
         """A whole table from its committed shards (for small tables: labels, decision inputs)."""
         frames = [df for _, df in self.iter_shards(table, columns)]
