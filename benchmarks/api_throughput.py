@@ -1,13 +1,13 @@
 """API replay throughput: Baton's openai engine on Ray vs a plain asyncio client, against a rate-limited server.
 
 5,000 requests go to the loopback OpenAI-compatible server (tests/support/openai_server.py) enforcing a
-600 RPM / 60k TPM tier scaled up by a time factor (x10: the run takes about a minute instead of ten), with 10% of
+600 RPM / 60k TPM tier (token buckets with 2 s bursts) scaled up by a time factor (x10: the run takes about a minute instead of ten), with 10% of
 attempts faulted (HTTP 500, hangs past the client timeout, malformed bodies). Figures:
 
 - utilisation: attempts the server accepted (not 429) per second over the run, as a fraction of the binding
   limit (requests or tokens, whichever is closer to its limit); faulted attempts count, as the provider charged
   them. Goal: >= 0.9, with zero lost and zero duplicated rows.
-- goodput: completed rows per second over the same window.
+- goodput: the share of the binding limit spent on attempts that produced a row (utilisation x good/accepted).
 - lost / duplicated rows, 429s received, attempts per row.
 
 The baseline is AsyncOpenAI at the same total concurrency with its own retries (which honour Retry-After),
@@ -53,11 +53,12 @@ def window_figures(log, rpm: float, tpm: float) -> dict:
     req_rate = (len(accepted) - 1) / span
     tok_rate = sum(e.prompt_tokens + e.completion_tokens for e in accepted[:-1]) / span
     good = sum(1 for e in accepted if e.status == 200 and e.fault is None)
+    # Goodput: the share of the binding limit spent on attempts that produced a row.
     util = max(req_rate / (rpm / 60), tok_rate / (tpm / 60))
     binding = "requests" if req_rate / (rpm / 60) >= tok_rate / (tpm / 60) else "tokens"
     return {"span_s": round(span, 2), "req_per_s": round(req_rate, 2), "tok_per_s": round(tok_rate, 1),
             "utilisation": round(util, 4), "binding": binding,
-            "goodput_frac": round((good - 1) / span / (rpm / 60), 4)}
+            "goodput_frac": round(util * good / len(accepted), 4)}
 
 
 def run_baton(srv, n: int, rpm: float, tpm: float, actors: int, concurrency: int, fixtures) -> dict:
@@ -73,7 +74,7 @@ def run_baton(srv, n: int, rpm: float, tpm: float, actors: int, concurrency: int
             "backoff_base_s": 0.1, "backoff_max_s": 2.0, "sampling": {"max_tokens": 64}}
     cfg = parse_config(fixtures.run_config(root, "bench", [cand]))
     store = RunStore(cfg.store, cfg.run_id)
-    traffic = fixtures.traffic_frame(n, words=40)
+    traffic = fixtures.traffic_frame(n, words=20)
     fixtures.write_traffic(store, traffic, 500)
     fixtures.start_local_ray(2)
     try:
@@ -94,7 +95,7 @@ async def _plain_client(base_url: str, n: int, concurrency: int, fixtures) -> di
     from openai import AsyncOpenAI
 
     client = AsyncOpenAI(base_url=base_url, api_key="x", max_retries=7, timeout=1.0)
-    traffic = fixtures.traffic_frame(n, words=40)
+    traffic = fixtures.traffic_frame(n, words=20)
     sem = asyncio.Semaphore(concurrency)
     done: Counter = Counter()
 
@@ -130,7 +131,7 @@ def main() -> None:
 
     rpm, tpm = 600 * args.time_factor, 60_000 * args.time_factor
     f = args.faults
-    srv = server_mod.OpenAIServer(rpm=rpm, tpm=tpm, burst_s=1.0, fault_500=f * 0.5, fault_malformed=f * 0.3,
+    srv = server_mod.OpenAIServer(rpm=rpm, tpm=tpm, burst_s=2.0, fault_500=f * 0.5, fault_malformed=f * 0.3,
                                   fault_hang=f * 0.2, hang_s=3.0, seed=11).start()
     try:
         baton = run_baton(srv, args.requests, rpm, tpm, args.actors, args.concurrency, fixtures)
