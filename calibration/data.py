@@ -217,7 +217,7 @@ def prepare(
     if off.any():
         pos = int(np.flatnonzero(off)[0])
         raise InputError(
-            f"labels: row {lab.index[pos]!r}, column 'value': {lval[pos]!r} is not a valid {kind} label "
+            f"labels: row {lab.index[pos]!r}, column 'value': {float(lval[pos])!r} is not a valid {kind} label "
             f"(expected one of {cat_values.tolist()})"
         )
     lmodel = lab["model"].astype(str).to_numpy()

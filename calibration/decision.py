@@ -30,13 +30,14 @@ def prob_above(draws: np.ndarray, thr: float) -> float:
 def dimension_verdict(p_noninferior: float, confidence: float, converged: bool,
                       regressing_segments: list[str]) -> tuple[str, list[str]]:
     reasons = []
+    eps = 1e-9  # 1 - 0.9 is 0.0999...98 in floating point: compare with a tolerance
     if not converged:
         reasons.append("sampler did not converge (see diagnostics): no migrate or reject from this run")
         return MORE, reasons
-    if p_noninferior <= 1 - confidence:
+    if p_noninferior <= 1 - confidence + eps:
         reasons.append(f"credibly inferior: P(non-inferior) = {p_noninferior:.3f} <= {1 - confidence:.3f}")
         return REJECT, reasons
-    if p_noninferior >= confidence:
+    if p_noninferior >= confidence - eps:
         if regressing_segments:
             reasons.append(f"non-inferior overall (P = {p_noninferior:.3f}) but segment(s) credibly regress beyond "
                            f"the margin: {', '.join(regressing_segments)}")

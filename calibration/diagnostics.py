@@ -14,7 +14,7 @@ from scipy.special import expit
 
 from calibration.data import CalibrationData
 
-FREE_VARS = ("cut", "alpha_free", "beta_mu", "beta_tau", "beta_z", "seg_sigma", "seg_z")
+FREE_VARS = ("cut", "alpha_free", "beta_mu", "beta_tau", "beta_z", "seg_sigma", "seg_z", "item_sigma")
 RHAT_MAX = 1.05
 ESS_MIN = 100.0
 
@@ -36,7 +36,9 @@ def category_probs(data: CalibrationData, p: dict[str, np.ndarray], req: np.ndar
     x = data.X[req, mod, :].astype(np.float64)
     eta = np.einsum("cf,dcf->dc", x, p["beta"][:, mod, :]) + p["alpha"][:, mod] \
         + p["seg_effect"][:, mod, data.seg_idx[req]]
-    le = expit(p["cut"][:, None, :] - eta[:, :, None])  # P(label <= k)
+    # marginal over the request effect (logistic-normal approximation, see estimands.cell_moments)
+    scale = 1.0 / np.sqrt(1.0 + np.pi * p.get("item_sigma", np.zeros(len(eta))) ** 2 / 8.0)
+    le = expit((p["cut"][:, None, :] - eta[:, :, None]) * scale[:, None, None])  # P(label <= k)
     cum = np.concatenate([np.zeros(le.shape[:2] + (1,)), le, np.ones(le.shape[:2] + (1,))], axis=2)
     return np.clip(np.diff(cum, axis=2), 1e-12, 1.0)
 

@@ -40,8 +40,15 @@ def thin_params(params: dict[str, np.ndarray], block: int, max_draws: int, rng: 
     return {k: v[idx, block] for k, v in params.items()}
 
 
-def cell_moments(X: np.ndarray, seg: np.ndarray, p: dict[str, np.ndarray], cat_values: np.ndarray):
-    """E[label] and Var[label] of one annotation, arrays (draw, request, model), for requests X (R, M, F)."""
+def cell_moments(X: np.ndarray, seg: np.ndarray, p: dict[str, np.ndarray], cat_values: np.ndarray,
+                 k: float = 1.0):
+    """Predictive mean label and variance of the mean of ``k`` annotators of one new request.
+
+    Arrays (draw, request, model) for requests X (R, M, F). The request effect e ~ N(0, s^2) is integrated with the
+    logistic-normal approximation E[logistic(z + e)] ~ logistic(z / sqrt(1 + pi s^2 / 8)) (Monahan & Stefanski
+    1992); the between-request part of the variance, Var_e(E[y | e]), by the delta method. The mean of k annotators
+    has variance Var_between + (Var_one_annotation - Var_between) / k.
+    """
     v = cat_values.astype(np.float32)
     dv, dv2 = np.diff(v), np.diff(v * v)
     beta = p["beta"].astype(np.float32)  # (D, M, F)
@@ -52,14 +59,20 @@ def cell_moments(X: np.ndarray, seg: np.ndarray, p: dict[str, np.ndarray], cat_v
         eta[:, :, m] = beta[:, m, :] @ X[:, m, :].T if X.shape[2] else 0.0
     eta += p["alpha"].astype(np.float32)[:, None, :]
     eta += np.transpose(p["seg_effect"].astype(np.float32)[:, :, seg], (0, 2, 1))
+    s2 = p.get("item_sigma", np.zeros(D)).astype(np.float32) ** 2
+    scale = (1.0 / np.sqrt(1.0 + np.pi * s2 / 8.0))[:, None, None]
     e1 = np.full_like(eta, v[0])
     e2 = np.full_like(eta, v[0] * v[0])
+    slope = np.zeros_like(eta)
     cut = p["cut"].astype(np.float32)
-    for k in range(len(dv)):
-        gt = expit(eta - cut[:, k, None, None])  # P(label > category k)
-        e1 += dv[k] * gt
-        e2 += dv2[k] * gt
-    return e1, np.maximum(e2 - e1 * e1, 0.0)
+    for j in range(len(dv)):
+        gt = expit((eta - cut[:, j, None, None]) * scale)  # P(label > category j)
+        e1 += dv[j] * gt
+        e2 += dv2[j] * gt
+        slope += dv[j] * gt * (1.0 - gt)
+    var1 = np.maximum(e2 - e1 * e1, 0.0)
+    between = np.minimum((slope * scale) ** 2 * s2[:, None, None], var1)
+    return e1, between + (var1 - between) / k
 
 
 def aggregate(data: CalibrationData, p: dict[str, np.ndarray], rng: np.random.Generator, chunk: int = 4096,
@@ -83,8 +96,7 @@ def aggregate(data: CalibrationData, p: dict[str, np.ndarray], rng: np.random.Ge
     for r0 in range(0, N, chunk):
         sl = slice(r0, min(N, r0 + chunk))
         seg = data.seg_idx[sl]
-        e1, var = cell_moments(data.X[sl], seg, p, data.cat_values)
-        var /= k_pred
+        e1, var = cell_moments(data.X[sl], seg, p, data.cat_values, k_pred)
         o = obs[sl]
         lab = np.isfinite(o)
         e1 = np.where(lab[None], o[None], e1)

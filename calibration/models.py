@@ -6,6 +6,7 @@ For a labelled cell (request r, row model m, segment s) with standardised metric
     P(label <= k) = logistic(c_k - eta)              (ordered logistic; binary is the K = 2 case)
     beta[m] = beta_mu + tau * z[m]                   per-model slopes, partially pooled (non-centred)
     u[m, s] = sigma_seg * w[m, s]                    segment offsets per model, partially pooled
+    + e_cell ~ N(0, sigma_item)                      request-level effect shared by its annotators
     alpha[0] = 0 (the cut-points carry the intercept), alpha[m > 0] free
 
 Every annotator's label is a likelihood term (counts per cell and category), so disagreement between annotators
@@ -88,6 +89,12 @@ def build_model(blocks: list[CalibrationData]) -> pm.Model:
             w = pm.Normal("seg_z", 0.0, 1.0, dims=("block", "model", "segment"))
             u = pm.Deterministic("seg_effect", sig[:, None, None] * w, dims=("block", "model", "segment"))
             eta = eta + u.reshape((B * M * S,))[g_bm * S + seg]
+        if c["counts"].sum(axis=1).max() > 1:
+            # annotators of one request share that request's quirks: a per-cell effect keeps three agreeing
+            # annotators from counting as three independent requests (only identified when cells have >= 2 labels)
+            sig_item = pm.HalfNormal("item_sigma", 1.0, dims="block")
+            item_z = pm.Normal("item_z", 0.0, 1.0, dims="cell")
+            eta = eta + sig_item[blk] * item_z
         p = pm.OrderedLogistic.compute_p(eta, cut[blk])
         pm.Potential("labels", pt.sum(counts * pt.log(pt.clip(p, 1e-12, 1.0))))
     return model
@@ -120,4 +127,5 @@ def extract_params(idata, blocks: list[CalibrationData]) -> dict[str, np.ndarray
         "alpha": get("alpha", (B, M)),
         "beta": get("beta", (B, M, F)),
         "seg_effect": get("seg_effect", (B, M, S)),
+        "item_sigma": get("item_sigma", (B,)),
     }

@@ -77,7 +77,7 @@ def calibrate_dimension(data: CalibrationData, margin: float, confidence: float,
                           "interval_population": [_r(v) for v in _interval(est.pop_seg[:, ci, s], confidence)],
                           "p_noninferior": _r(p_ni_s), "p_superior": _r(decision.prob_above(sd, thr_sup)),
                           "labels_used": int((ok & in_s).sum()), "n_scored": int(in_s.sum())}
-            if p_ni_s <= 1 - confidence:
+            if p_ni_s <= 1 - confidence + 1e-9:
                 regress.append(name)
             seg_score[name] = in_s.mean() * sd.std() / np.sqrt(max(1, (ok & in_s).sum()) + 1)
         verdict, reasons = decision.dimension_verdict(p_ni, confidence, diag["converged"], regress)
