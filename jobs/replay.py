@@ -14,7 +14,6 @@ contributed, not just the last one.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import sys
@@ -22,7 +21,6 @@ import time
 from collections import Counter
 
 import pandas as pd
-import pyarrow.parquet as pq
 
 from inference.engines import make_engine
 from inference.engines.base import RESPONSE_COLUMNS as ENGINE_COLUMNS
@@ -37,15 +35,6 @@ from jobs.store import RunStore, shard_id
 log = logging.getLogger(__name__)
 TABLE = "responses"
 assert ENGINE_COLUMNS == RESPONSE_COLUMNS, "inference.engines.base.RESPONSE_COLUMNS drifted from jobs.contracts"
-
-
-def read_shard(store: RunStore, table: str, shard: str, columns: list[str] | None = None) -> pd.DataFrame:
-    """One committed shard of a table (from its commit record), without listing the whole table."""
-    rec = json.loads(store._guard(lambda: store.fs.cat_file(store.path(table, "_commits", f"{shard}.json")),
-                                  store.uri(table, "_commits", f"{shard}.json")))
-    path = store.path(table, rec["file"])
-    raw = store._guard(lambda: store.fs.cat_file(path), store.uri(table, rec["file"]))
-    return pq.read_table(io.BytesIO(raw), columns=columns).to_pandas()
 
 
 def shard_stats(out: pd.DataFrame, wall_s: float) -> dict:
@@ -82,7 +71,9 @@ class ReplayShardTask:
         if self.store.is_committed(TABLE, out_shard):
             return {"skipped": 1}
         started = time.monotonic()
-        batch = read_shard(self.store, "traffic", traffic_shard, columns=["request_id", "messages"])
+        batch = self.store.read_shard("traffic", traffic_shard, columns=["request_id", "messages"])
+        if batch is None:
+            raise ContractError(f"{self.store.uri('traffic')}: traffic shard {traffic_shard} is not committed")
         batch["request_id"] = batch["request_id"].astype(str)
         if self.candidate.kind == "recorded":
             raw = self.engine.lookup(list(batch["request_id"]))
