@@ -38,14 +38,15 @@ def simulate_pairwise(seed: int, n_requests: int = 400, n_labels: int = 60, n_an
                       candidates=("cand-a", "cand-b"), cand_effect=(0.3, -0.1), judge_bias=(0.8, 0.0),
                       position_bias: float = 0.5, judge_noise: float = 0.7, segments=("eu", "us", "apac"),
                       seg_sd: float = 0.3, tie: float = 0.8, garbage: float = 0.05,
-                      incumbent: str = "incumbent") -> SimTables:
+                      incumbent: str = "incumbent", seg_effects=None) -> SimTables:
+    """``seg_effects`` (per segment) fixes the segment offsets instead of drawing them (same for all candidates)."""
     rng = np.random.default_rng(seed)
     rid = np.array([f"r{i:06d}" for i in range(n_requests)], dtype=object)
     seg = rng.integers(0, len(segments), n_requests)
     traffic = pd.DataFrame({"request_id": rid, "region": np.array(segments, dtype=object)[seg]})
     score_parts, label_parts, truth, truth_seg = [], [], {}, {}
     for ci, c in enumerate(candidates):
-        u = rng.normal(0, seg_sd, len(segments))
+        u = rng.normal(0, seg_sd, len(segments)) if seg_effects is None else np.asarray(seg_effects, float)
         lat = cand_effect[ci] + u[seg] + rng.normal(0, 1, n_requests)
         ann = _ordinal3(np.repeat(lat[:, None], n_annot, axis=1), tie, rng)  # (N, A)
         per_req = ann.mean(axis=1)
