@@ -147,7 +147,7 @@ def _format_errors(err: ValidationError, source: str, raw: dict) -> str:
             parent = _model_at(e["loc"][:-1])
             known = sorted(parent.model_fields) if parent else []
             close = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
-            msg = f"unknown key" + (f" (did you mean {close[0]!r}?)" if close else "") + (f"; expected one of {known}" if known else "")
+            msg = "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "") + (f"; expected one of {known}" if known else "")
         elif e["type"] == "missing":
             msg = "required key is missing"
         elif not e["loc"] or str(e["loc"][-1]).endswith("_env") or "environment variable" in msg:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 
 from jobs.config import RunConfig, load_config
 from jobs.contracts import QUARANTINE_COLUMNS, read_table_file, validate_labels, validate_scores
 from jobs.errors import EXIT_GATE, EXIT_OK
+from jobs.shards import ensure_ray
 from jobs.store import RunStore, shard_id, storage_options
 
 log = logging.getLogger("baton")
@@ -34,23 +34,6 @@ def main(args: argparse.Namespace) -> int:
     if gate and any(v != "migrate" for v in decision["verdicts"].values()):
         return EXIT_GATE
     return EXIT_OK
-
-
-def init_ray(cfg: RunConfig) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    # Under `ray job submit` RAY_ADDRESS points at the cluster and ray.init() joins it; alone, it starts one.
-    kwargs = {"include_dashboard": False, "log_to_driver": True}
-    if cfg.execution.ray_address:
-        ray.init(address=cfg.execution.ray_address)
-    else:
-        # A Ray started here serves this process only: keep it on loopback.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        if cfg.execution.num_cpus:
-            kwargs["num_cpus"] = cfg.execution.num_cpus
-        ray.init(**kwargs)
 
 
 def run_pipeline(cfg: RunConfig, progress: bool = True, truth: dict | None = None) -> dict:
@@ -77,7 +60,7 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, truth: dict | None = Non
         return out
 
     stage("sample", lambda: run_sample(cfg, store))
-    init_ray(cfg)
+    ensure_ray(cfg)
     stage("replay", lambda: replay(cfg, store, progress=progress))
     stage("score", lambda: score(cfg, store, progress=progress))
     stage("recorded_scores", lambda: import_recorded_scores(cfg, store))

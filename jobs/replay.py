@@ -28,8 +28,8 @@ from inference.engines.base import error_kind, error_row, response_frame
 from inference.engines.config import CandidateConfig
 from jobs.config import RunConfig, default_s3_options, load_config
 from jobs.contracts import RESPONSE_COLUMNS, validate_responses
-from jobs.errors import BatonError, ContractError, EXIT_FAILURE
-from jobs.shards import run_shards
+from jobs.errors import ContractError
+from jobs.shards import ensure_ray, run_shards
 from jobs.store import RunStore, shard_id
 
 log = logging.getLogger(__name__)
@@ -160,22 +160,12 @@ def candidate_totals(store: RunStore, candidate, traffic_shards: list[str]) -> d
     }
 
 
-def _ensure_ray(cfg: RunConfig) -> None:
-    import ray
-
-    if not ray.is_initialized():
-        if cfg.execution.ray_address:
-            ray.init(address=cfg.execution.ray_address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=cfg.execution.num_cpus, include_dashboard=False, log_to_driver=False)
-
-
 def replay(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
     """Replay pending traffic shards to every candidate; returns per-candidate statistics (also in the manifest)."""
     traffic = sorted(store.commits("traffic"))
     if not traffic:
         raise ContractError(f"{store.uri('traffic')}: no committed traffic shards to replay (run the sampling stage first)")
-    _ensure_ray(cfg)
+    ensure_ray(cfg)
     results: dict[str, dict] = {}
     limiters = []  # held until the stage ends: a named actor dies when its creator's last handle goes
     for cand in candidates_to_replay(cfg):
@@ -198,26 +188,25 @@ def replay(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.replay", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="Run config (local path or s3:// URI).")
-    parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = load_config(args.config)
-        store = RunStore(cfg.store, cfg.run_id)
-        store.check_access()
-        stats = replay(cfg, store, progress=not args.no_progress)
-    except BatonError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except Exception as exc:  # noqa: BLE001 - a shard failed (engine start-up, dead engine): say which, exit 1
-        print(f"error: replay failed: {type(exc).__name__}: {str(exc)[:2000]}", file=sys.stderr)
-        return EXIT_FAILURE
-    print(json.dumps({"replay": stats}, indent=2))
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="run config YAML (local path or s3://)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+
+
+def main(args: argparse.Namespace) -> int:
+    """The replay stage alone: samples the traffic first if that is not committed yet."""
+    from jobs.sample import run_sample
+
+    cfg = load_config(args.config)
+    store = RunStore(cfg.store, cfg.run_id)
+    store.check_access()
+    run_sample(cfg, store)
+    stats = replay(cfg, store, progress=not args.no_progress)
+    print(json.dumps({"replay": stats}, indent=2, default=str))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from jobs.cli import module_entry
+
+    sys.exit(module_entry("jobs.replay"))

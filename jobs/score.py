@@ -13,7 +13,6 @@ unless the incumbent's embeddings shard is missing).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import sys
@@ -21,13 +20,13 @@ import time
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from inference.scorers import Checks, Embedder, Judge, ScoringConfig, similarity_scores, split_failures
-from inference.scorers.embeddings import EMBED_COLUMNS, empty_embeddings
+from inference.scorers.embeddings import EMBED_COLUMNS
 from inference.scorers.rubrics import load_rubric
 from jobs.config import RunConfig, load_config
 from jobs.contracts import QUARANTINE_COLUMNS, SCORE_COLUMNS, validate_scores
+from jobs.shards import ensure_ray, run_shards
 from jobs.store import RunStore, shard_id
 
 log = logging.getLogger(__name__)
@@ -36,18 +35,6 @@ log = logging.getLogger(__name__)
 def scoring_config(cfg: RunConfig) -> ScoringConfig:
     raw = cfg.scoring
     return raw if isinstance(raw, ScoringConfig) else ScoringConfig.model_validate(raw or {})
-
-
-def read_shard(store: RunStore, table: str, shard: str) -> pd.DataFrame | None:
-    """One committed shard of a table, or None when it is not committed."""
-    commit = store.path(table, "_commits", f"{shard}.json")
-    try:
-        rec = json.loads(store.fs.cat_file(commit))
-    except FileNotFoundError:
-        return None
-    path = store.path(table, rec["file"])
-    raw = store._guard(lambda: store.fs.cat_file(path), path)  # noqa: SLF001 - the store's own error mapping
-    return pq.read_table(io.BytesIO(raw)).to_pandas()
 
 
 class ScoreShardTask:
@@ -68,7 +55,7 @@ class ScoreShardTask:
             if "response" not in traffic.columns:  # traffic without answers: nothing of the incumbent to score
                 return pd.Series([None] * len(traffic), index=traffic["request_id"], dtype=object)
             return traffic.set_index("request_id")["response"]
-        resp = read_shard(self.store, "responses", shard_id(model, traffic_shard))
+        resp = self.store.read_shard("responses", shard_id(model, traffic_shard))
         if resp is None:
             return None
         resp = resp.drop_duplicates("request_id")
@@ -77,7 +64,7 @@ class ScoreShardTask:
 
     def batch(self, model: str, traffic_shard: str) -> tuple[pd.DataFrame, int]:
         """The joined input of the scorers, and how many of the model's responses had failed (not scored)."""
-        traffic = read_shard(self.store, "traffic", traffic_shard)
+        traffic = self.store.read_shard("traffic", traffic_shard)
         if traffic is None:
             raise FileNotFoundError(f"traffic shard {traffic_shard!r} is not committed")
         traffic = traffic.assign(request_id=traffic["request_id"].astype(str))
@@ -153,7 +140,7 @@ class ScoreShardTask:
         """Vectors of the response, the incumbent's answer and the reference, labelled with this model."""
         if model == self.incumbent:
             return self._with_fields(("response", "reference"))(batch)
-        stored = read_shard(self.store, "embeddings", shard_id("embeddings", self.incumbent, traffic_shard))
+        stored = self.store.read_shard("embeddings", shard_id("embeddings", self.incumbent, traffic_shard))
         if stored is None:  # the incumbent's shard is missing (e.g. scored elsewhere): encode its texts here
             return self._with_fields(("response", "incumbent_response", "reference"))(batch)
         own = self._with_fields(("response",))(batch)
@@ -182,8 +169,6 @@ def _quarantine_rows(failures: pd.DataFrame, batch: pd.DataFrame, source: str) -
 
 def score(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
     """Score every pending (model, traffic shard); returns the stage statistics (rubric versions included)."""
-    from jobs.shards import run_shards
-
     scoring = scoring_config(cfg)
     incumbent = cfg.incumbent.name
     replayed = cfg.incumbent.replay is not None
@@ -232,6 +217,7 @@ def score(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
         stats["judge_model"] = judge.engine.model if judge.engine is not None else None
         stats["rubrics"] = {d.name: {"rubric": r.id, "sha256": r.sha256} for d in judge.dimensions
                             for r in [load_rubric(d.name, d.version, judge.rubrics_dir)]}
+    store.update_manifest(stages={"score": stats})
     return stats
 
 
@@ -241,14 +227,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from jobs.migrate import init_ray
-
     cfg = load_config(args.config)
     store = RunStore(cfg.store, cfg.run_id)
     store.check_access()
-    init_ray(cfg)
+    ensure_ray(cfg)
     stats = score(cfg, store, progress=not args.no_progress)
-    store.update_manifest(stages={"score": stats})
     print(json.dumps(stats, default=str))
     return 0
 

@@ -74,6 +74,25 @@ def run_shards(
     return pd.DataFrame(rows)
 
 
+def ensure_ray(cfg) -> None:
+    """Join or start Ray for a run (``cfg``: a RunConfig). Under `ray job submit`, RAY_ADDRESS points at the
+    cluster and ray.init() joins it; alone, it starts a local Ray that serves this process, on loopback."""
+    import os
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    if cfg.execution.ray_address:
+        ray.init(address=cfg.execution.ray_address, log_to_driver=False)
+        return
+    if not os.environ.get("RAY_ADDRESS"):
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        ray.init(num_cpus=cfg.execution.num_cpus, include_dashboard=False, log_to_driver=False)
+    else:
+        ray.init(log_to_driver=False)
+
+
 def _progress(total: int, desc: str):
     from tqdm import tqdm
 
