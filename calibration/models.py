@@ -101,7 +101,7 @@ def build_model(blocks: list[CalibrationData]) -> pm.Model:
 
 
 def fit(blocks: list[CalibrationData], draws: int = 500, tune: int = 500, chains: int = 2, seed: int = 0,
-        cores: int | None = None, target_accept: float = 0.9):
+        cores: int | None = None, target_accept: float = 0.95):
     """NUTS fit; returns (idata, params) with params as numpy arrays (draw, block, ...), chains stacked."""
     model = build_model(blocks)
     with model:

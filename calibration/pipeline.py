@@ -40,7 +40,7 @@ def calibrate_dimension(data: CalibrationData, margin: float, confidence: float,
     diag = sampler_diagnostics(idata)
     if not diag["converged"] and st.retry_unconverged:
         idata, params = fit([data], draws=st.draws, tune=2 * st.tune, chains=st.chains, seed=seed + 1,
-                            cores=st.cores, target_accept=0.97)
+                            cores=st.cores, target_accept=0.99)
         diag = sampler_diagnostics(idata)
         diag["retried"] = True
     rng = np.random.default_rng(seed)
