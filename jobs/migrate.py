@@ -38,7 +38,7 @@ def main(args: argparse.Namespace) -> int:
 
 def run_pipeline(cfg: RunConfig, progress: bool = True, truth: dict | None = None) -> dict:
     """Run (or resume) every stage; returns the decision document. `truth` (demo only) goes into the report."""
-    from jobs.decide import decide_run
+    from jobs.calibrate import decide_run
     from jobs.replay import replay
     from jobs.report import write_report
     from jobs.sample import run_sample
