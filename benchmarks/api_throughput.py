@@ -33,12 +33,6 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 def _support():
-    import tests
-
-    # ppi-python ships a top-level `tests` package that shadows this repo's: put ours first.
-    ours = os.path.join(REPO, "tests")
-    if ours not in list(tests.__path__):
-        tests.__path__.insert(0, ours)
     from tests.support import fixtures, openai_server
 
     return fixtures, openai_server

@@ -61,7 +61,6 @@ def judge_signal(values: pd.Series, mapping: dict) -> np.ndarray:
 
 def metric_table(df: pd.DataFrame, embedder: Embedder) -> tuple[pd.DataFrame, dict]:
     """Per item: d = metric(response2) - metric(response1) for every check and embedding metric."""
-    n = len(df)
     rows = []
     for side, model in (("response1", "r1"), ("response2", "r2")):
         rows.append(pd.DataFrame({

@@ -30,11 +30,6 @@ for key, value in {"RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "VLLM_
 
 
 def _support():
-    import tests
-
-    ours = os.path.join(REPO, "tests")  # ppi-python ships a top-level `tests` package that shadows ours
-    if ours not in list(tests.__path__):
-        tests.__path__.insert(0, ours)
     from tests.support import fixtures, tiny_model
 
     return fixtures, tiny_model

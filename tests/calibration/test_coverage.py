@@ -3,7 +3,6 @@
 The full 200-replicate study is benchmarks/calibration_coverage.py (about 20 minutes here); this module runs as
 many replicates as fit the CI budget, with a band of about 3 binomial standard deviations around 0.90.
 """
-import numpy as np
 import pytest
 
 from calibration.simulate import coverage_study

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from calibration.simulate import simulate_pairwise
 from jobs.decide import DecideSpec, DimensionSpec, decide_tables

@@ -311,7 +311,7 @@ def test_table_level_errors_exit_2_naming_file_and_column(run, capsys):
 
 
 def test_export_from_decision_asks_for_labels_needed_on_the_segment(run):
-    first = export_batch(run["cfg"], run["store"], run["task"], str(run["tmp"] / "b"), n=10, seed=7, batch="d0",
+    export_batch(run["cfg"], run["store"], run["task"], str(run["tmp"] / "b"), n=10, seed=7, batch="d0",
                          candidates=["cand-b"])
     decision = {"candidates": {
         "cand-a": {"dimensions": {"quality": {"labels_needed": 0, "labels_needed_segment": None}}},

@@ -14,13 +14,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import tests  # noqa: E402
-
-# ppi-python installs a top-level `tests` package that shadows ours (no tests/__init__.py): put ours first.
-_TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _TESTS not in list(tests.__path__):
-    tests.__path__.insert(0, _TESTS)
-
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402

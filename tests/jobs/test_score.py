@@ -3,8 +3,6 @@ loopback server with a scripted judge. Checks the scores, embeddings and quarant
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,12 +11,9 @@ import pytest
 from jobs.config import parse_config
 from jobs.score import score
 from jobs.store import RunStore, shard_id
-from support.openai_server import OpenAIServer
+from tests.support.judge_script import scripted_judge
+from tests.support.openai_server import OpenAIServer
 
-_spec = importlib.util.spec_from_file_location(
-    "judge_script", Path(__file__).parents[1] / "inference" / "scorers" / "judge_script.py")
-judge_script = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(judge_script)
 
 
 def _m(text):
@@ -65,7 +60,7 @@ def ray_cluster():
 
 @pytest.fixture(scope="module")
 def judge_server():
-    with OpenAIServer(responder=judge_script.scripted_judge) as srv:
+    with OpenAIServer(responder=scripted_judge) as srv:
         yield srv
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from inference.engines import OpenAIEngineConfig
 from inference.scorers import Judge, JudgeConfig, JudgeDimension, split_failures
-from judge_script import scripted_judge
-from support.openai_server import OpenAIServer
+from tests.support.judge_script import scripted_judge
+from tests.support.openai_server import OpenAIServer
 
 
 def _msgs(text):
