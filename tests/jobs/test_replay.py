@@ -25,7 +25,7 @@ from tests.support.fixtures import run_config, start_local_ray, traffic_frame, w
 from tests.support.openai_server import OpenAIServer  # noqa: E402
 from tests.support.tiny_model import tiny_model_path  # noqa: E402
 
-REPO = os.path.dirname(_TESTS)
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
