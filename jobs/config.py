@@ -88,6 +88,9 @@ class DecisionConfig(_Strict):
     confidence: float = Field(0.9, gt=0.5, lt=1, description="Confidence level of intervals and verdicts.")
     dimensions: list[DimensionConfig] = Field(..., min_length=1, description="Dimensions judged.")
     seed: int = Field(0, description="Seed of the sampler.")
+    draws: int = Field(500, ge=50, description="NUTS draws per chain.")
+    tune: int = Field(500, ge=50, description="NUTS tuning steps per chain.")
+    chains: int = Field(2, ge=1, description="NUTS chains (at least 2 for R-hat).")
     fail_unless_migrate: bool = Field(False, description="Exit non-zero unless every candidate's verdict is migrate (for CI gates).")
 
 
