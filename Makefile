@@ -11,6 +11,8 @@ export VLLM_CPU_KVCACHE_SPACE := 1
 export TOKENIZERS_PARALLELISM := false
 # Keep Ray on loopback (see ../shared/STACK.md).
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
+# Local clusters here are loopback-only; see tests/conftest.py on Ray's default token auth.
+export RAY_AUTH_MODE ?= disabled
 
 .PHONY: setup demo test test-fast clean
 

@@ -13,6 +13,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
 # Ray binds and advertises 127.0.0.1 only (otherwise it picks the machine's outward address).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# Test clusters listen on loopback only. Ray 2.60 turns token auth on by default once ~/.ray/auth_token exists
+# (the first local ray.init() writes it), which made later `ray start`/`ray job submit` pairs order-dependent.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import pytest  # noqa: E402
 

@@ -1,0 +1,40 @@
+"""A real Ray head started with `ray start --head` on loopback (infra/dev scripts), stopped by its own temp dir."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import S3_ENV
+from tests.support.fixtures import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def ray_head(moto_server):
+    """Yields (dashboard URL, env) of a Ray head whose processes see the moto credentials and the repo's venv."""
+    tmp = f"/tmp/bre-{secrets.token_hex(3)}"  # short: Ray's socket paths must stay under 107 bytes
+    env = dict(os.environ)
+    env.update(S3_ENV)
+    env.update({
+        "BATON_RAY_TMPDIR": tmp, "BATON_RAY_PORT": str(free_port()), "BATON_RAY_DASHBOARD_PORT": str(free_port()),
+        "BATON_RAY_CLIENT_PORT": str(free_port()), "BATON_RAY_NUM_CPUS": "2", "VENV": str(REPO / ".venv"),
+        "PATH": f"{REPO / '.venv' / 'bin'}:{env.get('PATH', '')}",
+        # The job's driver reads its config from S3 before it knows the store's endpoint.
+        "AWS_ENDPOINT_URL_S3": moto_server,
+        "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false",
+    })
+    env.pop("RAY_ADDRESS", None)
+    started = subprocess.run(["bash", str(REPO / "infra/dev/start_ray_head.sh")], env=env, capture_output=True,
+                             text=True, timeout=180)
+    assert started.returncode == 0, started.stderr + started.stdout
+    values = dict(line.split("=", 1) for line in started.stdout.splitlines() if "=" in line)
+    try:
+        yield values["RAY_DASHBOARD"], env
+    finally:
+        subprocess.run(["bash", str(REPO / "infra/dev/stop_ray_head.sh")], env=env, capture_output=True, timeout=120)
