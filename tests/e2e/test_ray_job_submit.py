@@ -93,7 +93,12 @@ def _submit(dashboard: str, env: dict, config_uri: str, submission_id: str) -> N
     cmd = [str(REPO / ".venv/bin/ray"), "job", "submit", "--address", dashboard, "--working-dir", str(REPO),
            "--runtime-env-json", json.dumps(runtime_env), "--submission-id", submission_id, "--no-wait",
            "--", "python", "-m", "jobs.migrate", "--config", config_uri, "--no-progress"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    for _ in range(30):
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+        # A head under load can answer before its job agent is up: that refusal is worth a retry.
+        if proc.returncode == 0 or "No available agent to submit job" not in proc.stderr:
+            break
+        time.sleep(2)
     assert proc.returncode == 0, proc.stderr + proc.stdout
 
 

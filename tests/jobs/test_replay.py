@@ -19,7 +19,8 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 
 from jobs.config import parse_config  # noqa: E402
-from jobs.replay import main, replay  # noqa: E402
+from jobs.cli import main as cli_main
+from jobs.replay import replay  # noqa: E402
 from jobs.store import RunStore, shard_id  # noqa: E402
 from tests.support.fixtures import run_config, start_local_ray, traffic_frame, write_traffic  # noqa: E402
 from tests.support.openai_server import OpenAIServer  # noqa: E402
@@ -216,5 +217,5 @@ def test_engine_startup_failure_fails_loudly(ray_cluster, tmp_path):
 def test_main_reports_bad_config_with_exit_code_2(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("run_id: x\ncandidatez: []\n")
-    assert main(["--config", str(bad)]) == 2
-    assert "candidatez" in capsys.readouterr().err
+    assert cli_main(["replay", "--config", str(bad)]) == 2
+    assert "candidatez: unknown key (did you mean 'candidates'?)" in capsys.readouterr().err
