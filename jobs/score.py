@@ -55,7 +55,8 @@ class ScoreShardTask:
             if "response" not in traffic.columns:  # traffic without answers: nothing of the incumbent to score
                 return pd.Series([None] * len(traffic), index=traffic["request_id"], dtype=object)
             return traffic.set_index("request_id")["response"]
-        resp = self.store.read_shard("responses", shard_id(model, traffic_shard))
+        resp = self.store.read_shard("responses", shard_id(model, traffic_shard),
+                                     columns=["request_id", "response", "error"], ignore_missing=True)
         if resp is None:
             return None
         resp = resp.drop_duplicates("request_id")
@@ -64,14 +65,17 @@ class ScoreShardTask:
 
     def batch(self, model: str, traffic_shard: str) -> tuple[pd.DataFrame, int]:
         """The joined input of the scorers, and how many of the model's responses had failed (not scored)."""
-        traffic = self.store.read_shard("traffic", traffic_shard)
+        # Only the judge reads the conversation; without it the messages (most of a shard's bytes, and slow to
+        # turn into Python objects) are not read at all.
+        wanted = ["request_id", "response", "reference", *self.segments] + (["messages"] if self.judge is not None else [])
+        traffic = self.store.read_shard("traffic", traffic_shard, columns=wanted, ignore_missing=True)
         if traffic is None:
             raise FileNotFoundError(f"traffic shard {traffic_shard!r} is not committed")
         traffic = traffic.assign(request_id=traffic["request_id"].astype(str))
         answers = self._answers(model, traffic_shard, traffic)
         if answers is None:
             raise FileNotFoundError(f"responses of {model!r} for traffic shard {traffic_shard!r} are not committed")
-        batch = traffic[["request_id", "messages", *[s for s in self.segments if s in traffic.columns]]].copy()
+        batch = traffic[["request_id", *[c for c in ("messages", *self.segments) if c in traffic.columns]]].copy()
         batch["model"] = model
         batch["response"] = answers.reindex(batch["request_id"]).to_numpy(dtype=object)
         if model == self.incumbent:

@@ -220,15 +220,20 @@ class RunStore:
         """Paths of the committed data files of a table (for Ray Data's read_parquet with ``self.fs``)."""
         return [self.path(table, rec["file"]) for _, rec in sorted(self.commits(table).items())]
 
-    def iter_shards(self, table: str, columns: list[str] | None = None) -> Iterator[tuple[str, pd.DataFrame]]:
-        """Committed shards one at a time, so a reader never holds more than one shard."""
+    def iter_shards(self, table: str, columns: list[str] | None = None,
+                    categorical: list[str] | None = None) -> Iterator[tuple[str, pd.DataFrame]]:
+        """Committed shards one at a time, so a reader never holds more than one shard. Columns named in
+        ``categorical`` come back as pandas categoricals straight from Parquet's dictionary pages (no string
+        object per row)."""
         for shard, rec in sorted(self.commits(table).items()):
             path = self.path(table, rec["file"])
             raw = self._guard(lambda p=path: self.fs.cat_file(p), path)
-            yield shard, pq.read_table(io.BytesIO(raw), columns=columns).to_pandas()
+            yield shard, pq.read_table(io.BytesIO(raw), columns=columns, read_dictionary=categorical).to_pandas()
 
-    def read_shard(self, table: str, shard: str, columns: list[str] | None = None) -> pd.DataFrame | None:
-        """One committed shard, or None when it is not committed."""
+    def read_shard(self, table: str, shard: str, columns: list[str] | None = None,
+                   ignore_missing: bool = False) -> pd.DataFrame | None:
+        """One committed shard, or None when it is not committed. With ``ignore_missing``, requested columns the
+        shard lacks are left out instead of failing the read."""
         path = self.path(table, "_commits", f"{shard}.json")
         try:
             record = json.loads(self.fs.cat_file(path))
@@ -238,6 +243,9 @@ class RunStore:
             raise storage_error(exc, self.uri(table, "_commits", f"{shard}.json")) from None
         data = self.path(table, record["file"])
         raw = self._guard(lambda: self.fs.cat_file(data), self.uri(table, record["file"]))
+        if columns is not None and ignore_missing:
+            present = set(pq.read_schema(io.BytesIO(raw)).names)
+            columns = [c for c in columns if c in present]
         return pq.read_table(io.BytesIO(raw), columns=columns).to_pandas()
 
     def read_table(self, table: str, columns: list[str] | None = None) -> pd.DataFrame:
