@@ -39,6 +39,7 @@ INCUMBENT = "incumbent"
 CANDIDATES = ("cand-a", "cand-b")
 WIN_RATE = {"cand-a": 0.55, "cand-b": 0.38}  # simulated truth: P(candidate better) per request
 FILE_ROWS = 100_000  # rows per generated input file (traffic, recorded responses, judge scores)
+SHARD_ROWS = 20_000  # rows per run-store shard: ~5-10 MB Parquet objects, few enough tasks that per-task overhead is small
 STAGES = ("sample", "replay", "score", "recorded_scores", "labels", "decide", "report")
 GIB = 1024 ** 3
 
@@ -115,7 +116,7 @@ def generate(n: int, out: Path, labels_per_candidate: int, seed: int = 0) -> dic
         "labels": {"path": str(out / "labels.csv")},
         "decision": {"dimensions": [{"name": "quality", "kind": "pairwise", "gating": True}], "margin": 0.05,
                      "confidence": 0.9},
-        "execution": {"num_cpus": 2},
+        "execution": {"num_cpus": 2, "shard_rows": SHARD_ROWS},
     }
 
 

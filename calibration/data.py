@@ -96,6 +96,14 @@ def _numeric(series: pd.Series, table: str, col: str, allow_nan: bool) -> np.nda
     return vals.to_numpy(dtype=float)
 
 
+def _key(series: pd.Series):
+    """A key column as strings; a categorical of strings stays categorical (int codes, one copy of each name), so
+    a large scores table read compactly (jobs.calibrate.read_scores_compact) is never expanded row by row."""
+    if isinstance(series.dtype, pd.CategoricalDtype) and all(isinstance(c, str) for c in series.cat.categories):
+        return series.array
+    return series.astype(str).to_numpy()
+
+
 def category_values(kind: str, values: np.ndarray) -> np.ndarray:
     if kind == "pairwise":
         return np.array(PAIRWISE_VALUES)
@@ -144,9 +152,9 @@ def prepare(
     _require(labels, ["request_id", "model", "dimension", "value"], "labels")
     warns: list[str] = []
     sc = pd.DataFrame({
-        "request_id": scores["request_id"].astype(str).to_numpy(),
-        "model": scores["model"].astype(str).to_numpy(),
-        "metric": scores["metric"].astype(str).to_numpy(),
+        "request_id": _key(scores["request_id"]),
+        "model": _key(scores["model"]),
+        "metric": _key(scores["metric"]),
         "value": _numeric(scores["value"], "scores", "value", allow_nan=True),
     })
     models_in_scores = set(sc["model"].unique())
@@ -161,28 +169,50 @@ def prepare(
     if not candidates:
         raise InputError("no candidate given and none found in scores column 'model'")
     row_models = candidates if kind == "pairwise" else [incumbent, *candidates]
-    request_ids = np.array(sorted(sc["request_id"].unique()), dtype=object)
+    # metric tensor (request, model, metric) from integer codes: one metric at a time, sums and counts per
+    # (request, model) cell by bincount. Memory stays a few bytes per score row (no multi-key groupby), so a
+    # 1M-request run's ~20M score rows fit a small driver.
+    rc, req_u = pd.factorize(sc["request_id"])
+    req_u = np.asarray(req_u, dtype=object)
+    order = np.argsort(req_u.astype(str), kind="stable")
+    request_ids = req_u[order]
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    rc = rank[rc]
     req_index = pd.Index(request_ids)
-
-    # metric tensor: (request, model, metric)
-    wide = sc.groupby(["request_id", "model", "metric"], sort=False)["value"].mean().unstack("metric")
-    dup = len(sc) - sc.groupby(["request_id", "model", "metric"]).ngroups
+    mc, mod_u = pd.factorize(sc["model"])
+    kc, met_u = pd.factorize(sc["metric"])
+    met_u = [str(m) for m in np.asarray(met_u, dtype=object)]
+    metric_names = sorted(met_u)
+    n_req, n_mod = len(request_ids), len(row_models)
+    block_models = [incumbent, *candidates]
+    bm_of_code = pd.Index(block_models).get_indexer(pd.Index(np.asarray(mod_u, dtype=object)))
+    value = sc["value"].to_numpy(dtype=float)
+    n_all = len(mod_u)
+    tensor = np.full((n_req, len(block_models), len(metric_names)), np.nan)
+    dup = 0
+    for j, m in enumerate(metric_names):
+        rows = np.flatnonzero(kc == met_u.index(m))
+        cell = rc[rows] * n_all + mc[rows]
+        dup += len(rows) - int(np.count_nonzero(np.bincount(cell, minlength=n_req * n_all)))
+        fin = np.isfinite(value[rows])
+        sums = np.bincount(cell[fin], weights=value[rows][fin], minlength=n_req * n_all).reshape(n_req, n_all)
+        cnt = np.bincount(cell[fin], minlength=n_req * n_all).reshape(n_req, n_all)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(cnt > 0, sums / np.maximum(cnt, 1), np.nan)
+        for code, b in enumerate(bm_of_code):
+            if b >= 0:
+                tensor[:, b, j] = mean[:, code]
+        del rows, cell, sums, cnt, mean
     if dup:
         warns.append(f"scores: {dup} duplicate (request_id, model, metric) rows averaged")
-    metric_names = sorted(wide.columns.astype(str))
-    wide = wide[metric_names]
-    n_req, n_mod = len(request_ids), len(row_models)
-    pairs = sc[["request_id", "model"]].drop_duplicates()
     present = np.zeros((n_req, n_mod), dtype=bool)
-    pm_idx = pd.Index(row_models).get_indexer(pairs["model"])
-    ok = pm_idx >= 0
-    present[req_index.get_indexer(pairs["request_id"][ok]), pm_idx[ok]] = True
+    pm_of_code = pd.Index(row_models).get_indexer(pd.Index(np.asarray(mod_u, dtype=object)))
+    ok = pm_of_code[mc] >= 0
+    present[rc[ok], pm_of_code[mc][ok]] = True
 
     def block(model: str) -> np.ndarray:
-        if model not in models_in_scores:
-            return np.full((n_req, len(metric_names)), np.nan)
-        part = wide.xs(model, level="model")
-        return part.reindex(req_index).to_numpy(dtype=float)
+        return tensor[:, block_models.index(model), :]
 
     inc_block = block(incumbent)
     cand_full = [block(c) for c in candidates]

@@ -8,9 +8,14 @@ from __future__ import annotations
 import json
 import logging
 
+import numpy as np
+import pandas as pd
+from pandas.api.types import union_categoricals
+
 from calibration.data import InputError
 from jobs.config import RunConfig
 from jobs.decide import DecideSpec, DimensionSpec, decide_tables
+from jobs.contracts import SCORE_COLUMNS
 from jobs.errors import ContractError
 from jobs.store import RunStore
 
@@ -30,7 +35,7 @@ def decision_spec(cfg: RunConfig) -> DecideSpec:
 
 def decide_run(cfg: RunConfig, store: RunStore) -> dict:
     """Calibrate and decide from the run's tables; writes decision.json and returns it."""
-    scores = store.read_table("scores", columns=["request_id", "model", "metric", "value"])
+    scores = read_scores_compact(store)
     labels = store.read_table("labels")
     if labels.empty:
         raise ContractError(f"{store.uri('labels')}: no human labels in this run (set labels.path or use `baton labels import`)")
@@ -43,3 +48,22 @@ def decide_run(cfg: RunConfig, store: RunStore) -> dict:
     store.write_document("decision", "decision.json", json.dumps(decision, indent=2, default=float))
     store.update_manifest(stages={"decide": {"verdicts": decision["verdicts"], "warnings": decision.get("warnings", [])}})
     return decision
+
+
+def read_scores_compact(store: RunStore) -> pd.DataFrame:
+    """The scores table shard by shard, kept compact: request_id, model and metric as categoricals (int codes and
+    one copy of each name), value as float32. A 1M-request run's ~20M score rows take ~0.2 GiB this way instead
+    of several GiB of strings, and no shard is held as strings longer than its own read."""
+    cols = {"request_id": [], "model": [], "metric": []}
+    values = []
+    for _, df in store.iter_shards("scores", columns=list(SCORE_COLUMNS), categorical=["request_id", "model", "metric"]):
+        for c in cols:
+            s = df[c]
+            cols[c].append(s.array if isinstance(s.dtype, pd.CategoricalDtype) else pd.Categorical(s.astype(str)))
+        values.append(df["value"].to_numpy(dtype=np.float32))
+        del df
+    if not values:
+        return pd.DataFrame({c: pd.Series(dtype="float64" if c == "value" else object) for c in SCORE_COLUMNS})
+    out = {c: union_categoricals(parts) for c, parts in cols.items()}
+    out["value"] = np.concatenate(values)
+    return pd.DataFrame(out)
