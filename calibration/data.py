@@ -178,10 +178,11 @@ def prepare(
     request_ids = req_u[order]
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
-    rc = rank[rc]
+    rc = rank[rc].astype(np.int32)  # int32 codes: 4 bytes per score row
     req_index = pd.Index(request_ids)
     mc, mod_u = pd.factorize(sc["model"])
     kc, met_u = pd.factorize(sc["metric"])
+    mc, kc = mc.astype(np.int32), kc.astype(np.int32)
     met_u = [str(m) for m in np.asarray(met_u, dtype=object)]
     metric_names = sorted(met_u)
     n_req, n_mod = len(request_ids), len(row_models)
@@ -193,7 +194,7 @@ def prepare(
     dup = 0
     for j, m in enumerate(metric_names):
         rows = np.flatnonzero(kc == met_u.index(m))
-        cell = rc[rows] * n_all + mc[rows]
+        cell = rc[rows].astype(np.int64) * n_all + mc[rows]
         dup += len(rows) - int(np.count_nonzero(np.bincount(cell, minlength=n_req * n_all)))
         fin = np.isfinite(value[rows])
         sums = np.bincount(cell[fin], weights=value[rows][fin], minlength=n_req * n_all).reshape(n_req, n_all)
