@@ -20,6 +20,9 @@ class SamplerSettings:
     cores: int | None = None
     max_posterior_draws: int = 1000
     retry_unconverged: bool = True
+    # A segment gates the verdict only from this many scored requests on: in a tiny segment the finite-population
+    # value is just its few (often all labelled) requests, so one bad answer would look like a credible regression.
+    min_segment_n: int = 20
 
 
 def _interval(draws: np.ndarray, confidence: float) -> list[float]:
@@ -73,11 +76,16 @@ def calibrate_dimension(data: CalibrationData, margin: float, confidence: float,
             sd = est.fp_seg[:, ci, s]
             in_s = (data.seg_idx == s) & emask[:, ci]
             p_ni_s = decision.prob_above(sd, thr_ni)
+            # Regression is judged on the segment's quality in the traffic (population draws), not only on the
+            # handful of requests that happened to be scored in it.
+            p_ni_pop = decision.prob_above(est.pop_seg[:, ci, s], thr_ni)
+            gates = int(in_s.sum()) >= st.min_segment_n
             segs[name] = {"estimate": _r(sd.mean()), "interval": [_r(v) for v in _interval(sd, confidence)],
                           "interval_population": [_r(v) for v in _interval(est.pop_seg[:, ci, s], confidence)],
-                          "p_noninferior": _r(p_ni_s), "p_superior": _r(decision.prob_above(sd, thr_sup)),
-                          "labels_used": int((ok & in_s).sum()), "n_scored": int(in_s.sum())}
-            if p_ni_s <= 1 - confidence + 1e-9:
+                          "p_noninferior": _r(p_ni_s), "p_noninferior_population": _r(p_ni_pop),
+                          "p_superior": _r(decision.prob_above(sd, thr_sup)),
+                          "labels_used": int((ok & in_s).sum()), "n_scored": int(in_s.sum()), "gating": gates}
+            if gates and p_ni_pop <= 1 - confidence + 1e-9:
                 regress.append(name)
             seg_score[name] = in_s.mean() * sd.std() / np.sqrt(max(1, (ok & in_s).sum()) + 1)
         verdict, reasons = decision.dimension_verdict(p_ni, confidence, diag["converged"], regress)

@@ -91,6 +91,7 @@ class DecisionConfig(_Strict):
     draws: int = Field(500, ge=50, description="NUTS draws per chain.")
     tune: int = Field(500, ge=50, description="NUTS tuning steps per chain.")
     chains: int = Field(2, ge=1, description="NUTS chains (at least 2 for R-hat).")
+    min_segment_n: int = Field(20, ge=1, description="Scored requests a segment needs before its credible regression can block migrate.")
     fail_unless_migrate: bool = Field(False, description="Exit non-zero unless every candidate's verdict is migrate (for CI gates).")
 
 

@@ -45,6 +45,7 @@ class DecideSpec(BaseModel):
     draws: int = Field(default=500, ge=50, description="NUTS draws per chain")
     tune: int = Field(default=500, ge=50, description="NUTS tuning steps per chain")
     chains: int = Field(default=2, ge=1, description="NUTS chains (>= 2 for R-hat)")
+    min_segment_n: int = Field(default=20, ge=1, description="scored requests a segment needs before its regression can block migrate")
 
 
 def read_table(path: str, what: str) -> pd.DataFrame:
@@ -70,7 +71,7 @@ def read_table(path: str, what: str) -> pd.DataFrame:
 
 def decide_tables(scores: pd.DataFrame, labels: pd.DataFrame, traffic: pd.DataFrame | None, spec: DecideSpec) -> dict:
     """Decision document (schema_version 1) for the given tables. Raises InputError on bad input."""
-    settings = SamplerSettings(draws=spec.draws, tune=spec.tune, chains=spec.chains)
+    settings = SamplerSettings(draws=spec.draws, tune=spec.tune, chains=spec.chains, min_segment_n=spec.min_segment_n)
     candidates_doc: dict[str, dict] = {}
     warnings: list[str] = []
     cand_names = None
