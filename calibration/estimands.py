@@ -116,11 +116,15 @@ def aggregate(data: CalibrationData, p: dict[str, np.ndarray], rng: np.random.Ge
     mean_s = s1 / ns
     pop_var_s = np.maximum(s2 / ns - mean_s**2, 0.0) / ns
     z1, z2 = rng.standard_normal((2, D, C, S))
-    fp_seg = mean_s + np.sqrt(nv) / ns * z1
-    pop_seg = fp_seg + np.sqrt(pop_var_s) * z2
+    # The normal terms are large-n approximations; in a segment of a few requests they can step outside the scale
+    # (a win rate above 1), so draws are kept on the estimand's range.
+    lo_v, hi_v = float(np.min(data.cat_values)), float(np.max(data.cat_values))
+    lo, hi = (lo_v, hi_v) if data.kind == "pairwise" else (lo_v - hi_v, hi_v - lo_v)
+    fp_seg = np.clip(mean_s + np.sqrt(nv) / ns * z1, lo, hi)
+    pop_seg = np.clip(fp_seg + np.sqrt(pop_var_s) * z2, lo, hi)
     Ntot = np.maximum(n_seg.sum(axis=1), 1.0)  # (C,)
     fp = (fp_seg * n_seg[None]).sum(axis=2) / Ntot
     mean_all = s1.sum(axis=2) / Ntot
     pop_var = np.maximum(s2.sum(axis=2) / Ntot - mean_all**2, 0.0) / Ntot
-    pop = fp + np.sqrt(pop_var) * rng.standard_normal((D, C))
+    pop = np.clip(fp + np.sqrt(pop_var) * rng.standard_normal((D, C)), lo, hi)
     return EstimandDraws(fp=fp, pop=pop, fp_seg=fp_seg, pop_seg=pop_seg, n_seg=n_seg)
