@@ -105,3 +105,11 @@ def test_load_from_file_and_s3(tmp_path, s3_bucket, monkeypatch):
 
     with pytest.raises(StoreNotFound, match="s3://baton-test/configs/absent.yaml"):
         load_config(f"s3://{bucket}/configs/absent.yaml")
+
+
+def test_shipped_example_config_is_valid():
+    from pathlib import Path
+
+    cfg = load_config(str(Path(__file__).resolve().parents[2] / "examples" / "run.yaml"))
+    assert [c.kind for c in cfg.candidates] == ["openai", "vllm"]
+    assert cfg.scoring.judge.enabled and any(d.name == "style" for d in cfg.scoring.judge.dimensions)
