@@ -26,6 +26,12 @@ EPILOG = """exit codes: 0 success; 1 unexpected failure; 2 bad input (config, ta
 3 decision gate failed (a verdict other than migrate, when asked to gate); 4 storage unreachable or denied"""
 
 
+def config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments every pipeline entry point takes."""
+    parser.add_argument("--config", required=True, help="run config YAML (local path or s3://)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="baton", description="Is the model replacing your retiring LLM at least as good, on your traffic?",

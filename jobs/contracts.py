@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from inference.tables import TABLE_SUFFIXES
 from jobs.errors import ContractError
 
 ROLES = {"system", "user", "assistant", "tool"}
@@ -21,7 +22,6 @@ RESPONSE_COLUMNS = ["request_id", "model", "response", "prompt_tokens", "complet
                     "finish_reason", "attempts", "error"]
 SCORE_COLUMNS = ["request_id", "model", "metric", "value"]
 LABEL_COLUMNS = ["request_id", "model", "dimension", "value"]
-TABLE_SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".json", ".csv")
 
 
 @dataclass
@@ -323,19 +323,14 @@ def iter_table_chunks(uri: str, storage_options: dict | None = None, chunk_rows:
 
 
 def _read_one(fs, path: str, shown: str) -> pd.DataFrame:
+    from inference.tables import read_one
+
     lower = path.lower()
+    if not lower.endswith(TABLE_SUFFIXES):
+        raise ContractError(f"{shown}: unknown table format (use .parquet, .jsonl, .json or .csv)")
     try:
-        with fs.open(path, "rb") as fh:
-            if lower.endswith(".parquet"):
-                return pd.read_parquet(fh)
-            if lower.endswith((".jsonl", ".ndjson")):
-                return pd.read_json(fh, lines=True, dtype=False)
-            if lower.endswith(".json"):
-                return pd.read_json(fh, dtype=False)
-            if lower.endswith(".csv"):
-                return pd.read_csv(fh, dtype={"request_id": str})
+        return read_one(fs, path)
     except OSError:
         raise
     except Exception as exc:  # noqa: BLE001 - any parser error means a corrupt or mislabelled file
         raise ContractError(f"{shown}: cannot be read as {lower.rsplit('.', 1)[-1]} ({type(exc).__name__}: {str(exc)[:200]})") from None
-    raise ContractError(f"{shown}: unknown table format (use .parquet, .jsonl, .json or .csv)")

@@ -21,10 +21,11 @@ log = logging.getLogger("baton")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="run config YAML (local path or s3://)")
+    from jobs.cli import config_arguments
+
+    config_arguments(parser)
     parser.add_argument("--fail-unless-migrate", action="store_true",
                         help=f"exit {EXIT_GATE} unless every candidate's verdict is migrate (for CI gates)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -27,10 +27,11 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="run config YAML whose traffic.path is the partitioned traffic root")
+    from jobs.cli import config_arguments
+
+    config_arguments(parser)  # the config's traffic.path is the root of the date-partitioned traffic
     parser.add_argument("--date", required=True, help="the night's partition, YYYY-MM-DD")
     parser.add_argument("--fail-unless-migrate", action="store_true", help=f"exit {EXIT_GATE} unless every verdict is migrate")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def night_config(cfg: RunConfig, day: str) -> RunConfig:

@@ -194,8 +194,9 @@ def replay(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="run config YAML (local path or s3://)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    from jobs.cli import config_arguments
+
+    config_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -13,33 +13,7 @@ import pandas as pd
 
 from inference.engines.base import RESPONSE_COLUMNS, error_text, require_input, response_frame
 from inference.engines.config import RecordedEngineConfig
-
-
-def read_table(uri: str, storage_options: dict | None = None) -> pd.DataFrame:
-    """Parquet (file or folder), JSONL, JSON or CSV, local or s3://."""
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
-    if fs.isdir(path):
-        files = sorted(f for f in fs.find(path) if f.endswith(".parquet"))
-        if not files:
-            raise FileNotFoundError(f"{uri}: folder holds no .parquet files")
-        return pd.concat([_read(fs, f) for f in files], ignore_index=True)
-    return _read(fs, path)
-
-
-def _read(fs, path: str) -> pd.DataFrame:
-    lower = path.lower()
-    with fs.open(path, "rb") as fh:
-        if lower.endswith(".parquet"):
-            return pd.read_parquet(fh)
-        if lower.endswith((".jsonl", ".ndjson")):
-            return pd.read_json(fh, lines=True, dtype=False)
-        if lower.endswith(".json"):
-            return pd.read_json(fh, dtype=False)
-        if lower.endswith(".csv"):
-            return pd.read_csv(fh, dtype={"request_id": str})
-    raise ValueError(f"{path}: unknown table format (use .parquet, .jsonl, .json or .csv)")
+from inference.tables import read_table
 
 
 class RecordedEngine:
