@@ -62,6 +62,7 @@ class OpenAIEngineConfig(_CandidateBase):
     timeout_s: float = Field(60.0, gt=0, description="Per-request timeout in seconds.")
     backoff_base_s: float = Field(0.5, gt=0, description="Base of the exponential backoff with full jitter.")
     backoff_max_s: float = Field(30.0, gt=0, description="Cap on one backoff sleep.")
+    response_format: dict | None = Field(None, description="Sent as `response_format` (e.g. {type: json_object} for JSON mode); None: not sent.")
 
     @field_validator("api_key_env")
     @classmethod

@@ -115,6 +115,8 @@ class OpenAIEngine:
                   "max_tokens": s.max_tokens, "extra_headers": {REQUEST_ID_HEADER: request_id}}
         if s.seed is not None:
             kwargs["seed"] = s.seed
+        if cfg.response_format is not None:
+            kwargs["response_format"] = cfg.response_format
         kind, detail, latency = "unknown", "", 0.0
         for attempt in range(1, cfg.max_attempts + 1):
             est = prompt_est + self._expected_completion

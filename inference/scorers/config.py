@@ -73,6 +73,7 @@ class JudgeConfig(_Strict):
     dimensions: list[JudgeDimension] = Field(default_factory=_default_dimensions, description="Rubrics to apply; style is added by default when style_guide is set.")
     style_guide: str | None = Field(None, description="Style guide text the style rubric judges against (required by the style dimension).")
     rubrics_dir: str | None = Field(None, description="Folder of extra or overriding rubric files (<name>.v<version>.md); None: the built-in ones.")
+    structured_output: bool = Field(True, description="Ask an OpenAI-compatible judge for a JSON object (response_format json_object); answers are still parsed tolerantly.")
     max_answer_chars: int = Field(6000, ge=100, description="Responses longer than this are cut (marked) in the judge prompt.")
     raw_chars: int = Field(500, ge=20, description="Characters of an unparseable judge answer kept in the failure record.")
 

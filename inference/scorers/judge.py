@@ -79,7 +79,11 @@ class Judge:
                 raise ValueError("judge.engine is not configured")
             from inference.engines import make_engine  # the candidates' engines, built once per actor
 
-            self._engine = make_engine(self.config.engine)
+            engine = self.config.engine
+            if self.config.structured_output and engine.kind == "openai" and engine.response_format is None:
+                # JSON mode where the API has it; the rubric prompts ask for JSON either way.
+                engine = engine.model_copy(update={"response_format": {"type": "json_object"}})
+            self._engine = make_engine(engine)
         return self._engine
 
     # -- prompts -----------------------------------------------------------------------------------------

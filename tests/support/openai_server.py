@@ -93,6 +93,7 @@ class LogEntry:
     prompt_tokens: int
     completion_tokens: int
     t: float
+    response_format: dict | None = None  # what the client asked for (JSON mode), to check structured output
 
 
 @dataclass
@@ -244,6 +245,7 @@ class OpenAIServer:
             messages = body["messages"]
             model = str(body.get("model", ""))
             max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 256)
+            response_format = body.get("response_format")
         except (ValueError, KeyError, TypeError) as exc:
             return web.json_response({"error": {"message": f"bad request: {exc}", "type": "invalid_request_error"}},
                                      status=400)
@@ -262,7 +264,7 @@ class OpenAIServer:
             self._attempts[request_id] += 1
             attempt = self._attempts[request_id]
             if wait > 0:
-                self.log.append(LogEntry(request_id, attempt, 429, None, model, p_tok, c_tok, now))
+                self.log.append(LogEntry(request_id, attempt, 429, None, model, p_tok, c_tok, now, response_format))
                 headers = {"retry-after": str(max(1, math.ceil(wait))), "retry-after-ms": str(int(wait * 1000) + 1),
                            **self._limit_headers()}
                 return web.json_response({"error": {"message": "Rate limit reached", "type": "requests",
@@ -272,7 +274,8 @@ class OpenAIServer:
             if self._tok_bucket is not None:
                 self._tok_bucket.take(p_tok + c_tok)
             fault = self._fault(request_id, attempt)
-            self.log.append(LogEntry(request_id, attempt, 500 if fault == "500" else 200, fault, model, p_tok, c_tok, now))
+            self.log.append(LogEntry(request_id, attempt, 500 if fault == "500" else 200, fault, model, p_tok, c_tok, now,
+                                    response_format))
             headers = self._limit_headers()
 
         if self.latency_s:

@@ -114,3 +114,17 @@ def test_engine_errors_are_recorded_not_scored(batch):
             judge.engine.close()
     assert len(out) == 2 and out["value"].isna().all()
     assert out["error"].str.startswith("engine error:").all()
+
+
+def test_judge_asks_for_json_mode_unless_turned_off(server, judged, batch):
+    # `judged` ran with the default structured_output=True: every judge call asked for a JSON object.
+    assert server.log and all(e.response_format == {"type": "json_object"} for e in server.log)
+    server.reset()
+    cfg = JudgeConfig(enabled=True, engine=_engine_cfg(server.base_url), structured_output=False,
+                      dimensions=[JudgeDimension(name="refusal")])
+    judge = Judge(cfg)
+    try:
+        judge(batch.head(2))
+    finally:
+        judge.engine.close()
+    assert server.log and all(e.response_format is None for e in server.log)
