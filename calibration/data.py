@@ -104,6 +104,24 @@ def _key(series: pd.Series):
     return series.astype(str).to_numpy()
 
 
+def _codes(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(int32 code per row, object array of the distinct string values) of a key column.
+
+    A categorical of strings (jobs.calibrate.read_scores_compact) is used as is, dropping unused categories; other
+    columns are factorised as strings."""
+    if isinstance(series.dtype, pd.CategoricalDtype) and all(isinstance(c, str) for c in series.cat.categories):
+        codes = np.asarray(series.cat.codes)
+        cats = np.asarray(series.cat.categories, dtype=object)
+        used = np.bincount(codes[codes >= 0], minlength=len(cats)) > 0
+        if not used.all():
+            remap = np.cumsum(used, dtype=np.int64) - 1
+            codes = np.where(codes >= 0, remap[np.maximum(codes, 0)], -1)
+            cats = cats[used]
+        return codes.astype(np.int32, copy=False), cats
+    codes, uniq = pd.factorize(series.astype(str).to_numpy())
+    return codes.astype(np.int32), np.asarray(uniq, dtype=object)
+
+
 def category_values(kind: str, values: np.ndarray) -> np.ndarray:
     if kind == "pairwise":
         return np.array(PAIRWISE_VALUES)
@@ -151,13 +169,14 @@ def prepare(
     _require(scores, ["request_id", "model", "metric", "value"], "scores")
     _require(labels, ["request_id", "model", "dimension", "value"], "labels")
     warns: list[str] = []
-    sc = pd.DataFrame({
-        "request_id": _key(scores["request_id"]),
-        "model": _key(scores["model"]),
-        "metric": _key(scores["metric"]),
-        "value": _numeric(scores["value"], "scores", "value", allow_nan=True),
-    })
-    models_in_scores = set(sc["model"].unique())
+    rc, req_u = _codes(scores["request_id"])
+    mc, mod_u = _codes(scores["model"])
+    kc, met_u = _codes(scores["metric"])
+    value = scores["value"]
+    # a float column needs no coercion (NaN is a missing score); anything else is checked row by row
+    value = value.to_numpy() if pd.api.types.is_float_dtype(value.dtype) and not isinstance(value.dtype, pd.ArrowDtype) \
+        else _numeric(value, "scores", "value", allow_nan=True)
+    models_in_scores = set(mod_u.tolist())
     if candidates is None or len(candidates) == 0:
         candidates = sorted(models_in_scores - {incumbent})
     candidates = list(dict.fromkeys(candidates))
@@ -170,25 +189,19 @@ def prepare(
         raise InputError("no candidate given and none found in scores column 'model'")
     row_models = candidates if kind == "pairwise" else [incumbent, *candidates]
     # metric tensor (request, model, metric) from integer codes: one metric at a time, sums and counts per
-    # (request, model) cell by bincount. Memory stays a few bytes per score row (no multi-key groupby), so a
-    # 1M-request run's ~20M score rows fit a small driver.
-    rc, req_u = pd.factorize(sc["request_id"])
-    req_u = np.asarray(req_u, dtype=object)
+    # (request, model) cell by bincount. Memory stays a few bytes per score row (int32 codes, no multi-key
+    # groupby, no string per row), so a 1M-request run's ~20M score rows fit a small driver.
     order = np.argsort(req_u.astype(str), kind="stable")
     request_ids = req_u[order]
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order))
-    rc = rank[rc].astype(np.int32)  # int32 codes: 4 bytes per score row
+    rank = np.empty(len(order), dtype=np.int32)
+    rank[order] = np.arange(len(order), dtype=np.int32)
+    rc = rank[rc]
     req_index = pd.Index(request_ids)
-    mc, mod_u = pd.factorize(sc["model"])
-    kc, met_u = pd.factorize(sc["metric"])
-    mc, kc = mc.astype(np.int32), kc.astype(np.int32)
-    met_u = [str(m) for m in np.asarray(met_u, dtype=object)]
+    met_u = [str(m) for m in met_u]
     metric_names = sorted(met_u)
     n_req, n_mod = len(request_ids), len(row_models)
     block_models = [incumbent, *candidates]
     bm_of_code = pd.Index(block_models).get_indexer(pd.Index(np.asarray(mod_u, dtype=object)))
-    value = sc["value"].to_numpy(dtype=float)
     n_all = len(mod_u)
     tensor = np.full((n_req, len(block_models), len(metric_names)), np.nan)
     dup = 0
@@ -229,6 +242,7 @@ def prepare(
             names.append(m)
         cols.append(np.stack(mats, axis=1))
     raw = np.stack(cols, axis=2) if cols else np.zeros((n_req, n_mod, 0))
+    del tensor, inc_block, cand_full, cols
     judge_raw = _judge_raw(raw, names, metric_names, dimension, kind)
     X, feat_names = _design(raw, names, max_features, present)
 
@@ -332,20 +346,25 @@ def _design(raw: np.ndarray, names: list[str], max_features: int,
     if not cols:
         return np.zeros((n_req, n_mod, 0)), []
     A = np.stack(cols, axis=2)
+    del cols, v, miss  # in-place from here on: one (request, model, feature) float64 array at a time
     flat = A.reshape(-1, A.shape[2])
     sd = flat.std(axis=0)
     keep = sd > 1e-9 * np.maximum(1.0, np.abs(flat.mean(axis=0)))
-    A, flat = A[:, :, keep], flat[:, keep]
+    if not keep.all():
+        A = A[:, :, keep]
+        flat = A.reshape(-1, A.shape[2])
     out_names = [n for n, k in zip(out_names, keep) if k]
     if A.shape[2] == 0:
         return np.zeros((n_req, n_mod, 0)), []
     mu, sd = flat.mean(axis=0), flat.std(axis=0)
-    A = (A - mu) / sd
+    A -= mu
+    A /= sd
     # drop exact duplicates (e.g. identical indicators)
     flat = A.reshape(-1, A.shape[2])
     _, first = np.unique(np.round(flat[: min(len(flat), 50000)].T, 9), axis=0, return_index=True)
     first = np.sort(first)
-    A, out_names = A[:, :, first], [out_names[i] for i in first]
+    if len(first) < A.shape[2]:
+        A, out_names = A[:, :, first], [out_names[i] for i in first]
     if A.shape[2] > max_features:
         flat = A.reshape(-1, A.shape[2])
         sub = flat[:: max(1, len(flat) // 200000)]
