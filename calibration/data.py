@@ -139,16 +139,33 @@ def _segments(traffic: pd.DataFrame | None, segment_cols: list[str] | None, requ
     if traffic is None:
         raise InputError(f"--segment {segment_cols} given without a traffic table (--traffic)")
     _require(traffic, ["request_id", *segment_cols], "traffic")
-    t = traffic.drop_duplicates("request_id").set_index(traffic.drop_duplicates("request_id")["request_id"].astype(str))
-    seg = t.reindex(pd.Index(request_ids))[segment_cols]
-    n_missing = int(seg.isna().any(axis=1).sum())
+    # integer codes per column and per request, names built once per distinct combination: no string per request
+    tid = traffic["request_id"].astype(str).to_numpy()
+    first = ~pd.Series(tid).duplicated(keep="first").to_numpy()
+    pos = pd.Index(tid[first]).get_indexer(pd.Index(request_ids))
+    key = np.zeros(len(request_ids), dtype=np.int64)
+    missing = pos < 0
+    col_labels = []
+    for c in segment_cols:
+        codes, uniq = pd.factorize(traffic[c].to_numpy()[first], use_na_sentinel=True)
+        code = np.where(pos >= 0, codes[np.maximum(pos, 0)] if len(codes) else -1, -1)
+        missing |= code < 0
+        col_labels.append(["<missing>", *pd.Index(uniq).astype("string").fillna("<missing>").tolist()])
+        key = key * (len(uniq) + 1) + (code + 1)
+    n_missing = int(missing.sum())
     warns = []
     if n_missing:
         warns.append(f"traffic: {n_missing} scored request(s) have no segment value; put in segment '<missing>'")
-    labels = seg.astype("string").fillna("<missing>")
-    key = labels.apply(lambda r: "|".join(f"{c}={r[c]}" for c in segment_cols), axis=1) if len(segment_cols) > 1 \
-        else (segment_cols[0] + "=" + labels[segment_cols[0]])
-    codes, names = pd.factorize(key, sort=True)
+    combos, inverse = np.unique(key, return_inverse=True)
+    combo_names = []
+    for k in combos.tolist():
+        parts = []
+        for c, labels in zip(reversed(segment_cols), reversed(col_labels)):
+            k, r = divmod(k, len(labels))
+            parts.append(f"{c}={labels[r]}")
+        combo_names.append("|".join(reversed(parts)))
+    name_codes, names = pd.factorize(np.asarray(combo_names, dtype=object), sort=True)
+    codes = name_codes[inverse.reshape(-1)] if len(combos) else np.zeros(0, dtype=np.int64)
     return codes.astype(np.int64), [str(n) for n in names], warns
 
 
