@@ -306,7 +306,7 @@ def prepare(
         ann = np.full(len(lab), -1)
     return CalibrationData(
         kind=kind, dimension=dimension, incumbent=incumbent, candidates=candidates, row_models=row_models,
-        request_ids=request_ids, X=X.astype(np.float32), feature_names=feat_names, seg_idx=seg_idx,
+        request_ids=request_ids, X=X.astype(np.float32, copy=False), feature_names=feat_names, seg_idx=seg_idx,
         segment_names=seg_names, cat_values=cat_values, lab_req=ridx[keep].astype(np.int64),
         lab_model=midx[keep].astype(np.int64), lab_cat=cat[keep].astype(np.int64),
         lab_annotator=np.asarray(ann)[keep].astype(np.int64), warnings=warns, raw_metric_names=metric_names,
@@ -362,32 +362,40 @@ def _design(raw: np.ndarray, names: list[str], max_features: int,
             out_names.append(f"{names[j]}[missing]")
     if not cols:
         return np.zeros((n_req, n_mod, 0)), []
-    A = np.stack(cols, axis=2)
-    del cols, v, miss  # in-place from here on: one (request, model, feature) float64 array at a time
-    flat = A.reshape(-1, A.shape[2])
-    sd = flat.std(axis=0)
-    keep = sd > 1e-9 * np.maximum(1.0, np.abs(flat.mean(axis=0)))
-    if not keep.all():
-        A = A[:, :, keep]
-        flat = A.reshape(-1, A.shape[2])
+    del v, miss
+    # Column by column (each (request, model) float64), never the whole (request, model, feature) tensor in
+    # float64 more than once: the same statistics as on the stacked array, a fraction of the peak memory.
+    mu = np.array([c.mean() for c in cols])
+    sd = np.array([c.std() for c in cols])
+    keep = sd > 1e-9 * np.maximum(1.0, np.abs(mu))
+    cols = [c for c, k in zip(cols, keep) if k]
     out_names = [n for n, k in zip(out_names, keep) if k]
-    if A.shape[2] == 0:
+    mu, sd = mu[keep], sd[keep]
+    if not cols:
         return np.zeros((n_req, n_mod, 0)), []
-    mu, sd = flat.mean(axis=0), flat.std(axis=0)
-    A -= mu
-    A /= sd
+    for c, m_, s_ in zip(cols, mu, sd):
+        c -= m_
+        c /= s_
     # drop exact duplicates (e.g. identical indicators)
-    flat = A.reshape(-1, A.shape[2])
-    _, first = np.unique(np.round(flat[: min(len(flat), 50000)].T, 9), axis=0, return_index=True)
+    head = np.stack([c.reshape(-1)[:50000] for c in cols], axis=1)
+    _, first = np.unique(np.round(head.T, 9), axis=0, return_index=True)
     first = np.sort(first)
-    if len(first) < A.shape[2]:
-        A, out_names = A[:, :, first], [out_names[i] for i in first]
-    if A.shape[2] > max_features:
-        flat = A.reshape(-1, A.shape[2])
-        sub = flat[:: max(1, len(flat) // 200000)]
+    cols, out_names = [cols[i] for i in first], [out_names[i] for i in first]
+    if len(cols) > max_features:
+        step = max(1, (n_req * n_mod) // 200000)
+        sub = np.stack([c.reshape(-1)[::step] for c in cols], axis=1)
         _, s, vt = np.linalg.svd(sub - sub.mean(axis=0), full_matrices=False)
         comp = vt[:max_features]
-        A = A @ comp.T
-        A = (A - A.reshape(-1, max_features).mean(axis=0)) / A.reshape(-1, max_features).std(axis=0)
-        out_names = [f"pc{i + 1}" for i in range(max_features)]
+        A = np.empty((n_req, n_mod, max_features))
+        for r0 in range(0, n_req, 65536):  # projected in blocks of requests: a bounded stacked copy at a time
+            A[r0:r0 + 65536] = np.stack([c[r0:r0 + 65536] for c in cols], axis=2) @ comp.T
+        del cols
+        flat = A.reshape(-1, max_features)
+        mu, sd = flat.mean(axis=0), flat.std(axis=0)
+        A -= mu
+        A /= sd
+        return A.astype(np.float32), [f"pc{i + 1}" for i in range(max_features)]
+    A = np.empty((n_req, n_mod, len(cols)), dtype=np.float32)
+    for j, c in enumerate(cols):
+        A[:, :, j] = c
     return A, out_names
