@@ -105,7 +105,7 @@ def _key(series: pd.Series):
 
 
 def _codes(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(int32 code per row, object array of the distinct string values) of a key column.
+    """(int code per row, at most 32 bits, object array of the distinct string values) of a key column.
 
     A categorical of strings (jobs.calibrate.read_scores_compact) is used as is, dropping unused categories; other
     columns are factorised as strings."""
@@ -117,7 +117,7 @@ def _codes(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
             remap = np.cumsum(used, dtype=np.int64) - 1
             codes = np.where(codes >= 0, remap[np.maximum(codes, 0)], -1)
             cats = cats[used]
-        return codes.astype(np.int32, copy=False), cats
+        return codes if codes.dtype.itemsize <= 4 else codes.astype(np.int32), cats  # int8 for a few models
     codes, uniq = pd.factorize(series.astype(str).to_numpy())
     return codes.astype(np.int32), np.asarray(uniq, dtype=object)
 
@@ -239,29 +239,31 @@ def prepare(
         warns.append(f"scores: {dup} duplicate (request_id, model, metric) rows averaged")
     present = np.zeros((n_req, n_mod), dtype=bool)
     pm_of_code = pd.Index(row_models).get_indexer(pd.Index(np.asarray(mod_u, dtype=object)))
-    ok = pm_of_code[mc] >= 0
-    present[rc[ok], pm_of_code[mc][ok]] = True
+    for code, pm in enumerate(pm_of_code):  # one model at a time: no int64 index array per score row
+        if pm >= 0:
+            present[rc[mc == code], pm] = True
 
     def block(model: str) -> np.ndarray:
         return tensor[:, block_models.index(model), :]
 
     inc_block = block(incumbent)
     cand_full = [block(c) for c in candidates]
-    cols, names = [], []
+    names = []
+    raw = np.empty((n_req, n_mod, len(metric_names)))  # filled in place: no per-metric stacks held at once
     for j, m in enumerate(metric_names):
-        cand_blocks = [cb[:, j] for cb in cand_full]
         has_inc = np.isfinite(inc_block[:, j]).any()
         if kind == "pairwise":
-            mats = [cb - inc_block[:, j] if has_inc else cb for cb in cand_blocks]
+            for i, cb in enumerate(cand_full):
+                raw[:, i, j] = cb[:, j] - inc_block[:, j] if has_inc else cb[:, j]
             names.append(f"{m}[diff]" if has_inc else m)
         else:
-            mats = [inc_block[:, j], *cand_blocks]
+            for i, b in enumerate([inc_block, *cand_full]):
+                raw[:, i, j] = b[:, j]
             names.append(m)
-        cols.append(np.stack(mats, axis=1))
-    raw = np.stack(cols, axis=2) if cols else np.zeros((n_req, n_mod, 0))
-    del tensor, inc_block, cand_full, cols
+    del tensor, inc_block, cand_full
     judge_raw = _judge_raw(raw, names, metric_names, dimension, kind)
-    X, feat_names = _design(raw, names, max_features, present)
+    X, feat_names = _design(raw, names, max_features, present)  # overwrites raw (scratch from here on)
+    del raw
 
     seg_idx, seg_names, seg_warn = _segments(traffic, segment_cols, request_ids)
     warns += seg_warn
@@ -339,11 +341,11 @@ def _design(raw: np.ndarray, names: list[str], max_features: int,
     """Impute (per model mean + indicator), drop constants, standardise, PCA-compress beyond max_features.
 
     Cells of a model that was not scored on a request (``present`` false) are imputed but flagged as nothing:
-    they never enter an estimand."""
+    they never enter an estimand. ``raw`` is overwritten (its columns are worked on in place, to save a copy)."""
     n_req, n_mod, n_feat = raw.shape
     cols, out_names = [], []
     for j in range(n_feat):
-        v = raw[:, :, j].copy()
+        v = raw[:, :, j]  # imputed and standardised in place: ``raw`` is the caller's scratch array
         miss = ~np.isfinite(v) & present
         present_any = (~miss).any(axis=0)
         if not present_any.any():
