@@ -7,17 +7,22 @@ Every stage skips what is already committed, so resubmitting a failed run resume
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
 
+import numpy as np
+import pandas as pd
+
 from jobs.config import RunConfig, load_config
-from jobs.contracts import QUARANTINE_COLUMNS, read_table_file, validate_labels, validate_scores
+from jobs.contracts import QUARANTINE_COLUMNS, iter_table_chunks, read_table_file, validate_labels, validate_scores
 from jobs.errors import EXIT_GATE, EXIT_OK
 from jobs.shards import ensure_ray
 from jobs.store import RunStore, shard_id, storage_options
 
 log = logging.getLogger("baton")
+RECORDED_CHUNK_ROWS = 500_000  # rows per committed shard of a recorded score file: the driver holds one at a time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,19 +78,45 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, truth: dict | None = Non
 
 
 def import_recorded_scores(cfg: RunConfig, store: RunStore) -> dict:
-    """Validate score tables computed elsewhere and commit them to the scores table (once per file)."""
+    """Validate score tables computed elsewhere and commit them to the scores table.
+
+    Each file is streamed in chunks of ``RECORDED_CHUNK_ROWS`` rows, one shard per chunk, so the driver never
+    holds a whole file. Duplicate (request_id, model, metric) rows across chunks of a file are found by a 64-bit
+    hash of the key (8 bytes per kept row) and quarantined like duplicates within a chunk. A file committed whole
+    by an earlier run (shard ``recorded-<i>``) is skipped; a chunk already committed is not rewritten."""
     stats = {"rows": 0, "quarantined": 0}
     for i, uri in enumerate(cfg.recorded_scores):
-        shard = shard_id("recorded", i)
-        if store.is_committed("scores", shard):
+        if store.is_committed("scores", shard_id("recorded", i)):
             continue
         opts = storage_options(cfg.store) if uri.startswith("s3://") else {}
-        checked = validate_scores(read_table_file(uri, opts), uri)
-        store.write_shard("scores", shard, checked.valid[["request_id", "model", "metric", "value"]], meta={"source": uri})
-        if len(checked.quarantine):
-            store.write_shard("quarantine", shard_id("recorded-scores", i), checked.quarantine[QUARANTINE_COLUMNS])
-        stats["rows"] += len(checked.valid)
-        stats["quarantined"] += len(checked.quarantine)
+        seen: list[np.ndarray] = []  # sorted key hashes of the rows kept from earlier chunks of this file
+        for j, (_, start, chunk) in enumerate(iter_table_chunks(uri, opts, RECORDED_CHUNK_ROWS)):
+            checked = validate_scores(chunk, uri)
+            valid, q = checked.valid, checked.quarantine.copy()
+            kept_rows = np.setdiff1d(np.arange(len(chunk)), q["row"].to_numpy(dtype=int))
+            q["row"] = start + q["row"].to_numpy(dtype=int)  # row number in the file
+            key = pd.util.hash_pandas_object(valid[["request_id", "model", "metric"]], index=False).to_numpy()
+            cross = np.zeros(len(valid), dtype=bool)
+            for prev in seen:
+                pos = np.minimum(np.searchsorted(prev, key), len(prev) - 1)
+                cross |= prev[pos] == key
+            if cross.any():
+                raw = valid.loc[cross]
+                extra = pd.DataFrame({
+                    "stage": "scores", "source": uri, "row": start + kept_rows[cross],
+                    "request_id": raw["request_id"].astype(str).to_numpy(), "field": "metric",
+                    "reason": "duplicate (request_id, model, metric)",
+                    "raw": [json.dumps(r, default=str)[:2000] for r in raw.to_dict("records")]})
+                q = pd.concat([q, extra], ignore_index=True)
+                valid = valid.loc[~cross]
+            if len(valid):
+                seen.append(np.sort(key[~cross]))
+            store.write_shard("scores", shard_id("recorded", i, j), valid[["request_id", "model", "metric", "value"]],
+                              meta={"source": uri, "first_row": int(start)})
+            if len(q):
+                store.write_shard("quarantine", shard_id("recorded-scores", i, j), q[QUARANTINE_COLUMNS])
+            stats["rows"] += len(valid)
+            stats["quarantined"] += len(q)
     store.update_manifest(stages={"recorded_scores": stats})
     return stats
 

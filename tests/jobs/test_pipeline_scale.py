@@ -100,3 +100,33 @@ def test_decision_is_written_for_both_candidates(run):
     # The simulated truth separates the two candidates (win rates 0.55+0.05 ties vs 0.38+0.05): so must the estimate.
     est = {c: doc["candidates"][c]["dimensions"]["quality"]["estimate"] for c in bench.CANDIDATES}
     assert est["cand-a"] > est["cand-b"]
+
+
+def test_recorded_scores_stream_in_chunks_and_catch_duplicates_across_them(run, tmp_path, monkeypatch):
+    """A recorded score file is committed chunk by chunk; a duplicate key in a later chunk is quarantined with its
+    row number in the file, and a rerun adds nothing."""
+    import jobs.migrate as migrate
+    from jobs.store import RunStore
+
+    _, cfg, _, _ = run
+    rows = pd.DataFrame({"request_id": [f"r{i:05d}" for i in range(2500)], "model": "cand-a",
+                         "metric": "judge.pairwise.quality.ab", "value": 1.0})
+    rows.loc[2100, "request_id"] = "r00007"  # same key as row 7, two chunks earlier
+    rows["value"] = rows["value"].astype(object)
+    rows.loc[1200, "value"] = "bad"  # not a number: quarantined by the validator inside its chunk
+    path = tmp_path / "judge.csv"
+    rows.to_csv(path, index=False)
+    cfg2 = cfg.model_copy(update={"run_id": "stream", "recorded_scores": [str(path)],
+                                  "store": cfg.store.model_copy(update={"root": str(tmp_path / "store")})})
+    store = RunStore(cfg2.store, cfg2.run_id)
+    monkeypatch.setattr(migrate, "RECORDED_CHUNK_ROWS", 1000)
+    stats = migrate.import_recorded_scores(cfg2, store)
+    assert stats == {"rows": 2498, "quarantined": 2}
+    assert len(store.commits("scores")) == 3
+    scores = store.read_table("scores")
+    assert len(scores) == 2498 and not scores.duplicated(["request_id", "model", "metric"]).any()
+    q = store.read_table("quarantine").sort_values("row")
+    assert q["row"].tolist() == [1200, 2100]
+    assert "not a number" in q["reason"].iat[0] and "duplicate" in q["reason"].iat[1]
+    assert migrate.import_recorded_scores(cfg2, store) == stats
+    assert len(store.read_table("scores")) == 2498
