@@ -49,17 +49,22 @@ def decide_run(cfg: RunConfig, store: RunStore) -> dict:
     return decision
 
 
-def read_scores_compact(store: RunStore) -> pd.DataFrame:
+def read_scores_compact(store: RunStore, keep_metric=None) -> pd.DataFrame:
     """The scores table shard by shard, kept compact: request_id, model and metric as categoricals (int32 codes and
     one copy of each name), value as float32. Each shard's names are mapped to codes against one growing dictionary
     per column and written into preallocated arrays, so a 1M-request run's ~20M score rows take ~0.3 GiB and no
-    shard is held as strings longer than its own read (no union of per-shard categories at the end)."""
+    shard is held as strings longer than its own read (no union of per-shard categories at the end).
+    ``keep_metric(name) -> bool`` keeps only the rows of the metrics it accepts."""
     total = store.count_rows("scores")
     dicts: dict[str, dict] = {c: {} for c in ("request_id", "model", "metric")}
     codes = {c: np.empty(total, dtype=np.int32) for c in dicts}
     value = np.empty(total, dtype=np.float32)
     at = 0
     for _, df in store.iter_shards("scores", columns=list(SCORE_COLUMNS), categorical=["request_id", "model", "metric"]):
+        if keep_metric is not None:
+            metric = df["metric"].astype("category")
+            wanted = [m for m in metric.cat.categories if keep_metric(str(m))]
+            df = df.loc[metric.isin(wanted).to_numpy()]
         n = len(df)
         if at + n > len(value):  # more rows than the commit records said: grow
             grow = max(at + n, 2 * len(value))

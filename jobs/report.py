@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import pandas as pd
 
 from jobs.config import RunConfig
 from jobs.store import RunStore
@@ -41,34 +40,40 @@ def judge_bias(store: RunStore, incumbent: str) -> dict:
     Position: P(the answer shown first wins) in each order; order ab shows the candidate first, so
     P(A wins | ab) = mean(ab) and P(A wins | ba) = 1 - mean(ba) (values are oriented candidate-better = 1).
     Length: Pearson correlation of the verdict with the candidate-minus-incumbent length difference.
-    Read shard by shard, keeping only the columns and rows these figures need.
+    Only the judge and length rows are read, compactly (integer codes, float32), shard by shard.
     """
-    frames = []
-    for _, shard in store.iter_shards("scores", columns=["request_id", "model", "metric", "value"]):
-        keep = shard["metric"].str.startswith("judge.pairwise.") | (shard["metric"] == "check.length_chars")
-        frames.append(shard.loc[keep])
-    if not frames:
+    from jobs.calibrate import read_scores_compact
+
+    df = read_scores_compact(store, keep_metric=lambda m: m.startswith("judge.pairwise.") or m == "check.length_chars")
+    if df.empty:
         return {}
-    df = pd.concat(frames, ignore_index=True)
+    mets = [str(m) for m in df["metric"].cat.categories]
+    models = [str(m) for m in df["model"].cat.categories]
+    mcode, modcode = df["metric"].cat.codes.to_numpy(), df["model"].cat.codes.to_numpy()
+    reqs, vals = df["request_id"].cat.codes.to_numpy(), df["value"].to_numpy()
+    n_req = len(df["request_id"].cat.categories)
+    del df
+    lengths = np.full((n_req, len(models)), np.nan, dtype=np.float32)
+    if "check.length_chars" in mets:
+        sel = mcode == mets.index("check.length_chars")
+        lengths[reqs[sel], modcode[sel]] = vals[sel]
+    inc = models.index(incumbent) if incumbent in models else None
     out: dict = {}
-    pair = df[df["metric"].str.startswith("judge.pairwise.")]
-    lengths = df[df["metric"] == "check.length_chars"].set_index(["request_id", "model"])["value"]
-    inc_len = lengths.xs(incumbent, level="model") if incumbent in lengths.index.get_level_values("model") else None
-    for metric in sorted(pair["metric"].unique()):
-        v = pair[pair["metric"] == metric]
-        if metric.endswith(".ab"):
-            twin = pair[pair["metric"] == metric[:-3] + ".ba"]
-            if len(twin):
-                out.setdefault(metric[:-3], {})["position"] = {
-                    "p_a_wins_ab": round(float(v["value"].mean()), 4),
-                    "p_a_wins_ba": round(float(1 - twin["value"].mean()), 4), "n": int(len(v))}
-        if inc_len is not None:
-            cand_len = lengths.reindex(pd.MultiIndex.from_frame(v[["request_id", "model"]])).to_numpy()
-            diff = cand_len - inc_len.reindex(v["request_id"]).to_numpy()
-            ok = np.isfinite(diff) & np.isfinite(v["value"].to_numpy())
-            if ok.sum() > 2 and np.std(diff[ok]) > 0 and np.std(v["value"].to_numpy()[ok]) > 0:
-                r = float(np.corrcoef(diff[ok], v["value"].to_numpy()[ok])[0, 1])
-                out.setdefault(metric, {})["length"] = {"correlation": round(r, 4), "n": int(ok.sum())}
+    for metric in sorted(m for m in mets if m.startswith("judge.pairwise.")):
+        sel = mcode == mets.index(metric)
+        val = vals[sel].astype(float)
+        if metric.endswith(".ab") and metric[:-3] + ".ba" in mets:
+            twin = vals[mcode == mets.index(metric[:-3] + ".ba")].astype(float)
+            out.setdefault(metric[:-3], {})["position"] = {
+                "p_a_wins_ab": round(float(val.mean()), 4), "p_a_wins_ba": round(float(1 - twin.mean()), 4),
+                "n": int(len(val))}
+        if inc is not None:
+            r = reqs[sel]
+            diff = (lengths[r, modcode[sel]] - lengths[r, inc]).astype(float)
+            ok = np.isfinite(diff) & np.isfinite(val)
+            if ok.sum() > 2 and np.std(diff[ok]) > 0 and np.std(val[ok]) > 0:
+                corr = float(np.corrcoef(diff[ok], val[ok])[0, 1])
+                out.setdefault(metric, {})["length"] = {"correlation": round(corr, 4), "n": int(ok.sum())}
     return out
 
 
