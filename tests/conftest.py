@@ -51,3 +51,16 @@ def s3_bucket(moto_server):
     client = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
     client.create_bucket(Bucket="baton-test")
     return moto_server, "baton-test"
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray for one test module, on loopback; yields its GCS address. Stopped with ray.shutdown() after the
+    module, never `ray stop` (which would end every Ray on the machine)."""
+    import ray
+
+    from tests.support.fixtures import start_local_ray
+
+    start_local_ray(2)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

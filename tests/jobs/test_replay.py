@@ -22,20 +22,11 @@ from jobs.config import parse_config  # noqa: E402
 from jobs.cli import main as cli_main
 from jobs.replay import replay  # noqa: E402
 from jobs.store import RunStore, shard_id  # noqa: E402
-from tests.support.fixtures import run_config, start_local_ray, traffic_frame, write_traffic  # noqa: E402
+from tests.support.fixtures import run_config, traffic_frame, write_traffic  # noqa: E402
 from tests.support.openai_server import OpenAIServer  # noqa: E402
 from tests.support.tiny_model import tiny_model_path  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    start_local_ray(2)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -50,15 +50,6 @@ def _responses(model, answers, errors, ids):
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def judge_server():
     with OpenAIServer(responder=scripted_judge) as srv:
         yield srv

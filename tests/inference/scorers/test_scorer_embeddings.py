@@ -22,15 +22,6 @@ PAIRS = [
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def batch():
     return pd.DataFrame({
         "request_id": [f"r{i}" for i in range(len(PAIRS))] + ["r-null"], "model": "cand",
@@ -42,9 +33,11 @@ def batch():
 
 @pytest.fixture(scope="module")
 def ray_embeddings(ray_cluster, batch):
-    ds = ray_cluster.data.from_pandas(batch).repartition(2).map_batches(
+    import ray
+
+    ds = ray.data.from_pandas(batch).repartition(2).map_batches(
         Embedder, fn_constructor_kwargs={"config": EmbeddingConfig(batch_size=8)}, batch_size=3,
-        batch_format="pandas", compute=ray_cluster.data.ActorPoolStrategy(size=1), num_cpus=1)
+        batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1)
     return ds.to_pandas()
 
 
