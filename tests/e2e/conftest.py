@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import S3_ENV
-from tests.support.fixtures import free_port
+from tests.support.fixtures import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,9 +21,10 @@ def ray_head(moto_server):
     tmp = f"/tmp/bre-{secrets.token_hex(3)}"  # short: Ray's socket paths must stay under 107 bytes
     env = dict(os.environ)
     env.update(S3_ENV)
+    gcs_port, dashboard_port, client_port = free_ports(3)
     env.update({
-        "BATON_RAY_TMPDIR": tmp, "BATON_RAY_PORT": str(free_port()), "BATON_RAY_DASHBOARD_PORT": str(free_port()),
-        "BATON_RAY_CLIENT_PORT": str(free_port()), "BATON_RAY_NUM_CPUS": "2", "VENV": str(REPO / ".venv"),
+        "BATON_RAY_TMPDIR": tmp, "BATON_RAY_PORT": str(gcs_port), "BATON_RAY_DASHBOARD_PORT": str(dashboard_port),
+        "BATON_RAY_CLIENT_PORT": str(client_port), "BATON_RAY_NUM_CPUS": "2", "VENV": str(REPO / ".venv"),
         "PATH": f"{REPO / '.venv' / 'bin'}:{env.get('PATH', '')}",
         # The job's driver reads its config from S3 before it knows the store's endpoint.
         "AWS_ENDPOINT_URL_S3": moto_server,

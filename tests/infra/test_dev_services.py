@@ -10,14 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.fixtures import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 DEV = ROOT / "infra" / "dev"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _outward_ip() -> str | None:
@@ -33,7 +29,7 @@ def _outward_ip() -> str | None:
 
 @pytest.fixture
 def s3_server(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "BATON_S3_PORT": str(port),
