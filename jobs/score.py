@@ -32,11 +32,6 @@ from jobs.store import RunStore, shard_id
 log = logging.getLogger(__name__)
 
 
-def scoring_config(cfg: RunConfig) -> ScoringConfig:
-    raw = cfg.scoring
-    return raw if isinstance(raw, ScoringConfig) else ScoringConfig.model_validate(raw or {})
-
-
 class ScoreShardTask:
     """Shard task (see jobs.shards): built once per actor, so the embedding model and judge engine load once."""
 
@@ -173,7 +168,7 @@ def _quarantine_rows(failures: pd.DataFrame, batch: pd.DataFrame, source: str) -
 
 def score(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
     """Score every pending (model, traffic shard); returns the stage statistics (rubric versions included)."""
-    scoring = scoring_config(cfg)
+    scoring = cfg.scoring
     incumbent = cfg.incumbent.name
     replayed = cfg.incumbent.replay is not None
     traffic = sorted(store.commits("traffic"))
