@@ -20,8 +20,10 @@ from jobs import cli
 from jobs import labels as labels_cli
 from jobs.config import parse_config
 from jobs.errors import ContractError
-from jobs.labels import (LabelDimension, LabelTaskConfig, design_weights, export_batch, import_answers,
-                         load_task_config, run_checks)
+from jobs.label_checks import design_weights, run_checks
+from jobs.label_export import export_batch
+from jobs.label_import import import_answers
+from jobs.label_task import LabelDimension, LabelTaskConfig, load_task_config
 from jobs.store import RunStore
 
 INC, CANDS = "inc-model", ["cand-a", "cand-b"]

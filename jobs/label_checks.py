@@ -1,0 +1,91 @@
+"""Design weights and checks of a run's human labels: agreement between annotators and representativeness.
+
+Agreement per dimension is Krippendorff's alpha; representativeness compares the labelled requests' automated
+scores with all scored ones (weighted by the design). Both are printed by `baton labels import|check` and stored
+in ``labels/checks.json``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+
+from calibration import agreement
+from jobs.config import RunConfig
+from jobs.label_task import LabelTaskConfig
+from jobs.store import RunStore
+
+
+# -- weights and checks ---------------------------------------------------------------------------------------
+def design_weights(store: RunStore) -> pd.DataFrame:
+    """Inclusion probability of every (request_id, candidate) unit over all exported batches.
+
+    ``inclusion_prob = 1 - prod_b (1 - pi_b)`` (calibration.design.combine_inclusion) with ``pi_b`` the unit's
+    probability in batch b (0 where b's pool did not hold it); ``weight = 1 / inclusion_prob`` where positive.
+    Columns: request_id, model, inclusion_prob, weight. This is what the calibration should weight labels by.
+    """
+    frames = []
+    try:
+        names = store.fs.ls(store.path("labels"), detail=False, refresh=True)
+    except FileNotFoundError:
+        names = []
+    for name in sorted(names):
+        base = name.rsplit("/", 1)[-1]
+        if base.startswith("design-") and base.endswith(".parquet"):
+            frames.append(pd.read_parquet(io.BytesIO(store.read_document("labels", base))).assign(b=base))
+    if not frames:
+        return pd.DataFrame(columns=["request_id", "model", "inclusion_prob", "weight"])
+    allp = pd.concat(frames, ignore_index=True)
+    allp["miss"] = 1.0 - allp["inclusion_prob"].clip(0, 1)
+    comb = allp.groupby(["request_id", "candidate"])["miss"].prod().reset_index()
+    comb["inclusion_prob"] = 1.0 - comb["miss"]
+    comb["weight"] = np.where(comb["inclusion_prob"] > 0, 1.0 / comb["inclusion_prob"].where(comb["inclusion_prob"] > 0, 1), np.nan)
+    return comb.rename(columns={"candidate": "model"})[["request_id", "model", "inclusion_prob", "weight"]]
+
+
+def run_checks(cfg: RunConfig, store: RunStore, task: LabelTaskConfig) -> dict:
+    """Agreement per dimension and representativeness per metric over all labels of the run; stored as
+    labels/checks.json."""
+    labels = store.read_table("labels")
+    out: dict = {"agreement": {}, "representativeness": {}, "warnings": []}
+    if labels.empty:
+        return out
+    labels = labels.astype({"request_id": str, "model": str})
+    kinds = {d.name: d.kind for d in task.dimensions}
+    for dim, rows in labels.groupby("dimension"):
+        level = {"pairwise": "ordinal", "binary": "nominal", "ordinal": "ordinal"}.get(kinds.get(dim, ""), "interval")
+        items = (rows["request_id"] + "\x1f" + rows["model"]).to_numpy()
+        res = agreement.alpha_from_long(items, rows["annotator"].fillna("anonymous").astype(str).to_numpy(),
+                                        rows["value"].to_numpy(dtype=float), level)
+        out["agreement"][str(dim)] = res
+        if res["items"] and np.isfinite(res["alpha"]) and res["alpha"] < 0.667:
+            out["warnings"].append(f"dimension {dim}: Krippendorff's alpha {res['alpha']:.2f} < 0.667 on "
+                                   f"{res['items']} items (Krippendorff's lowest bound for tentative conclusions)")
+    scores = store.read_table("scores")
+    cands = [c.name for c in cfg.candidates]
+    weights = design_weights(store)
+    if not scores.empty:
+        scores = scores.astype({"request_id": str, "model": str})
+        for cand in cands:
+            wide = scores[scores["model"] == cand].pivot_table(index="request_id", columns="metric", values="value",
+                                                              aggfunc="mean")
+            lab_ids = labels.loc[labels["model"] == cand, "request_id"].unique()
+            if wide.empty or len(lab_ids) == 0:
+                continue
+            pos = wide.index.get_indexer(lab_ids)
+            lab_ids, pos = lab_ids[pos >= 0], pos[pos >= 0]
+            w = weights[weights["model"] == cand].set_index("request_id")["weight"].reindex(lab_ids)
+            w = w.fillna(1.0).to_numpy()  # labels imported without a design (e.g. a plain table): equal weight
+            rows = agreement.representativeness(wide.to_numpy(dtype=float), pos, w, [str(c) for c in wide.columns])
+            out["representativeness"][cand] = rows
+            for r in rows:
+                if r["warn"]:
+                    out["warnings"].append(
+                        f"candidate {cand}, metric {r['metric']}: labelled requests differ from all scored ones "
+                        f"(weighted SMD {r['smd']:+.2f}, KS {r['ks']:.2f} > {r['ks_critical']:.2f} at n_eff "
+                        f"{r['n_eff']:.0f}); the labels may not be representative")
+    store.write_document("labels", "checks.json", json.dumps(out, indent=1, default=float))
+    return out
