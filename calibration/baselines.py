@@ -8,6 +8,11 @@
   arXiv:2311.01453) via ``ppi_py.ppi_mean_ci`` with power tuning; the predictor is a ridge regression of the label
   on all (standardised) metrics, cross-fitted on the labelled requests (5 folds; Zrnic & Candes 2024,
   "Cross-prediction-powered inference") so the labels never score their own prediction.
+
+When the labels come from a design with unequal inclusion probabilities (stratified with Neyman allocation,
+active), the plain mean and PPI++ would be biased towards the over-sampled units. Then human_only is the Hajek
+mean and ppi the design-weighted difference estimator (active inference, Zrnic & Candes 2024), both in
+calibration.design, with ``method`` saying which was used.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import numpy as np
 from ppi_py import classical_mean_ci, ppi_mean_ci
 from scipy.stats import norm
 
+from calibration import design
 from calibration.data import CalibrationData
 
 
@@ -52,6 +58,9 @@ def human_only(data: CalibrationData, c: int, alpha: float, mask: np.ndarray | N
         obs = np.where(mask[:, None], obs, np.nan)
     y, ok = target_values(data, obs, c)
     n = int(ok.sum())
+    if n >= 2 and data.design_weighted:
+        r = design.hajek_estimate(y[ok], data.target_pi(c)[ok], confidence=1 - alpha)
+        return {"estimate": r["estimate"], "interval": list(r["interval"]), "n": n, "method": "hajek"}
     if n >= 2:
         lo, hi = classical_mean_ci(y[ok], alpha=alpha)
         return {"estimate": float(y[ok].mean()), "interval": [float(lo), float(hi)], "n": n}
@@ -140,6 +149,11 @@ def ppi(data: CalibrationData, c: int, alpha: float, pred: np.ndarray) -> dict:
     unl = ~ok & data.estimand_mask()[:, c]
     if ok.sum() < 2 or unl.sum() < 1:
         return {"estimate": None, "interval": None, "note": "too few labelled/unlabelled requests"}
+    if data.design_weighted:
+        every = data.estimand_mask()[:, c] | ok
+        r = design.difference_estimate(yhat[every], y[ok], yhat[ok], data.target_pi(c)[ok], confidence=1 - alpha)
+        return {"estimate": r["estimate"], "interval": list(r["interval"]), "n": int(ok.sum()),
+                "method": "design-weighted difference"}
     # ppi_mean_ci's interval is symmetric around the PPI++ point estimate, so its midpoint is that estimate
     lo, hi = ppi_mean_ci(y[ok], yhat[ok], yhat[unl], alpha=alpha)
     lo, hi = float(np.ravel(lo)[0]), float(np.ravel(hi)[0])

@@ -50,11 +50,29 @@ class CalibrationData:
     raw_metric_names: list[str] = field(default_factory=list)
     judge_raw: np.ndarray | None = None  # (n_req, n_models) raw judge value, for the judge-only baseline
     present: np.ndarray | None = None  # (n_req, n_models) bool: the model has score rows for the request
+    # Sampling design of the labels (None: no design recorded, every label weighs the same). unit_pi[r, c] is the
+    # probability that candidate c's unit on request r was chosen for labelling; lab_pi the probability of each
+    # label row's cell (an incumbent cell is labelled when any candidate's unit on its request was chosen).
+    unit_pi: np.ndarray | None = None  # (n_req, n_candidates) float, NaN for units no design covers
+    lab_pi: np.ndarray | None = None  # (n_labels,) float in (0, 1]
 
     def estimand_mask(self) -> np.ndarray:
         """(n_req, n_candidates) bool: requests a candidate's estimand averages over (it was scored there)."""
         pres = self.present if self.present is not None else np.ones((self.n_req, self.n_models), bool)
         return pres if self.kind == "pairwise" else pres[:, 1:]
+
+    @property
+    def design_weighted(self) -> bool:
+        """Whether the labels' inclusion probabilities vary, so estimates must weight them (Horvitz-Thompson)."""
+        if self.lab_pi is None or len(self.lab_pi) == 0:
+            return False
+        return bool(np.ptp(self.lab_pi) > 1e-9 * self.lab_pi.max())
+
+    def target_pi(self, c: int) -> np.ndarray:
+        """(n_req,) probability that candidate c's estimand term on each request was labelled (1 without a design)."""
+        if self.unit_pi is None:
+            return np.ones(self.n_req)
+        return self.unit_pi[:, c]
 
     @property
     def n_req(self) -> int:
@@ -179,8 +197,14 @@ def prepare(
     traffic: pd.DataFrame | None = None,
     segment_cols: list[str] | None = None,
     max_features: int = 8,
+    design: pd.DataFrame | None = None,
+    use_design: bool = True,
 ) -> CalibrationData:
-    """Validate and reshape the long tables (see docs/contracts) into a :class:`CalibrationData`."""
+    """Validate and reshape the long tables (see docs/contracts) into a :class:`CalibrationData`.
+
+    ``design`` (request_id, model, inclusion_prob; one row per candidate unit any label batch could have chosen)
+    gives the labels' sampling design; without it the labels table's own ``inclusion_prob`` column is used when
+    present. ``use_design=False`` ignores both (every label weighs the same)."""
     if kind not in KINDS:
         raise InputError(f"--kind must be one of {KINDS}, got {kind!r}")
     _require(scores, ["request_id", "model", "metric", "value"], "scores")
@@ -306,14 +330,82 @@ def prepare(
         ann = pd.factorize(lab["annotator"].astype("string").fillna("<unknown>"))[0]
     else:
         ann = np.full(len(lab), -1)
+    unit_pi = lab_pi = None
+    if use_design:
+        unit_pi = _unit_probabilities(design if design is not None else labels, "design" if design is not None
+                                      else "labels", req_index, candidates)
+    if unit_pi is not None:
+        lab_pi = _label_probabilities(unit_pi, ridx[keep], midx[keep], kind, present, candidates, warns)
     return CalibrationData(
         kind=kind, dimension=dimension, incumbent=incumbent, candidates=candidates, row_models=row_models,
         request_ids=request_ids, X=X.astype(np.float32, copy=False), feature_names=feat_names, seg_idx=seg_idx,
         segment_names=seg_names, cat_values=cat_values, lab_req=ridx[keep].astype(np.int64),
         lab_model=midx[keep].astype(np.int64), lab_cat=cat[keep].astype(np.int64),
         lab_annotator=np.asarray(ann)[keep].astype(np.int64), warnings=warns, raw_metric_names=metric_names,
-        judge_raw=judge_raw, present=present,
+        judge_raw=judge_raw, present=present, unit_pi=unit_pi, lab_pi=lab_pi,
     )
+
+
+def _unit_probabilities(table: pd.DataFrame, name: str, req_index: pd.Index, candidates: list[str]):
+    """(n_req, n_candidates) inclusion probability of each candidate unit, NaN where no design covers it; None
+    when ``table`` records no design. Several batches of one unit combine as ``1 - prod_b (1 - pi_b)``
+    (calibration.design.combine_inclusion)."""
+    if "inclusion_prob" not in table.columns:
+        return None
+    _require(table, ["request_id", "model"], name)
+    pi = _numeric(table["inclusion_prob"], name, "inclusion_prob", allow_nan=True)
+    bad = np.isfinite(pi) & ((pi <= 0) | (pi > 1 + 1e-9))
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        raise InputError(f"{name}: row {pos} (0-based data row), column 'inclusion_prob': {float(pi[pos])!r} is "
+                         f"not a probability in (0, 1] ({int(bad.sum())} such rows)")
+    ok = np.isfinite(pi)
+    if not ok.any():
+        return None
+    frame = pd.DataFrame({"request_id": table["request_id"].astype(str).to_numpy()[ok],
+                          "model": table["model"].astype(str).to_numpy()[ok], "miss": 1.0 - np.minimum(pi[ok], 1.0)})
+    # one probability per unit and batch (its annotators and dimensions repeat it), then across batches
+    frame["batch"] = table["batch"].astype(str).to_numpy()[ok] if "batch" in table.columns else ""
+    frame = frame.drop_duplicates(["request_id", "model", "batch"])
+    miss = frame.groupby(["request_id", "model"], sort=False)["miss"].prod()
+    out = np.full((len(req_index), len(candidates)), np.nan)
+    for c, cand in enumerate(candidates):
+        if cand not in miss.index.get_level_values("model"):
+            continue
+        m = miss.xs(cand, level="model")
+        pos = req_index.get_indexer(m.index)
+        out[pos[pos >= 0], c] = 1.0 - m.to_numpy()[pos >= 0]
+    return out
+
+
+def _label_probabilities(unit_pi: np.ndarray, lab_req: np.ndarray, lab_model: np.ndarray, kind: str,
+                         present: np.ndarray, candidates: list[str], warns: list[str]) -> np.ndarray:
+    """Inclusion probability of each label row's cell; fills ``unit_pi`` for labelled units no design covers.
+
+    A labelled unit without a probability (labels from a plain table beside designed batches) is taken as part of
+    a simple random sample of its candidate's scored units (pi = labelled / scored), with a warning. An incumbent
+    cell (absolute dimensions) is labelled when any candidate's unit on its request is chosen."""
+    n_req, n_cand = unit_pi.shape
+    cand_of = lab_model if kind == "pairwise" else lab_model - 1
+    is_cand = cand_of >= 0
+    for c in range(n_cand):
+        reqs = np.unique(lab_req[is_cand & (cand_of == c)])
+        gap = reqs[~np.isfinite(unit_pi[reqs, c])]
+        if len(gap):
+            scored = int(present[:, c if kind == "pairwise" else c + 1].sum())
+            unit_pi[gap, c] = min(1.0, len(gap) / max(scored, 1))
+            warns.append(f"labels: {len(gap)} labelled unit(s) of candidate {candidates[c]!r} have no inclusion_prob; "
+                         f"taken as a simple random sample (pi = {unit_pi[gap[0], c]:.4g})")
+    lab_pi = np.empty(len(lab_req))
+    lab_pi[is_cand] = unit_pi[lab_req[is_cand], cand_of[is_cand]]
+    if (~is_cand).any():
+        any_unit = 1.0 - np.prod(1.0 - np.nan_to_num(unit_pi, nan=0.0), axis=1)
+        inc = lab_req[~is_cand]
+        pi_inc = any_unit[inc]
+        if (pi_inc <= 0).any():  # incumbent labels with no candidate unit chosen on their request
+            pi_inc = np.where(pi_inc > 0, pi_inc, min(1.0, len(np.unique(inc)) / max(n_req, 1)))
+        lab_pi[~is_cand] = pi_inc
+    return lab_pi
 
 
 def _judge_raw(raw: np.ndarray, names: list[str], metric_names: list[str], dimension: str, kind: str):

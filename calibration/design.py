@@ -16,7 +16,8 @@ Designs
   deviation. Units are drawn by randomised systematic probability-proportional-to-size sampling (Goodman & Kish
   1950; Hartley & Rao 1962), which has a fixed sample size and exactly the inclusion probabilities asked for.
 
-Estimator
+Estimators
+:func:`hajek_estimate` is the human-only mean of the labels weighted by ``1 / pi`` (Hajek 1971).
 :func:`difference_estimate` is the design-weighted difference (model-assisted) estimator of Sarndal, Swensson &
 Wretman (1992, ch. 6), the finite-population form of prediction-powered / active inference: the mean of the
 automated prediction over all units plus the Horvitz-Thompson estimate of the mean residual on the labelled
@@ -30,8 +31,8 @@ from scipy import stats
 
 __all__ = [
     "ht_weights", "random_design", "stratified_allocation", "stratified_design", "active_probabilities",
-    "active_design", "systematic_pps", "bernoulli_sd", "combine_inclusion", "ht_mean", "hajek_mean",
-    "difference_estimate", "fit_logistic", "predict_logistic",
+    "active_design", "systematic_pps", "bernoulli_sd", "combine_inclusion", "ht_mean",
+    "hajek_estimate", "difference_estimate", "fit_logistic", "predict_logistic",
 ]
 
 
@@ -191,10 +192,37 @@ def ht_mean(y: np.ndarray, pi: np.ndarray, n_pop: int) -> float:
     return float(np.sum(np.asarray(y, dtype=float) * ht_weights(pi)) / n_pop)
 
 
-def hajek_mean(y: np.ndarray, pi: np.ndarray) -> float:
-    """Hajek (1971) ratio estimate of the mean: ``sum(y / pi) / sum(1 / pi)``; lower variance when weights vary."""
+def _deville_variance(e: np.ndarray, pi: np.ndarray, n_pop: float) -> float:
+    """Variance of ``sum(e) / N`` for expanded values ``e_k = r_k / pi_k`` under a fixed-size, high-entropy design:
+    ``n/(n-1) / N^2 * sum c_k (e_k - e_bar)^2`` with ``c_k = 1 - pi_k``, ``e_bar = sum c_k e_k / sum c_k`` (Hajek
+    1964; Deville 1999, eq. 2.8). Under simple random sampling it is the textbook ``(1 - n/N) s^2 / n``."""
+    n = len(e)
+    if n < 2:
+        return float("inf")
+    c = 1.0 - pi
+    e_bar = np.sum(c * e) / c.sum() if c.sum() > 0 else 0.0
+    return float(n / (n - 1) * np.sum(c * (e - e_bar) ** 2) / n_pop**2)
+
+
+def _normal_interval(est: float, var: float, n: int, confidence: float) -> dict:
+    se = float(np.sqrt(var))
+    z = stats.norm.ppf(0.5 + confidence / 2)
+    return {"estimate": est, "se": se, "interval": (est - z * se, est + z * se), "n": n}
+
+
+def hajek_estimate(y: np.ndarray, pi: np.ndarray, confidence: float = 0.9) -> dict:
+    """Hajek (1971) mean of the labels with a normal interval; the design-weighted human-only estimate.
+
+    ``theta = sum(y / pi) / sum(1 / pi)``; its linearised variance is :func:`_deville_variance` of the residuals
+    ``y - theta`` expanded by ``1 / pi``, with the estimated population size ``sum(1 / pi)`` (Sarndal, Swensson &
+    Wretman 1992, sec. 5.7). Returns estimate, se, interval, n.
+    """
+    y = np.asarray(y, dtype=float)
+    pi = np.asarray(pi, dtype=float)
     w = ht_weights(pi)
-    return float(np.sum(np.asarray(y, dtype=float) * w) / w.sum())
+    n_hat = w.sum()
+    est = float(np.sum(y * w) / n_hat) if len(y) else float("nan")
+    return _normal_interval(est, _deville_variance((y - est) * w, pi, n_hat), len(y), confidence)
 
 
 def difference_estimate(pred_all: np.ndarray, y_lab: np.ndarray, pred_lab: np.ndarray, pi_lab: np.ndarray,
@@ -204,9 +232,7 @@ def difference_estimate(pred_all: np.ndarray, y_lab: np.ndarray, pred_lab: np.nd
     ``theta = mean(pred_all) + sum((y - pred) / pi) / N`` over the labelled units (Sarndal, Swensson & Wretman
     1992, eq. 6.3.1; with ``pred = 0`` it is plain Horvitz-Thompson). Unbiased under any design with known
     ``pi > 0`` whatever the quality of the prediction; a good prediction only shrinks the variance. The variance
-    is the Hajek-Deville approximation for a fixed-size, high-entropy design (Deville 1999, eq. 2.8):
-    ``v = n/(n-1) / N^2 * sum c_k (e_k - e_bar)^2`` with ``e_k = r_k / pi_k``, ``c_k = 1 - pi_k`` and
-    ``e_bar = sum c_k e_k / sum c_k``; under simple random sampling it is the textbook ``(1 - n/N) s^2 / n``.
+    is the Hajek-Deville approximation for a fixed-size, high-entropy design (:func:`_deville_variance`).
     Returns estimate, se, interval, n.
     """
     pred_all = np.asarray(pred_all, dtype=float)
@@ -215,16 +241,7 @@ def difference_estimate(pred_all: np.ndarray, y_lab: np.ndarray, pred_lab: np.nd
     n_pop, n = len(pred_all), len(r)
     w = ht_weights(pi) if n else np.zeros(0)
     est = float(pred_all.mean() + np.sum(r * w) / n_pop)
-    if n >= 2:
-        c = 1.0 - pi
-        e = r * w
-        e_bar = np.sum(c * e) / c.sum() if c.sum() > 0 else 0.0
-        var = n / (n - 1) * np.sum(c * (e - e_bar) ** 2) / n_pop**2
-    else:
-        var = np.inf
-    se = float(np.sqrt(var))
-    z = stats.norm.ppf(0.5 + confidence / 2)
-    return {"estimate": est, "se": se, "interval": (est - z * se, est + z * se), "n": n}
+    return _normal_interval(est, _deville_variance(r * w, pi, n_pop), n, confidence)
 
 
 def fit_logistic(X: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, ridge: float = 1e-2,

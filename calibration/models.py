@@ -29,10 +29,10 @@ from calibration.data import CalibrationData
 def _cells(blocks: list[CalibrationData]):
     """Labelled cells of all blocks, with per-category annotation counts."""
     K = blocks[0].n_cat
-    out = {k: [] for k in ("block", "model", "seg", "x", "counts", "req")}
+    out = {k: [] for k in ("block", "model", "seg", "x", "counts", "req", "weight")}
     for b, d in enumerate(blocks):
         key = d.lab_req.astype(np.int64) * d.n_models + d.lab_model
-        uniq, inv = np.unique(key, return_inverse=True)
+        uniq, first, inv = np.unique(key, return_index=True, return_inverse=True)
         counts = np.zeros((len(uniq), K))
         np.add.at(counts, (inv, d.lab_cat), 1.0)
         req, mod = uniq // d.n_models, uniq % d.n_models
@@ -42,7 +42,23 @@ def _cells(blocks: list[CalibrationData]):
         out["x"].append(d.X[req, mod, :])
         out["counts"].append(counts)
         out["req"].append(req)
+        out["weight"].append(cell_weights(d, first))
     return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def cell_weights(d: CalibrationData, first_row: np.ndarray) -> np.ndarray:
+    """Pseudo-likelihood weight of each labelled cell: ``1 / pi`` scaled to mean 1 (all 1 without a design).
+
+    Weighting each cell's log-likelihood by its inverse inclusion probability makes the fit design-consistent under
+    an informative design even when the model is misspecified (the survey-weighted pseudo-posterior of Savitsky &
+    Toth 2016, EJS 10(1)); with an intercept per model and canonical link the weighted score equations match the
+    Horvitz-Thompson estimate of each category's share (Firth & Bennett 1998, JRSS B 60(1)), which is what keeps the
+    aggregated estimand unbiased. Scaling to mean 1 keeps the pseudo-posterior's spread that of ``n`` labels.
+    """
+    if not d.design_weighted:
+        return np.ones(len(first_row))
+    w = 1.0 / d.lab_pi[first_row]
+    return w * (w.sum() / np.sum(w * w))  # sums to Kish n_eff
 
 
 def build_model(blocks: list[CalibrationData]) -> pm.Model:
@@ -61,6 +77,9 @@ def build_model(blocks: list[CalibrationData]) -> pm.Model:
     with pm.Model(coords=coords) as model:
         x = pm.Data("x", c["x"].astype(float), dims=("cell", "feature"))
         counts = pm.Data("counts", c["counts"], dims=("cell", "category"))
+        weighted = not np.allclose(c["weight"], 1.0)
+        if weighted:
+            weight = pm.Data("weight", c["weight"], dims="cell")
         blk, mod, seg = c["block"], c["model"], c["seg"]
         init = np.tile(np.linspace(-1.0, 1.0, K - 1) if K > 2 else np.zeros(1), (B, 1))
         cut = pm.Normal("cut", 0.0, 3.0, dims=("block", "threshold"),
@@ -96,7 +115,8 @@ def build_model(blocks: list[CalibrationData]) -> pm.Model:
             item_z = pm.Normal("item_z", 0.0, 1.0, dims="cell")
             eta = eta + sig_item[blk] * item_z
         p = pm.OrderedLogistic.compute_p(eta, cut[blk])
-        pm.Potential("labels", pt.sum(counts * pt.log(pt.clip(p, 1e-12, 1.0))))
+        loglik = pt.sum(counts * pt.log(pt.clip(p, 1e-12, 1.0)), axis=1)
+        pm.Potential("labels", pt.sum(weight * loglik) if weighted else pt.sum(loglik))
     return model
 
 

@@ -105,6 +105,7 @@ def calibrate_dimension(data: CalibrationData, margin: float, confidence: float,
                             f"{[_r(v) for v in pp['interval']]} do not overlap: check the calibration model")
             reasons.append(disagreement)
         thin = draws if len(draws) <= 1000 else draws[:: int(np.ceil(len(draws) / 1000))]
+        des = _design_summary(data, ci, ok)
         out[cand] = {
             "kind": data.kind, "gating": gating, "n_scored": n_scored,
             "estimate": _r(draws.mean()), "interval": [_r(v) for v in interval],
@@ -115,9 +116,22 @@ def calibrate_dimension(data: CalibrationData, margin: float, confidence: float,
             "human_only": _round_dict(ho), "judge_only": _round_dict(baselines.judge_only(data, ci, alpha,
                                                                                           data.judge_raw)),
             "ppi": _round_dict(pp), "disagreement": disagreement, "segments": segs, "diagnostics": diag,
-            "calibration": calib, "posterior_draws": [round(float(v), 5) for v in thin],
+            "calibration": calib, "design": des, "posterior_draws": [round(float(v), 5) for v in thin],
         }
+        if des["weighted"]:
+            reasons.append(f"labels weighted by their design's inclusion probabilities (pi {des['pi_min']:.3g} to "
+                           f"{des['pi_max']:.3g}; {labels_used} labels count as {des['labels_n_eff']:.0f} by Kish)")
     return out
+
+
+def _design_summary(data: CalibrationData, c: int, labelled: np.ndarray) -> dict:
+    """How the labels' sampling design entered: whether weighted, the range of pi and Kish's effective n."""
+    if not data.design_weighted or not labelled.any():
+        return {"weighted": False}
+    pi = data.target_pi(c)[labelled]
+    w = 1.0 / pi
+    return {"weighted": True, "pi_min": _r(pi.min(), 6), "pi_max": _r(pi.max(), 6),
+            "labels_n_eff": _r(w.sum() ** 2 / np.sum(w * w), 1)}
 
 
 def _round_dict(d: dict) -> dict:

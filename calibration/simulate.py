@@ -137,3 +137,42 @@ def coverage_study(n_reps: int, seed0: int = 0, confidence: float = 0.9, kind: s
                              "human_covered": bool(ho["interval"][0] <= truth <= ho["interval"][1]),
                              "human_width": float(ho["interval"][1] - ho["interval"][0]), "fit_divergences": div})
     return pd.DataFrame(rows)
+
+
+def simulate_design(seed: int, design_name: str = "active", n_requests: int = 600, n_labels: int = 60,
+                    candidate: str = "cand-a", incumbent: str = "incumbent", tau: float = 0.1) -> SimTables:
+    """Pairwise world where the calibration model is misspecified and the labels come from an informative design.
+
+    A judge score ``x ~ N(0, 1)`` drives the human preference through a step, not the model's logistic:
+    ``P(candidate better) = 0.35`` below ``x = 0`` and ``0.8`` above (ties with probability 0.15 throughout).
+    The ``active`` design labels where a naive predictor ``logistic(1.5 x)`` is least sure (near ``x = 0``),
+    floored at ``tau n / N``; ``stratified`` splits the traffic at ``x = 0`` into two regions and takes 3/4 of the
+    labels from the upper one. Labels carry their ``inclusion_prob`` and ``batch``. An unweighted fit of a linear
+    ordered logistic to such labels mis-predicts the many unlabelled units far from the boundary; weighting by
+    ``1 / pi`` does not (calibration.models.cell_weights)."""
+    from calibration import design
+
+    rng = np.random.default_rng(seed)
+    rid = np.array([f"r{i:06d}" for i in range(n_requests)], dtype=object)
+    x = rng.normal(0, 1, n_requests)
+    upper = x > 0
+    p_win = np.where(upper, 0.8, 0.35)
+    u = rng.random(n_requests)
+    label = np.where(u < 0.15, 0.5, np.where(u < 0.15 + 0.85 * p_win, 1.0, 0.0))
+    region = np.where(upper, "high", "low").astype(object)
+    if design_name == "active":
+        idx, pi = design.active_design(design.bernoulli_sd(expit(1.5 * x)) ** 2, n_labels, rng, tau=tau)
+    elif design_name == "stratified":
+        n_hi = int(round(0.75 * n_labels))
+        alloc = {"high": n_hi, "low": n_labels - n_hi}
+        pi = np.where(upper, alloc["high"] / max(upper.sum(), 1), alloc["low"] / max((~upper).sum(), 1))
+        idx = np.sort(np.concatenate([rng.choice(np.flatnonzero(region == r), alloc[r], replace=False)
+                                      for r in ("high", "low")]))
+    else:
+        idx, pi = design.random_design(n_requests, n_labels, rng)
+    scores = pd.DataFrame({"request_id": rid, "model": candidate, "metric": "judge.pairwise.quality", "value": x})
+    labels = pd.DataFrame({"request_id": rid[idx], "model": candidate, "dimension": "quality", "value": label[idx],
+                           "annotator": "a0", "inclusion_prob": pi[idx], "batch": design_name})
+    traffic = pd.DataFrame({"request_id": rid, "region": region})
+    return SimTables(scores, labels, traffic, {candidate: float(label.mean())},
+                     {candidate: {f"region={r}": float(label[region == r].mean()) for r in ("high", "low")}})

@@ -64,6 +64,8 @@ def fest(e: Estimate | None) -> str:
     s = "—" if e.estimate is None else f"{e.estimate:.3f}"
     if e.interval is not None:
         s += f" {fiv(e.interval)}"
+    if e.method:
+        s += f" ({e.method})"
     return s
 
 
@@ -305,7 +307,10 @@ def _baselines(cands: list[Candidate]) -> Section:
         return s
     have_truth = any(d.truth for d in dims)
     s.para("Human-only: the labelled items alone. Judge-only: the automated judge on all scored items, "
-           "uncorrected. PPI++: prediction-powered inference (Angelopoulos et al. 2023) combining both.")
+           "uncorrected. PPI++: prediction-powered inference (Angelopoulos et al. 2023) combining both. When the "
+           "labels came from a design with unequal inclusion probabilities (active, or stratified with Neyman "
+           "allocation), human-only is the Hajek-weighted mean and the PPI++ column the design-weighted difference "
+           "estimator, marked with their method.")
     headers = ["candidate", "dimension", "Bayesian", "human-only", "labels (human-only)", "judge-only", "PPI++"]
     if have_truth:
         headers += ["truth (full human)", "Bayesian covers truth", "PPI++ covers truth"]

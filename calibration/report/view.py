@@ -65,6 +65,7 @@ class Estimate:
     estimate: float | None
     interval: tuple[float, float] | None = None
     n: float | None = None
+    method: str | None = None  # a baseline's estimator when it is not the default (e.g. "hajek")
 
     @classmethod
     def from_any(cls, x: Any) -> Estimate | None:
@@ -73,7 +74,8 @@ class Estimate:
             iv = interval(x.get("interval"))
             if est is None and iv is None:
                 return None
-            return cls(est, iv, num(x.get("n")))
+            method = x.get("method")
+            return cls(est, iv, num(x.get("n")), method if isinstance(method, str) else None)
         v = num(x)
         return None if v is None else cls(v)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from calibration.design import (active_design, active_probabilities, bernoulli_sd, combine_inclusion,
-                                difference_estimate, fit_logistic, hajek_mean, ht_mean, ht_weights,
+                                difference_estimate, fit_logistic, hajek_estimate, ht_mean, ht_weights,
                                 predict_logistic, random_design, stratified_allocation, stratified_design,
                                 systematic_pps)
 
@@ -81,7 +81,12 @@ def test_combine_inclusion_and_ht_hajek():
     assert np.allclose(combine_inclusion([np.array([0.5, 0.0]), np.array([0.5, 0.2])]), [0.75, 0.2])
     y, pi = np.array([1.0, 0.0, 1.0]), np.array([0.5, 0.5, 0.25])
     assert ht_mean(y, pi, 10) == pytest.approx((2 + 4) / 10)
-    assert hajek_mean(y, pi) == pytest.approx(6 / 8)
+    assert hajek_estimate(y, pi)["estimate"] == pytest.approx(6 / 8)
+    # under simple random sampling its variance is the textbook (1 - n/N) s^2 / n
+    y = np.random.default_rng(0).normal(size=40)
+    r = hajek_estimate(y, np.full(40, 40 / 400))
+    assert r["estimate"] == pytest.approx(y.mean())
+    assert r["se"] ** 2 == pytest.approx((1 - 40 / 400) * y.var(ddof=1) / 40)
 
 
 def _population(rng, n_pop=2000):
