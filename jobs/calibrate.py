@@ -16,6 +16,7 @@ from jobs.config import RunConfig
 from jobs.decide import DecideSpec, DimensionSpec, decide_tables
 from jobs.contracts import SCORE_COLUMNS
 from jobs.errors import ContractError
+from jobs.label_checks import design_weights
 from jobs.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ def decision_spec(cfg: RunConfig) -> DecideSpec:
         candidates=[c.name for c in cfg.candidates],
         dimensions=[DimensionSpec(name=x.name, kind=x.kind, gating=x.gating) for x in d.dimensions],
         margin=d.margin, confidence=d.confidence, seed=d.seed, segments=list(cfg.traffic.segments),
-        draws=d.draws, tune=d.tune, chains=d.chains, min_segment_n=d.min_segment_n,
+        draws=d.draws, tune=d.tune, chains=d.chains, min_segment_n=d.min_segment_n, design_weights=d.design_weights,
     )
 
 
@@ -39,8 +40,13 @@ def decide_run(cfg: RunConfig, store: RunStore) -> dict:
     if labels.empty:
         raise ContractError(f"{store.uri('labels')}: no human labels in this run (set labels.path or use `baton labels import`)")
     traffic = store.read_table("traffic", columns=["request_id", *cfg.traffic.segments]) if cfg.traffic.segments else None
+    # every unit any exported batch could have chosen, not only the labelled ones: a unit's probability combines
+    # all batches (`baton labels export`); labels from a plain table carry none and count as a random sample
+    design = design_weights(store) if cfg.decision.design_weights else None
+    if design is not None and design.empty:
+        design = None
     try:
-        decision = decide_tables(scores, labels, traffic, decision_spec(cfg))
+        decision = decide_tables(scores, labels, traffic, decision_spec(cfg), design=design)
     except InputError as exc:
         raise ContractError(f"{store.uri()}: {exc}") from None
     decision["run_id"] = cfg.run_id

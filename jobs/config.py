@@ -93,6 +93,7 @@ class DecisionConfig(_Strict):
     chains: int = Field(2, ge=1, description="NUTS chains (at least 2 for R-hat).")
     min_segment_n: int = Field(20, ge=1, description="Scored requests a segment needs before its credible regression can block migrate.")
     fail_unless_migrate: bool = Field(False, description="Exit non-zero unless every candidate's verdict is migrate (for CI gates).")
+    design_weights: bool = Field(True, description="Weight labels by the inclusion probabilities of the design that chose them (`baton labels export`), so a stratified or active sample does not bias the estimate; false treats every label alike.")
 
 
 class LabelsConfig(_Strict):

@@ -46,6 +46,8 @@ class DecideSpec(BaseModel):
     tune: int = Field(default=500, ge=50, description="NUTS tuning steps per chain")
     chains: int = Field(default=2, ge=1, description="NUTS chains (>= 2 for R-hat)")
     min_segment_n: int = Field(default=20, ge=1, description="scored requests a segment needs before its regression can block migrate")
+    design_weights: bool = Field(default=True, description="weight labels by their design's inclusion probabilities "
+                                 "(the labels' inclusion_prob column, or the design table given to decide_tables)")
 
 
 def read_table(path: str, what: str) -> pd.DataFrame:
@@ -69,15 +71,20 @@ def read_table(path: str, what: str) -> pd.DataFrame:
         raise InputError(f"{what} file {path}: cannot be read as Parquet or CSV ({type(e).__name__}: {e})") from e
 
 
-def decide_tables(scores: pd.DataFrame, labels: pd.DataFrame, traffic: pd.DataFrame | None, spec: DecideSpec) -> dict:
-    """Decision document (schema_version 1) for the given tables. Raises InputError on bad input."""
+def decide_tables(scores: pd.DataFrame, labels: pd.DataFrame, traffic: pd.DataFrame | None, spec: DecideSpec,
+                  design: pd.DataFrame | None = None) -> dict:
+    """Decision document (schema_version 1) for the given tables. Raises InputError on bad input.
+
+    ``design`` (request_id, model, inclusion_prob per candidate unit) is the labels' sampling design; without it
+    the labels' own ``inclusion_prob`` column is used when present (calibration.data.prepare)."""
     settings = SamplerSettings(draws=spec.draws, tune=spec.tune, chains=spec.chains, min_segment_n=spec.min_segment_n)
     candidates_doc: dict[str, dict] = {}
     warnings: list[str] = []
     cand_names = None
     for dim in spec.dimensions:
         data = prepare(scores, labels, spec.incumbent, spec.candidates or None, dim.name, dim.kind,
-                       traffic=traffic, segment_cols=spec.segments or None)
+                       traffic=traffic, segment_cols=spec.segments or None, design=design,
+                       use_design=spec.design_weights)
         cand_names = data.candidates
         warnings += [f"{dim.name}: {w}" for w in data.warnings]
         entries = calibrate_dimension(data, spec.margin, spec.confidence, seed=spec.seed, settings=settings,
@@ -106,7 +113,8 @@ def decide_tables(scores: pd.DataFrame, labels: pd.DataFrame, traffic: pd.DataFr
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scores", required=True, help="scores table (Parquet or CSV): request_id, model, metric, value")
-    parser.add_argument("--labels", required=True, help="labels table: request_id, model, dimension, value[, annotator]")
+    parser.add_argument("--labels", required=True, help="labels table: request_id, model, dimension, value[, annotator, "
+                        "inclusion_prob, batch] (inclusion_prob: the design's probability of choosing the unit)")
     parser.add_argument("--incumbent", required=True, help="incumbent model name")
     parser.add_argument("--candidate", action="append", default=[], help="candidate model name (repeatable)")
     parser.add_argument("--dimension", required=True, help="dimension name in the labels table")
@@ -120,6 +128,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--non-gating", action="store_true", help="report the dimension without gating on it")
     parser.add_argument("--draws", type=int, default=500, help="NUTS draws per chain")
     parser.add_argument("--tune", type=int, default=500, help="NUTS tuning steps per chain")
+    parser.add_argument("--no-design-weights", action="store_true",
+                        help="ignore the labels' inclusion_prob column (treat every label alike)")
     parser.add_argument("--fail-unless-migrate", action="store_true",
                         help="exit 3 when any verdict is not migrate (for CI gates)")
 
@@ -129,7 +139,7 @@ def main(args: argparse.Namespace) -> int:
         spec = DecideSpec(incumbent=args.incumbent, candidates=args.candidate,
                           dimensions=[DimensionSpec(name=args.dimension, kind=args.kind, gating=not args.non_gating)],
                           margin=args.margin, confidence=args.confidence, seed=args.seed, segments=args.segment,
-                          draws=args.draws, tune=args.tune)
+                          draws=args.draws, tune=args.tune, design_weights=not args.no_design_weights)
     except Exception as e:
         print(f"baton decide: bad arguments: {e}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ import yaml
 from jobs import cli
 from jobs import labels as labels_cli
 from jobs.config import parse_config
+from jobs.calibrate import decide_run
 from jobs.errors import ContractError
 from jobs.label_checks import design_weights, run_checks
 from jobs.label_export import export_batch
@@ -349,6 +350,30 @@ def test_active_export_prefers_uncertain_units(run):
     close = pool.loc[(pool["p"] - 0.5).abs() < 0.15, "inclusion_prob"].mean()
     clear = pool.loc[(pool["p"] - 0.5).abs() > 0.3, "inclusion_prob"].mean()
     assert close > 1.5 * clear
+
+
+def test_decide_weights_labels_by_the_active_design(run):
+    """Export by the active design, answer, import, decide: the calibration weights each label by 1 / pi."""
+    res = export_batch(run["cfg"], run["store"], run["task"], str(run["tmp"] / "b"), n=20, seed=3, batch="act",
+                       design_name="active", tau=0.2)
+    shown = pd.read_csv(res["files"]["csv"], dtype=str).to_dict("records")
+    path = run["tmp"] / "act.csv"
+    pd.DataFrame([answer(r) for r in shown]).to_csv(path, index=False)
+    import_answers(run["cfg"], run["store"], str(path))
+    dims = [d for d in run["cfg"].decision.dimensions if d.name == "quality"]
+    cfg = run["cfg"].model_copy(update={"decision": run["cfg"].decision.model_copy(
+        update={"dimensions": dims, "draws": 150, "tune": 150})})
+    doc = decide_run(cfg, run["store"])
+    weights = design_weights(run["store"])
+    for cand in CANDS:
+        e = doc["candidates"][cand]["dimensions"]["quality"]
+        pool = weights[weights["model"] == cand]
+        labelled = set(run["store"].read_table("labels").query("model == @cand")["request_id"])
+        pi = pool.loc[pool["request_id"].isin(labelled), "inclusion_prob"]
+        assert e["design"]["weighted"] and e["design"]["pi_min"] == pytest.approx(pi.min(), rel=1e-5)
+        assert e["design"]["labels_n_eff"] < e["labels_used"] == 20
+        assert e["human_only"]["method"] == "hajek" and e["ppi"]["method"] == "design-weighted difference"
+        assert any("weighted by their design" in r for r in doc["candidates"][cand]["reasons"])
 
 
 def test_checks_warn_when_labels_come_from_one_segment(run, capsys):
