@@ -10,6 +10,8 @@ indicator (only where missingness varies within a model: a metric absent for a w
 about that model and would only duplicate its intercept). Constant columns are dropped; columns are standardised.
 When there are more than ``max_features`` columns they are projected on their leading principal components,
 computed on all scored rows (unsupervised, so the few labels are not used twice).
+With labels from an unequal-probability design and every unit's inclusion probability known, ``log pi`` is one
+more covariate (``design.log_pi``; calibration.label_design).
 """
 from __future__ import annotations
 
@@ -18,12 +20,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from calibration.checks import InputError, numeric as _numeric, require as _require
+from calibration.label_design import LOG_PI, label_probabilities, log_pi_feature, unit_probabilities
+
 KINDS = ("pairwise", "binary", "ordinal")
 PAIRWISE_VALUES = (0.0, 0.5, 1.0)
 
 
-class InputError(ValueError):
-    """Bad input table; the message names the table, row and column."""
+ADJUSTMENTS = ("covariate", "weights", "none")
 
 
 @dataclass
@@ -55,6 +59,8 @@ class CalibrationData:
     # label row's cell (an incumbent cell is labelled when any candidate's unit on its request was chosen).
     unit_pi: np.ndarray | None = None  # (n_req, n_candidates) float, NaN for units no design covers
     lab_pi: np.ndarray | None = None  # (n_labels,) float in (0, 1]
+    # how the model adjusts for the design: "covariate" (log pi is a feature), "weights" (pseudo-likelihood), None
+    design_adjustment: str | None = None
 
     def estimand_mask(self) -> np.ndarray:
         """(n_req, n_candidates) bool: requests a candidate's estimand averages over (it was scored there)."""
@@ -92,26 +98,6 @@ class CalibrationData:
         uniq, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
         sums = np.bincount(inv, weights=self.cat_values[self.lab_cat], minlength=len(uniq))
         return uniq // self.n_models, uniq % self.n_models, sums / counts, counts
-
-
-def _require(df: pd.DataFrame, cols: list[str], table: str) -> None:
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise InputError(f"{table}: missing required column(s) {missing}; found {list(df.columns)}")
-
-
-def _numeric(series: pd.Series, table: str, col: str, allow_nan: bool) -> np.ndarray:
-    vals = pd.to_numeric(series, errors="coerce")
-    bad = vals.isna() & series.notna()
-    if not allow_nan:
-        bad = bad | series.isna()
-    if bad.any():
-        pos = int(np.flatnonzero(bad.to_numpy())[0])
-        raise InputError(
-            f"{table}: row {pos} (0-based data row), column '{col}': value {series.iloc[pos]!r} is not a number"
-            f" ({int(bad.sum())} such rows)"
-        )
-    return vals.to_numpy(dtype=float)
 
 
 def _key(series: pd.Series):
@@ -198,13 +184,17 @@ def prepare(
     segment_cols: list[str] | None = None,
     max_features: int = 8,
     design: pd.DataFrame | None = None,
-    use_design: bool = True,
+    design_adjustment: str = "covariate",
 ) -> CalibrationData:
     """Validate and reshape the long tables (see docs/contracts) into a :class:`CalibrationData`.
 
     ``design`` (request_id, model, inclusion_prob; one row per candidate unit any label batch could have chosen)
     gives the labels' sampling design; without it the labels table's own ``inclusion_prob`` column is used when
-    present. ``use_design=False`` ignores both (every label weighs the same)."""
+    present. ``design_adjustment`` says how the model accounts for an unequal-probability design
+    (calibration.label_design): ``covariate`` (needs ``design``; otherwise ``weights``), ``weights`` or ``none``
+    (every label alike, design ignored everywhere)."""
+    if design_adjustment not in ADJUSTMENTS:
+        raise InputError(f"design adjustment must be one of {ADJUSTMENTS}, got {design_adjustment!r}")
     if kind not in KINDS:
         raise InputError(f"--kind must be one of {KINDS}, got {kind!r}")
     _require(scores, ["request_id", "model", "metric", "value"], "scores")
@@ -272,8 +262,22 @@ def prepare(
 
     inc_block = block(incumbent)
     cand_full = [block(c) for c in candidates]
+    unit_pi, log_pi = None, None
+    if design_adjustment != "none":
+        unit_pi = unit_probabilities(design if design is not None else labels, "design" if design is not None
+                                     else "labels", req_index, candidates)
+    mode = None if unit_pi is None else design_adjustment
+    if mode == "covariate":
+        if design is None:  # only the labelled units' probabilities are known: the model cannot condition on pi
+            mode = "weights"
+        else:
+            log_pi = log_pi_feature(unit_pi, kind, present, warns)
     names = []
-    raw = np.empty((n_req, n_mod, len(metric_names)))  # filled in place: no per-metric stacks held at once
+    # filled in place: no per-metric stacks held at once; log pi, when the model conditions on it, goes last
+    raw = np.empty((n_req, n_mod, len(metric_names) + (log_pi is not None)))
+    if log_pi is not None:
+        raw[:, :, -1] = log_pi
+        del log_pi
     for j, m in enumerate(metric_names):
         has_inc = np.isfinite(inc_block[:, j]).any()
         if kind == "pairwise":
@@ -284,6 +288,8 @@ def prepare(
             for i, b in enumerate([inc_block, *cand_full]):
                 raw[:, i, j] = b[:, j]
             names.append(m)
+    if raw.shape[2] > len(metric_names):
+        names.append(LOG_PI)
     del tensor, inc_block, cand_full
     judge_raw = _judge_raw(raw, names, metric_names, dimension, kind)
     X, feat_names = _design(raw, names, max_features, present)  # overwrites raw (scratch from here on)
@@ -330,12 +336,9 @@ def prepare(
         ann = pd.factorize(lab["annotator"].astype("string").fillna("<unknown>"))[0]
     else:
         ann = np.full(len(lab), -1)
-    unit_pi = lab_pi = None
-    if use_design:
-        unit_pi = _unit_probabilities(design if design is not None else labels, "design" if design is not None
-                                      else "labels", req_index, candidates)
+    lab_pi = None
     if unit_pi is not None:
-        lab_pi = _label_probabilities(unit_pi, ridx[keep], midx[keep], kind, present, candidates, warns)
+        lab_pi = label_probabilities(unit_pi, ridx[keep], midx[keep], kind, present, candidates, warns)
     return CalibrationData(
         kind=kind, dimension=dimension, incumbent=incumbent, candidates=candidates, row_models=row_models,
         request_ids=request_ids, X=X.astype(np.float32, copy=False), feature_names=feat_names, seg_idx=seg_idx,
@@ -343,69 +346,8 @@ def prepare(
         lab_model=midx[keep].astype(np.int64), lab_cat=cat[keep].astype(np.int64),
         lab_annotator=np.asarray(ann)[keep].astype(np.int64), warnings=warns, raw_metric_names=metric_names,
         judge_raw=judge_raw, present=present, unit_pi=unit_pi, lab_pi=lab_pi,
+        design_adjustment=mode,
     )
-
-
-def _unit_probabilities(table: pd.DataFrame, name: str, req_index: pd.Index, candidates: list[str]):
-    """(n_req, n_candidates) inclusion probability of each candidate unit, NaN where no design covers it; None
-    when ``table`` records no design. Several batches of one unit combine as ``1 - prod_b (1 - pi_b)``
-    (calibration.design.combine_inclusion)."""
-    if "inclusion_prob" not in table.columns:
-        return None
-    _require(table, ["request_id", "model"], name)
-    pi = _numeric(table["inclusion_prob"], name, "inclusion_prob", allow_nan=True)
-    bad = np.isfinite(pi) & ((pi <= 0) | (pi > 1 + 1e-9))
-    if bad.any():
-        pos = int(np.flatnonzero(bad)[0])
-        raise InputError(f"{name}: row {pos} (0-based data row), column 'inclusion_prob': {float(pi[pos])!r} is "
-                         f"not a probability in (0, 1] ({int(bad.sum())} such rows)")
-    ok = np.isfinite(pi)
-    if not ok.any():
-        return None
-    frame = pd.DataFrame({"request_id": table["request_id"].astype(str).to_numpy()[ok],
-                          "model": table["model"].astype(str).to_numpy()[ok], "miss": 1.0 - np.minimum(pi[ok], 1.0)})
-    # one probability per unit and batch (its annotators and dimensions repeat it), then across batches
-    frame["batch"] = table["batch"].astype(str).to_numpy()[ok] if "batch" in table.columns else ""
-    frame = frame.drop_duplicates(["request_id", "model", "batch"])
-    miss = frame.groupby(["request_id", "model"], sort=False)["miss"].prod()
-    out = np.full((len(req_index), len(candidates)), np.nan)
-    for c, cand in enumerate(candidates):
-        if cand not in miss.index.get_level_values("model"):
-            continue
-        m = miss.xs(cand, level="model")
-        pos = req_index.get_indexer(m.index)
-        out[pos[pos >= 0], c] = 1.0 - m.to_numpy()[pos >= 0]
-    return out
-
-
-def _label_probabilities(unit_pi: np.ndarray, lab_req: np.ndarray, lab_model: np.ndarray, kind: str,
-                         present: np.ndarray, candidates: list[str], warns: list[str]) -> np.ndarray:
-    """Inclusion probability of each label row's cell; fills ``unit_pi`` for labelled units no design covers.
-
-    A labelled unit without a probability (labels from a plain table beside designed batches) is taken as part of
-    a simple random sample of its candidate's scored units (pi = labelled / scored), with a warning. An incumbent
-    cell (absolute dimensions) is labelled when any candidate's unit on its request is chosen."""
-    n_req, n_cand = unit_pi.shape
-    cand_of = lab_model if kind == "pairwise" else lab_model - 1
-    is_cand = cand_of >= 0
-    for c in range(n_cand):
-        reqs = np.unique(lab_req[is_cand & (cand_of == c)])
-        gap = reqs[~np.isfinite(unit_pi[reqs, c])]
-        if len(gap):
-            scored = int(present[:, c if kind == "pairwise" else c + 1].sum())
-            unit_pi[gap, c] = min(1.0, len(gap) / max(scored, 1))
-            warns.append(f"labels: {len(gap)} labelled unit(s) of candidate {candidates[c]!r} have no inclusion_prob; "
-                         f"taken as a simple random sample (pi = {unit_pi[gap[0], c]:.4g})")
-    lab_pi = np.empty(len(lab_req))
-    lab_pi[is_cand] = unit_pi[lab_req[is_cand], cand_of[is_cand]]
-    if (~is_cand).any():
-        any_unit = 1.0 - np.prod(1.0 - np.nan_to_num(unit_pi, nan=0.0), axis=1)
-        inc = lab_req[~is_cand]
-        pi_inc = any_unit[inc]
-        if (pi_inc <= 0).any():  # incumbent labels with no candidate unit chosen on their request
-            pi_inc = np.where(pi_inc > 0, pi_inc, min(1.0, len(np.unique(inc)) / max(n_req, 1)))
-        lab_pi[~is_cand] = pi_inc
-    return lab_pi
 
 
 def _judge_raw(raw: np.ndarray, names: list[str], metric_names: list[str], dimension: str, kind: str):

@@ -47,15 +47,17 @@ def _cells(blocks: list[CalibrationData]):
 
 
 def cell_weights(d: CalibrationData, first_row: np.ndarray) -> np.ndarray:
-    """Pseudo-likelihood weight of each labelled cell: ``1 / pi`` scaled to mean 1 (all 1 without a design).
+    """Pseudo-likelihood weight of each labelled cell under the ``weights`` design adjustment: ``1 / pi`` scaled
+    to sum to Kish's effective sample size (all 1 otherwise; calibration.label_design).
 
     Weighting each cell's log-likelihood by its inverse inclusion probability makes the fit design-consistent under
     an informative design even when the model is misspecified (the survey-weighted pseudo-posterior of Savitsky &
     Toth 2016, EJS 10(1)); with an intercept per model and canonical link the weighted score equations match the
     Horvitz-Thompson estimate of each category's share (Firth & Bennett 1998, JRSS B 60(1)), which is what keeps the
-    aggregated estimand unbiased. Scaling to mean 1 keeps the pseudo-posterior's spread that of ``n`` labels.
+    aggregated estimand unbiased. Scaling the sum to Kish's ``n_eff`` rather than ``n`` widens the pseudo-posterior
+    by the information the unequal weights cost.
     """
-    if not d.design_weighted:
+    if d.design_adjustment != "weights" or not d.design_weighted:
         return np.ones(len(first_row))
     w = 1.0 / d.lab_pi[first_row]
     return w * (w.sum() / np.sum(w * w))  # sums to Kish n_eff

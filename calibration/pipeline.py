@@ -119,19 +119,22 @@ def calibrate_dimension(data: CalibrationData, margin: float, confidence: float,
             "calibration": calib, "design": des, "posterior_draws": [round(float(v), 5) for v in thin],
         }
         if des["weighted"]:
-            reasons.append(f"labels weighted by their design's inclusion probabilities (pi {des['pi_min']:.3g} to "
-                           f"{des['pi_max']:.3g}; {labels_used} labels count as {des['labels_n_eff']:.0f} by Kish)")
+            how = {"covariate": "the model conditions on log pi", "weights": "the model weights labels by 1/pi"}
+            reasons.append(f"labels from an unequal-probability design (pi {des['pi_min']:.3g} to {des['pi_max']:.3g}):"
+                           f" {how.get(des['adjustment'], 'the model ignores it')}; baselines weighted by 1/pi "
+                           f"({labels_used} labels count as {des['labels_n_eff']:.0f} by Kish)")
     return out
 
 
 def _design_summary(data: CalibrationData, c: int, labelled: np.ndarray) -> dict:
-    """How the labels' sampling design entered: whether weighted, the range of pi and Kish's effective n."""
+    """How the labels' sampling design entered: whether the probabilities differ (baselines weighted), the model's
+    adjustment (calibration.label_design), the range of pi and Kish's effective n of the weighted baselines."""
     if not data.design_weighted or not labelled.any():
-        return {"weighted": False}
+        return {"weighted": False, "adjustment": None}
     pi = data.target_pi(c)[labelled]
     w = 1.0 / pi
-    return {"weighted": True, "pi_min": _r(pi.min(), 6), "pi_max": _r(pi.max(), 6),
-            "labels_n_eff": _r(w.sum() ** 2 / np.sum(w * w), 1)}
+    return {"weighted": True, "adjustment": data.design_adjustment, "pi_min": _r(pi.min(), 6),
+            "pi_max": _r(pi.max(), 6), "labels_n_eff": _r(w.sum() ** 2 / np.sum(w * w), 1)}
 
 
 def _round_dict(d: dict) -> dict:

@@ -27,6 +27,7 @@ class SimTables:
     traffic: pd.DataFrame
     truth: dict[str, float]  # candidate -> finite-population truth
     truth_seg: dict[str, dict[str, float]]
+    design: pd.DataFrame | None = None  # request_id, model, inclusion_prob of every unit the design could choose
 
 
 def _ordinal3(latent: np.ndarray, tie: float, rng: np.random.Generator) -> np.ndarray:
@@ -147,9 +148,9 @@ def simulate_design(seed: int, design_name: str = "active", n_requests: int = 60
     ``P(candidate better) = 0.35`` below ``x = 0`` and ``0.8`` above (ties with probability 0.15 throughout).
     The ``active`` design labels where a naive predictor ``logistic(1.5 x)`` is least sure (near ``x = 0``),
     floored at ``tau n / N``; ``stratified`` splits the traffic at ``x = 0`` into two regions and takes 3/4 of the
-    labels from the upper one. Labels carry their ``inclusion_prob`` and ``batch``. An unweighted fit of a linear
-    ordered logistic to such labels mis-predicts the many unlabelled units far from the boundary; weighting by
-    ``1 / pi`` does not (calibration.models.cell_weights)."""
+    labels from the upper one. Labels carry their ``inclusion_prob`` and ``batch``; ``design`` holds every unit's.
+    A linear ordered logistic fitted to such labels as if they were a random sample mis-predicts the under-sampled
+    units; with ``log pi`` as a covariate or ``1 / pi`` weights it does not (calibration.label_design)."""
     from calibration import design
 
     rng = np.random.default_rng(seed)
@@ -175,4 +176,5 @@ def simulate_design(seed: int, design_name: str = "active", n_requests: int = 60
                            "annotator": "a0", "inclusion_prob": pi[idx], "batch": design_name})
     traffic = pd.DataFrame({"request_id": rid, "region": region})
     return SimTables(scores, labels, traffic, {candidate: float(label.mean())},
-                     {candidate: {f"region={r}": float(label[region == r].mean()) for r in ("high", "low")}})
+                     {candidate: {f"region={r}": float(label[region == r].mean()) for r in ("high", "low")}},
+                     pd.DataFrame({"request_id": rid, "model": candidate, "inclusion_prob": pi}))

@@ -29,7 +29,8 @@ def decision_spec(cfg: RunConfig) -> DecideSpec:
         candidates=[c.name for c in cfg.candidates],
         dimensions=[DimensionSpec(name=x.name, kind=x.kind, gating=x.gating) for x in d.dimensions],
         margin=d.margin, confidence=d.confidence, seed=d.seed, segments=list(cfg.traffic.segments),
-        draws=d.draws, tune=d.tune, chains=d.chains, min_segment_n=d.min_segment_n, design_weights=d.design_weights,
+        draws=d.draws, tune=d.tune, chains=d.chains, min_segment_n=d.min_segment_n,
+        design_adjustment=d.design_adjustment,
     )
 
 
@@ -42,7 +43,7 @@ def decide_run(cfg: RunConfig, store: RunStore) -> dict:
     traffic = store.read_table("traffic", columns=["request_id", *cfg.traffic.segments]) if cfg.traffic.segments else None
     # every unit any exported batch could have chosen, not only the labelled ones: a unit's probability combines
     # all batches (`baton labels export`); labels from a plain table carry none and count as a random sample
-    design = design_weights(store) if cfg.decision.design_weights else None
+    design = design_weights(store) if cfg.decision.design_adjustment != "none" else None
     if design is not None and design.empty:
         design = None
     try:

@@ -93,7 +93,7 @@ class DecisionConfig(_Strict):
     chains: int = Field(2, ge=1, description="NUTS chains (at least 2 for R-hat).")
     min_segment_n: int = Field(20, ge=1, description="Scored requests a segment needs before its credible regression can block migrate.")
     fail_unless_migrate: bool = Field(False, description="Exit non-zero unless every candidate's verdict is migrate (for CI gates).")
-    design_weights: bool = Field(True, description="Weight labels by the inclusion probabilities of the design that chose them (`baton labels export`), so a stratified or active sample does not bias the estimate; false treats every label alike.")
+    design_adjustment: Literal["covariate", "weights", "none"] = Field("covariate", description="How the calibration accounts for labels chosen with unequal probabilities (`baton labels export --design active|stratified`): 'covariate' puts log pi in the model (labels weigh the same; efficient), 'weights' weights each label's likelihood by 1/pi (robust, wider), 'none' ignores the design (baselines unweighted too). See docs/labels.md.")
 
 
 class LabelsConfig(_Strict):

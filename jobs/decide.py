@@ -46,8 +46,9 @@ class DecideSpec(BaseModel):
     tune: int = Field(default=500, ge=50, description="NUTS tuning steps per chain")
     chains: int = Field(default=2, ge=1, description="NUTS chains (>= 2 for R-hat)")
     min_segment_n: int = Field(default=20, ge=1, description="scored requests a segment needs before its regression can block migrate")
-    design_weights: bool = Field(default=True, description="weight labels by their design's inclusion probabilities "
-                                 "(the labels' inclusion_prob column, or the design table given to decide_tables)")
+    design_adjustment: Literal["covariate", "weights", "none"] = Field(
+        default="covariate", description="how the model accounts for the labels' design (calibration.label_design); "
+        "'covariate' needs the design table given to decide_tables and is 'weights' without it")
 
 
 def read_table(path: str, what: str) -> pd.DataFrame:
@@ -84,7 +85,7 @@ def decide_tables(scores: pd.DataFrame, labels: pd.DataFrame, traffic: pd.DataFr
     for dim in spec.dimensions:
         data = prepare(scores, labels, spec.incumbent, spec.candidates or None, dim.name, dim.kind,
                        traffic=traffic, segment_cols=spec.segments or None, design=design,
-                       use_design=spec.design_weights)
+                       design_adjustment=spec.design_adjustment)
         cand_names = data.candidates
         warnings += [f"{dim.name}: {w}" for w in data.warnings]
         entries = calibrate_dimension(data, spec.margin, spec.confidence, seed=spec.seed, settings=settings,
@@ -128,8 +129,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--non-gating", action="store_true", help="report the dimension without gating on it")
     parser.add_argument("--draws", type=int, default=500, help="NUTS draws per chain")
     parser.add_argument("--tune", type=int, default=500, help="NUTS tuning steps per chain")
-    parser.add_argument("--no-design-weights", action="store_true",
-                        help="ignore the labels' inclusion_prob column (treat every label alike)")
+    parser.add_argument("--design-adjustment", choices=["weights", "none"], default="weights",
+                        help="labels with an inclusion_prob column: weight the model's likelihood and the baselines by "
+                             "1/pi (weights), or ignore the design (none)")
     parser.add_argument("--fail-unless-migrate", action="store_true",
                         help="exit 3 when any verdict is not migrate (for CI gates)")
 
@@ -139,7 +141,7 @@ def main(args: argparse.Namespace) -> int:
         spec = DecideSpec(incumbent=args.incumbent, candidates=args.candidate,
                           dimensions=[DimensionSpec(name=args.dimension, kind=args.kind, gating=not args.non_gating)],
                           margin=args.margin, confidence=args.confidence, seed=args.seed, segments=args.segment,
-                          draws=args.draws, tune=args.tune, design_weights=not args.no_design_weights)
+                          draws=args.draws, tune=args.tune, design_adjustment=args.design_adjustment)
     except Exception as e:
         print(f"baton decide: bad arguments: {e}", file=sys.stderr)
         return 2

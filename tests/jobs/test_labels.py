@@ -352,8 +352,9 @@ def test_active_export_prefers_uncertain_units(run):
     assert close > 1.5 * clear
 
 
-def test_decide_weights_labels_by_the_active_design(run):
-    """Export by the active design, answer, import, decide: the calibration weights each label by 1 / pi."""
+def test_decide_adjusts_for_the_active_design(run):
+    """Export by the active design, answer, import, decide: the model conditions on log pi of every scored unit
+    (from the exported pools), the baselines weight each label by 1 / pi."""
     res = export_batch(run["cfg"], run["store"], run["task"], str(run["tmp"] / "b"), n=20, seed=3, batch="act",
                        design_name="active", tau=0.2)
     shown = pd.read_csv(res["files"]["csv"], dtype=str).to_dict("records")
@@ -371,9 +372,10 @@ def test_decide_weights_labels_by_the_active_design(run):
         labelled = set(run["store"].read_table("labels").query("model == @cand")["request_id"])
         pi = pool.loc[pool["request_id"].isin(labelled), "inclusion_prob"]
         assert e["design"]["weighted"] and e["design"]["pi_min"] == pytest.approx(pi.min(), rel=1e-5)
+        assert e["design"]["adjustment"] == "covariate" and "design.log_pi" in e["calibration"]
         assert e["design"]["labels_n_eff"] < e["labels_used"] == 20
         assert e["human_only"]["method"] == "hajek" and e["ppi"]["method"] == "design-weighted difference"
-        assert any("weighted by their design" in r for r in doc["candidates"][cand]["reasons"])
+        assert any("the model conditions on log pi" in r for r in doc["candidates"][cand]["reasons"])
 
 
 def test_checks_warn_when_labels_come_from_one_segment(run, capsys):
