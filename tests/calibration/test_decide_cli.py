@@ -99,3 +99,31 @@ def test_segment_regression_blocks_migrate():
     assert e["verdict"] == "more_labels" and doc["verdicts"]["cand-a"] != "migrate"
     assert e["labels_needed_segment"] == "region=apac"
     assert any("region=apac" in r for r in doc["candidates"]["cand-a"]["reasons"])
+
+
+def test_labels_with_a_design(tmp_path):
+    """`baton decide` on labels that carry inclusion_prob: a bad probability is exit 2 naming file, row and
+    column; good ones weight the model's likelihood and the baselines (the labels alone cannot give the
+    unlabelled units' probabilities, so the model cannot condition on them)."""
+    from calibration.simulate import simulate_design
+
+    t = simulate_design(7, "stratified", n_requests=300, n_labels=40)
+    scores, labels = tmp_path / "scores.parquet", tmp_path / "labels.csv"
+    t.scores.to_parquet(scores)
+    bad = t.labels.copy()
+    bad.loc[5, "inclusion_prob"] = 1.7
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    args = ["--incumbent", "incumbent", "--candidate", "cand-a", "--dimension", "quality", "--kind", "pairwise",
+            "--margin", "0.05", "--confidence", "0.9", "--draws", "200", "--tune", "200"]
+    r = _run("--scores", scores, "--labels", tmp_path / "bad.csv", *args, "--out", tmp_path / "o0")
+    assert r.returncode == 2, r.stderr
+    assert "bad.csv" in r.stderr and "row 5" in r.stderr and "'inclusion_prob'" in r.stderr
+    t.labels.to_csv(labels, index=False)
+    r = _run("--scores", scores, "--labels", labels, *args, "--out", tmp_path / "o1")
+    assert r.returncode == 0, r.stderr
+    e = json.loads((tmp_path / "o1" / "decision.json").read_text())["candidates"]["cand-a"]["dimensions"]["quality"]
+    assert e["design"]["weighted"] and e["design"]["adjustment"] == "weights"
+    assert e["design"]["labels_n_eff"] < 40 and e["human_only"]["method"] == "hajek"
+    plain = t.labels["value"].mean()
+    hajek = (t.labels["value"] / t.labels["inclusion_prob"]).sum() / (1 / t.labels["inclusion_prob"]).sum()
+    assert abs(e["human_only"]["estimate"] - hajek) < 1e-3 and abs(hajek - plain) > 0.01
