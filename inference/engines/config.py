@@ -85,6 +85,7 @@ class VLLMEngineConfig(_CandidateBase):
     batch_size: int = Field(64, ge=1, description="Requests per Ray Data batch sent to one replica.")
     chat_template: str | None = Field(None, description="Path to a Jinja chat template overriding the model's own.")
     startup_timeout_s: float = Field(900.0, gt=0, description="Engine start-up longer than this fails the shard.")
+    watchdog_poll_s: float = Field(1.0, gt=0, description="How often a running generate checks that vLLM's engine-core process is alive (a dead one fails the shard instead of hanging).")
 
 
 class TransformersEngineConfig(_CandidateBase):

@@ -7,8 +7,9 @@ A batch is rendered with the chat template (the model's, or ``chat_template`` fr
 handed to ``LLM.generate`` whole, which batches continuously.
 
 Failure is loud: an engine that does not start within ``startup_timeout_s``, or raises while starting, raises
-EngineStartupError; an engine that dies while generating raises EngineDeadError. Either fails the shard (the
-shard task is not retried for application errors), never hangs.
+EngineStartupError; an engine that dies while generating raises EngineDeadError, also when its engine-core process
+is killed (a watchdog, see ``VLLMEngine.generate``). Either fails the shard (the shard task is not retried for
+application errors), never hangs.
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ def start_llm(config: VLLMEngineConfig):
     return box["llm"]
 
 
+def engine_dead(llm) -> bool:
+    """Whether vLLM has marked its engine core dead (``resources.engine_dead`` of the multiprocess client; an
+    in-process engine has none and raises instead)."""
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    return bool(getattr(getattr(core, "resources", None), "engine_dead", False))
+
+
 class VLLMEngine:
     """Ray Data stage: ``VLLMEngine(config)(batch) -> responses batch``."""
 
@@ -93,6 +101,36 @@ class VLLMEngine:
         max_tokens = max(1, min(s.max_tokens, self.config.max_model_len - prompt_len))
         return SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=max_tokens, seed=s.seed)
 
+    def generate(self, prompts: list, params: list) -> list:
+        """``LLM.generate`` watched by this thread: a dead engine core raises EngineDeadError instead of a hang.
+
+        vLLM's own monitor notices a dead engine-core process and marks the client dead, but its synchronous
+        client (vllm 0.32 ``SyncMPClient``) then stops its output thread without waking a ``generate`` that waits
+        on it: killed with SIGKILL mid-batch, the call blocked for good (tests/inference/engines). So the call runs
+        in a helper thread and this one polls the flag."""
+        dead = f"candidate {self.config.name!r}: vLLM engine"
+        if engine_dead(self.llm):
+            raise EngineDeadError(f"{dead} is dead (its engine-core process exited); restart the replica")
+        box: dict = {}
+
+        def run() -> None:
+            try:
+                box["out"] = self.llm.generate(prompts, params, use_tqdm=False)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                box["error"] = exc
+
+        worker = threading.Thread(target=run, name=f"vllm-generate-{self.config.name}", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(self.config.watchdog_poll_s)
+            if worker.is_alive() and engine_dead(self.llm):
+                raise EngineDeadError(f"{dead} died while generating (its engine-core process exited); the "
+                                      f"shard fails and is replayed on rerun")
+        if "error" in box:  # the engine as a whole failed: fail the shard loudly
+            exc = box["error"]
+            raise EngineDeadError(f"{dead} failed while generating: {type(exc).__name__}: {str(exc)[:500]}") from exc
+        return box["out"]
+
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         require_input(batch, f"vllm engine {self.config.name!r}")
         from vllm.inputs import TokensPrompt
@@ -100,12 +138,8 @@ class VLLMEngine:
         rows, todo = self.prompts(batch)
         if todo:
             t0 = time.monotonic()
-            try:
-                outputs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for _, ids in todo],
-                                            [self.sampling_params(len(ids)) for _, ids in todo], use_tqdm=False)
-            except Exception as exc:  # noqa: BLE001 - the engine as a whole failed: fail the shard loudly
-                raise EngineDeadError(f"candidate {self.config.name!r}: vLLM engine failed while generating: "
-                                      f"{type(exc).__name__}: {str(exc)[:500]}") from exc
+            outputs = self.generate([TokensPrompt(prompt_token_ids=ids) for _, ids in todo],
+                                    [self.sampling_params(len(ids)) for _, ids in todo])
             latency = time.monotonic() - t0
             if len(outputs) != len(todo):
                 raise EngineDeadError(f"candidate {self.config.name!r}: vLLM returned {len(outputs)} outputs "

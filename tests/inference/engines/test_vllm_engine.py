@@ -90,6 +90,34 @@ def test_vllm_startup_failure_is_loud(tmp_path, monkeypatch):
     assert time.monotonic() - started < 2
 
 
+def test_engine_core_killed_mid_generation_fails_loudly(tiny_model):
+    """SIGKILL vLLM's engine-core process while a batch generates: EngineDeadError within seconds, not a hang (vLLM
+    0.32's own synchronous client blocks for good here), and the dead engine refuses the next batch at once."""
+    import signal
+    import threading
+
+    import psutil
+
+    from inference.engines import EngineDeadError
+    from inference.engines.vllm_engine import VLLMEngine
+
+    cfg = VLLMEngineConfig(kind="vllm", name="doomed", model=tiny_model, watchdog_poll_s=0.5,
+                           sampling={"max_tokens": 200, "temperature": 0.0}, **VLLM_ARGS)
+    engine = VLLMEngine(cfg)
+    assert engine(traffic_frame(2))["error"].isna().all()
+    cores = [p for p in psutil.Process().children(recursive=True) if "EngineCore" in p.name()]
+    assert len(cores) == 1, [p.name() for p in psutil.Process().children(recursive=True)]
+    # 3,000 prompts of up to 200 tokens take far longer than the 3 s before the kill
+    threading.Timer(3.0, lambda: os.kill(cores[0].pid, signal.SIGKILL)).start()
+    started = time.monotonic()
+    with pytest.raises(EngineDeadError, match="doomed.*died while generating"):
+        engine(traffic_frame(3000))
+    assert time.monotonic() - started < 30
+    with pytest.raises(EngineDeadError, match="is dead"):
+        engine(traffic_frame(1))
+    engine.close()
+
+
 def test_openai_engine_against_vllm_openai_server(vllm_server):
     base = vllm_server["base_url"]
     deadline = time.time() + 240
