@@ -146,11 +146,12 @@ def ppi(data: CalibrationData, c: int, alpha: float, pred: np.ndarray) -> dict:
     obs = cell_matrix(data)
     y, ok = target_values(data, obs, c)
     yhat = pred[:, c] if data.kind == "pairwise" else pred[:, c + 1] - pred[:, 0]
-    unl = ~ok & data.estimand_mask()[:, c]
+    scored = data.estimand_mask()[:, c]
+    unl = ~ok & scored
     if ok.sum() < 2 or unl.sum() < 1:
         return {"estimate": None, "interval": None, "note": "too few labelled/unlabelled requests"}
     if data.design_weighted:
-        every = data.estimand_mask()[:, c] | ok
+        every = scored | ok
         r = design.difference_estimate(yhat[every], y[ok], yhat[ok], data.target_pi(c)[ok], confidence=1 - alpha)
         return {"estimate": r["estimate"], "interval": list(r["interval"]), "n": int(ok.sum()),
                 "method": "design-weighted difference"}

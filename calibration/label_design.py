@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from calibration.checks import InputError, numeric, require
+from calibration.design import combine_inclusion
 
 LOG_PI = "design.log_pi"
 
@@ -58,6 +59,12 @@ def unit_probabilities(table: pd.DataFrame, name: str, req_index: pd.Index, cand
     return out
 
 
+def any_unit_probability(unit_pi: np.ndarray) -> np.ndarray:
+    """(n_req,) probability that some candidate's unit on each request was chosen: an absolute dimension's incumbent
+    cell is labelled then (units no design covers count as never chosen)."""
+    return combine_inclusion([np.nan_to_num(unit_pi[:, c], nan=0.0) for c in range(unit_pi.shape[1])])
+
+
 def label_probabilities(unit_pi: np.ndarray, lab_req: np.ndarray, lab_model: np.ndarray, kind: str,
                          present: np.ndarray, candidates: list[str], warns: list[str]) -> np.ndarray:
     """Inclusion probability of each label row's cell; fills ``unit_pi`` for labelled units no design covers.
@@ -79,9 +86,8 @@ def label_probabilities(unit_pi: np.ndarray, lab_req: np.ndarray, lab_model: np.
     lab_pi = np.empty(len(lab_req))
     lab_pi[is_cand] = unit_pi[lab_req[is_cand], cand_of[is_cand]]
     if (~is_cand).any():
-        any_unit = 1.0 - np.prod(1.0 - np.nan_to_num(unit_pi, nan=0.0), axis=1)
         inc = lab_req[~is_cand]
-        pi_inc = any_unit[inc]
+        pi_inc = any_unit_probability(unit_pi)[inc]
         if (pi_inc <= 0).any():  # incumbent labels with no candidate unit chosen on their request
             pi_inc = np.where(pi_inc > 0, pi_inc, min(1.0, len(np.unique(inc)) / max(n_req, 1)))
         lab_pi[~is_cand] = pi_inc
@@ -92,11 +98,9 @@ def log_pi_feature(unit_pi: np.ndarray, kind: str, present: np.ndarray, warns: l
     """(n_req, n_row_models) ``log pi`` of every cell, the covariate of the ``covariate`` adjustment; None when
     ``pi`` does not vary (nothing to adjust for).
 
-    An absolute dimension's incumbent cell is labelled when any candidate's unit on its request is chosen. A scored
-    cell no batch could choose (pi 0 or unknown: scored after the export, or outside its segment) gets the smallest
+    An absolute dimension's incumbent cell takes :func:`any_unit_probability`. A scored cell no batch could choose (pi 0 or unknown: scored after the export, or outside its segment) gets the smallest
     log pi seen, with a warning: the estimate extrapolates to it from the model."""
-    pis = unit_pi if kind == "pairwise" else np.column_stack(
-        [1.0 - np.prod(1.0 - np.nan_to_num(unit_pi, nan=0.0), axis=1), unit_pi])
+    pis = unit_pi if kind == "pairwise" else np.column_stack([any_unit_probability(unit_pi), unit_pi])
     known = np.isfinite(pis) & (pis > 0)
     if not known.any():
         return None

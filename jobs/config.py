@@ -21,6 +21,11 @@ from jobs.errors import ConfigError
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+def repeated(names: list[str]) -> list[str]:
+    """The names that occur more than once, sorted (for "must be unique" config errors)."""
+    return sorted({n for n in names if names.count(n) > 1})
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -134,7 +139,7 @@ class RunConfig(_Strict):
     @model_validator(mode="after")
     def _names(self) -> "RunConfig":
         names = [c.name for c in self.candidates]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = repeated(names)
         if dupes:
             raise ValueError(f"candidate names must be unique; repeated: {dupes}")
         if self.incumbent.name in names:

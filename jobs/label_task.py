@@ -12,7 +12,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from jobs.config import RunConfig
+from jobs.config import RunConfig, repeated
 from jobs.errors import ConfigError
 
 KEY_SCHEMA = 1
@@ -69,8 +69,7 @@ class LabelTaskConfig(BaseModel):
 
     @model_validator(mode="after")
     def _unique(self) -> "LabelTaskConfig":
-        names = [d.name for d in self.dimensions]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = repeated([d.name for d in self.dimensions])
         if dupes:
             raise ValueError(f"dimension names must be unique; repeated: {dupes}")
         return self

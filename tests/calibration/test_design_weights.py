@@ -6,6 +6,8 @@ most labels where the preference is high. Adjusted for the design (log pi as a c
 Bayesian estimate is unbiased over seeded replicates, and so are the weighted human-only (Hajek) and difference
 estimators; ignoring the design, they are not.
 """
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -54,7 +56,7 @@ def test_labels_without_a_design_count_as_a_random_sample():
     t = simulate_design(2, "stratified", n_requests=200, n_labels=20)
     labels = t.labels.copy()
     labels.loc[labels.index[:4], "inclusion_prob"] = np.nan
-    d = _prepare(type(t)(t.scores, labels, t.traffic, t.truth, t.truth_seg))
+    d = _prepare(dataclasses.replace(t, labels=labels))
     assert np.isfinite(d.lab_pi).all()
     assert d.lab_pi[:4] == pytest.approx(4 / 200)
     assert any("4 labelled unit(s) of candidate 'cand-a' have no inclusion_prob" in w for w in d.warnings)
@@ -66,7 +68,7 @@ def test_a_bad_inclusion_probability_names_row_and_column(bad):
     labels = t.labels.astype({"inclusion_prob": object})
     labels.loc[labels.index[3], "inclusion_prob"] = bad
     with pytest.raises(InputError, match=r"labels: row 3 .*column 'inclusion_prob'"):
-        _prepare(type(t)(t.scores, labels, t.traffic, t.truth, t.truth_seg))
+        _prepare(dataclasses.replace(t, labels=labels))
 
 
 def test_design_weighted_baselines_are_unbiased_and_cover():
