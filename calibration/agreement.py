@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from calibration.design import kish_n_eff
+
 __all__ = ["krippendorff_alpha", "alpha_from_long", "representativeness"]
 
 LEVELS = ("nominal", "ordinal", "interval")
@@ -146,7 +148,7 @@ def representativeness(metrics_all: np.ndarray, labelled: np.ndarray, weights: n
         mean_lab = float(np.sum(w * x_lab) / w.sum())
         smd = 0.0 if sd == 0 else (mean_lab - pop.mean()) / sd
         ks = _weighted_ecdf_distance(x_lab, w, pop)
-        n_eff = float(w.sum() ** 2 / np.sum(w**2))
+        n_eff = kish_n_eff(w)
         warn = bool(ks > ks_c / np.sqrt(n_eff) or (abs(smd) > smd_floor and abs(smd) > z / np.sqrt(n_eff)))
         out.append({**row, "mean_labelled": mean_lab, "mean_scored": float(pop.mean()), "smd": float(smd),
                     "ks": ks, "ks_critical": float(ks_c / np.sqrt(n_eff)), "n_eff": n_eff, "warn": warn})

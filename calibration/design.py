@@ -32,7 +32,7 @@ from scipy import stats
 __all__ = [
     "ht_weights", "random_design", "stratified_allocation", "stratified_design", "active_probabilities",
     "active_design", "systematic_pps", "bernoulli_sd", "combine_inclusion", "ht_mean",
-    "hajek_estimate", "difference_estimate", "fit_logistic", "predict_logistic",
+    "kish_n_eff", "hajek_estimate", "difference_estimate", "fit_logistic", "predict_logistic",
 ]
 
 
@@ -190,6 +190,12 @@ def combine_inclusion(pis: list[np.ndarray]) -> np.ndarray:
 def ht_mean(y: np.ndarray, pi: np.ndarray, n_pop: int) -> float:
     """Horvitz-Thompson estimate of the population mean: ``sum(y / pi) / N`` (Horvitz & Thompson 1952)."""
     return float(np.sum(np.asarray(y, dtype=float) * ht_weights(pi)) / n_pop)
+
+
+def kish_n_eff(w: np.ndarray) -> float:
+    """Kish (1965) effective sample size of weights ``w``: ``(sum w)^2 / sum w^2`` (``n`` when they are equal)."""
+    w = np.asarray(w, dtype=float)
+    return float(w.sum() ** 2 / np.sum(w * w))
 
 
 def _deville_variance(e: np.ndarray, pi: np.ndarray, n_pop: float) -> float:

@@ -24,6 +24,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from calibration.data import CalibrationData
+from calibration.design import kish_n_eff
 
 
 def _cells(blocks: list[CalibrationData]):
@@ -60,7 +61,7 @@ def cell_weights(d: CalibrationData, first_row: np.ndarray) -> np.ndarray:
     if d.design_adjustment != "weights" or not d.design_weighted:
         return np.ones(len(first_row))
     w = 1.0 / d.lab_pi[first_row]
-    return w * (w.sum() / np.sum(w * w))  # sums to Kish n_eff
+    return w * (kish_n_eff(w) / w.sum())
 
 
 def build_model(blocks: list[CalibrationData]) -> pm.Model:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from calibration import baselines, decision
+from calibration import baselines, decision, design
 from calibration.data import CalibrationData
 from calibration.diagnostics import heldout_check, sampler_diagnostics
 from calibration.estimands import aggregate, thin_params
@@ -132,9 +132,8 @@ def _design_summary(data: CalibrationData, c: int, labelled: np.ndarray) -> dict
     if not data.design_weighted or not labelled.any():
         return {"weighted": False, "adjustment": None}
     pi = data.target_pi(c)[labelled]
-    w = 1.0 / pi
     return {"weighted": True, "adjustment": data.design_adjustment, "pi_min": _r(pi.min(), 6),
-            "pi_max": _r(pi.max(), 6), "labels_n_eff": _r(w.sum() ** 2 / np.sum(w * w), 1)}
+            "pi_max": _r(pi.max(), 6), "labels_n_eff": _r(design.kish_n_eff(1.0 / pi), 1)}
 
 
 def _round_dict(d: dict) -> dict:

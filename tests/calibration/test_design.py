@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from calibration.design import (active_design, active_probabilities, bernoulli_sd, combine_inclusion,
-                                difference_estimate, fit_logistic, hajek_estimate, ht_mean, ht_weights,
+                                difference_estimate, fit_logistic, hajek_estimate, ht_mean, kish_n_eff, ht_weights,
                                 predict_logistic, random_design, stratified_allocation, stratified_design,
                                 systematic_pps)
 
@@ -82,6 +82,7 @@ def test_combine_inclusion_and_ht_hajek():
     y, pi = np.array([1.0, 0.0, 1.0]), np.array([0.5, 0.5, 0.25])
     assert ht_mean(y, pi, 10) == pytest.approx((2 + 4) / 10)
     assert hajek_estimate(y, pi)["estimate"] == pytest.approx(6 / 8)
+    assert kish_n_eff(np.full(7, 3.0)) == pytest.approx(7) and kish_n_eff([1.0, 3.0]) == pytest.approx(16 / 10)
     # under simple random sampling its variance is the textbook (1 - n/N) s^2 / n
     y = np.random.default_rng(0).normal(size=40)
     r = hajek_estimate(y, np.full(40, 40 / 400))
