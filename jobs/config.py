@@ -113,6 +113,9 @@ class ExecutionConfig(_Strict):
     ray_address: str | None = Field(None, description="Ray cluster address; None starts a local Ray (or joins the job's cluster).")
     shard_rows: int = Field(2000, ge=1, description="Rows per shard: the unit of commit and of resume.")
     num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray started by Baton (None: all).")
+    retry_errors: Literal["all", "retryable", "none"] = Field("retryable", description="Which failed response rows a rerun of the run id sends again: 'retryable' kinds (connection, timeout, server_error, rate_limited, conflict, malformed), 'all' kinds, or 'none'. Successful rows are never sent again; `--retry-errors` overrides.")
+    lease_wait_s: float = Field(0.0, ge=0, description="How long a driver waits for another driver's lease on the same run id before exiting 2 (0: exit at once).")
+    lease_ttl_s: float = Field(60.0, ge=2, description="Seconds a driver's run lease lives without a heartbeat; a killed driver's lease is taken over this long after its last heartbeat (heartbeats every ttl/4).")
 
 
 class RunConfig(_Strict):

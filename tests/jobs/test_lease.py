@@ -1,0 +1,134 @@
+"""The run lease on a local folder and on a real S3 API (moto server on loopback): one holder at a time, a second
+driver exits 2 naming the holder, a killed driver's lease is taken over once its heartbeat is stale."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import yaml
+
+from jobs.cli import main as cli_main
+from jobs.config import StoreConfig
+from jobs.lease import Lease, LeaseHeld, LeaseLost
+from jobs.store import RunStore
+from tests.support.fixtures import run_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return RunStore(StoreConfig(root=str(tmp_path / "store")), "run-1")
+    endpoint, bucket = request.getfixturevalue("s3_bucket")
+    return RunStore(StoreConfig(root=f"s3://{bucket}/prefix", endpoint_url=endpoint,
+                                access_key_id_env="AWS_ACCESS_KEY_ID", secret_access_key_env="AWS_SECRET_ACCESS_KEY"), "run-1")
+
+
+def _race(store: RunStore, n: int, **lease_kw) -> tuple[list[Lease], list[BaseException]]:
+    """n drivers try to take the lease at the same instant."""
+    barrier = threading.Barrier(n)
+    won: list[Lease] = []
+    lost: list[BaseException] = []
+
+    def contend() -> None:
+        lease = store.lease(**lease_kw)
+        barrier.wait()
+        try:
+            won.append(lease.acquire(0))
+        except LeaseHeld as exc:
+            lost.append(exc)
+
+    threads = [threading.Thread(target=contend) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return won, lost
+
+
+def test_racing_drivers_one_holder_then_released_lease_is_free(store):
+    won, lost = _race(store, 6, ttl_s=30)
+    assert len(won) == 1 and len(lost) == 5
+    assert f"pid {os.getpid()}" in str(lost[0]) and "is in use by another driver" in str(lost[0])
+    won[0].release()
+    again = store.lease(ttl_s=30).acquire(0)
+    assert again.took_over is None  # a released lease is free, not stale
+    again.release()
+
+
+def test_stale_lease_is_taken_over_by_exactly_one_and_the_old_holder_stops(store):
+    # The old holder's heartbeat comes too late (3 s > ttl 1 s): as for a driver stalled or killed.
+    old = store.lease(ttl_s=1, heartbeat_s=3).acquire(0)
+    with pytest.raises(LeaseHeld):
+        store.lease(ttl_s=30).acquire(0)
+    time.sleep(1.2)
+    won, lost = _race(store, 5, ttl_s=30)
+    assert len(won) == 1 and len(lost) == 4
+    assert won[0].took_over["owner"] == old.owner
+    deadline = time.time() + 15
+    while old.lost is None and time.time() < deadline:
+        time.sleep(0.1)
+    with pytest.raises(LeaseLost, match="taken over by another driver"):
+        old.check()
+    old.release()  # a lost lease is not released over the new holder's
+    with pytest.raises(LeaseHeld):
+        store.lease(ttl_s=30).acquire(0)
+    won[0].release()
+
+
+def test_heartbeat_keeps_the_lease_and_a_waiter_gets_it_when_released(store):
+    holder = store.lease(ttl_s=2, heartbeat_s=0.3).acquire(0)
+    time.sleep(3)  # past the ttl: only the heartbeat keeps it
+    with pytest.raises(LeaseHeld):
+        store.lease(ttl_s=30).acquire(0)
+    threading.Timer(1.0, holder.release).start()
+    started = time.monotonic()
+    waiter = store.lease(ttl_s=30).acquire(wait_s=20, poll_s=0.2)
+    assert 0.5 < time.monotonic() - started < 15 and waiter.took_over is None
+    waiter.release()
+
+
+def test_killed_driver_lease_is_taken_over_after_it_expires(store):
+    code = ("import sys, time, pickle; store = pickle.loads(bytes.fromhex(sys.argv[1])); "
+            "store.lease(ttl_s=2, heartbeat_s=0.5).acquire(0); print('held', flush=True); time.sleep(120)")
+    import pickle
+
+    proc = subprocess.Popen([sys.executable, "-c", code, pickle.dumps(store).hex()], cwd=REPO,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with pytest.raises(LeaseHeld, match=f"pid {proc.pid}"):
+            store.lease(ttl_s=30).acquire(0)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        lease = store.lease(ttl_s=30).acquire(wait_s=20, poll_s=0.2)
+        assert lease.took_over["pid"] == proc.pid
+        lease.release()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_second_run_and_replay_exit_2_naming_the_holder(store, tmp_path, capsys):
+    cfg = run_config(str(tmp_path), "run-1", [{"kind": "recorded", "name": "shadow", "path": str(tmp_path / "x.parquet")}])
+    cfg["store"] = store.cfg.model_dump(exclude_none=True)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    holder = store.lease(ttl_s=30).acquire(0)
+    try:
+        for command in ("run", "replay"):
+            assert cli_main([command, "--config", str(path), "--no-progress"]) == 2
+            err = capsys.readouterr().err
+            assert "run run-1 is in use by another driver" in err
+            assert f"pid {os.getpid()}" in err and "host " in err and "started " in err and "expires " in err
+    finally:
+        holder.release()
+    # Nothing of the run was started by the refused drivers.
+    assert store.commits("traffic") == {} and store.manifest() == {}
