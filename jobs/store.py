@@ -6,11 +6,15 @@ Layout of a run (``runs/<run_id>/``)::
     <table>/part-<shard>-<token>.parquet   shard data, written whole under a unique name
     <table>/_commits/<shard>.json      the commit record of a shard: which data file, how many rows
     documents (decision.json, report.html, ...) under the table folder they belong to
+    _lease/lease-<generation>.json     the run lease: which driver works on the run now (jobs.lease)
 
 A shard is committed by creating its commit record *after* its data file is complete, with an exclusive create
 (``O_EXCL``-style link locally, ``If-None-Match: *`` on S3). Readers read only shards that have a commit record,
 so they never see half a shard; a rerun asks ``is_committed`` and skips committed shards, so it never writes a
 row twice; a data file without a commit record (a crashed writer) is ignored and can be garbage-collected.
+A committed shard changes only by ``supersede_shard`` (a retry's merged rows replace its commit record in one
+atomic write, so every reader sees one version) or ``retract_shard`` (its stage redoes it), both by the run's
+lease holder.
 """
 
 from __future__ import annotations
@@ -182,6 +186,59 @@ class RunStore:
         if not created:
             self._guard(lambda: self.fs.rm_file(data_path), data_path)
         return created
+
+    def commit_record(self, table: str, shard: str) -> dict | None:
+        """The commit record of one shard, or None when it is not committed."""
+        path = self.path(table, "_commits", f"{shard}.json")
+        try:
+            return json.loads(self.fs.cat_file(path))
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # noqa: BLE001
+            raise storage_error(exc, self.uri(table, "_commits", f"{shard}.json")) from None
+
+    def supersede_shard(self, table: str, shard: str, df: pd.DataFrame, replaces: str, meta: dict | None = None) -> bool:
+        """Replace a committed shard by a new version (e.g. its failed rows retried), for every reader at once.
+
+        The new data file is written whole, then the commit record is overwritten in one atomic write (a local
+        rename, a single S3 PUT): readers see the old version or the new, never both. Returns False (writing
+        nothing) when the shard's data file is no longer ``replaces`` (another writer superseded it first). The
+        old data file is left as garbage (see ``garbage``) so a reader holding the old record can still read it.
+        """
+        self._check_table(table)
+        current = self.commit_record(table, shard)
+        if current is None or current["file"] != replaces:
+            return False
+        token = f"{int(time.time())}-{secrets.token_hex(4)}"
+        data_name = f"part-{shard}-{token}.parquet"
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buf, compression="zstd")
+        self._write_bytes(self.path(table, data_name), buf.getvalue(), exclusive=False)
+        record = {"shard": shard, "file": data_name, "rows": int(len(df)), "committed_at": _now(), **(meta or {}),
+                  "supersedes": replaces, "generation": int(current.get("generation", 0)) + 1}
+        self._write_bytes(self.path(table, "_commits", f"{shard}.json"), json.dumps(record).encode(), exclusive=False)
+        return True
+
+    def retract_shard(self, table: str, shard: str) -> bool:
+        """Withdraw a shard's commit so the stage that writes it redoes it (its input changed); its data file
+        becomes garbage. Returns whether there was a commit to withdraw."""
+        self._check_table(table)
+        path = self.path(table, "_commits", f"{shard}.json")
+        try:
+            if not self.fs.exists(path):
+                return False
+            self.fs.rm_file(path)
+            return True
+        except FileNotFoundError:
+            return False
+        except Exception as exc:  # noqa: BLE001
+            raise storage_error(exc, self.uri(table, "_commits", f"{shard}.json")) from None
+
+    def lease(self, ttl_s: float = 60.0, heartbeat_s: float | None = None):
+        """The run's lease (jobs.lease.Lease): ``with store.lease(ttl).acquire(wait_s):`` holds the run id."""
+        from jobs.lease import Lease
+
+        return Lease(self, ttl_s, heartbeat_s)
 
     def _write_bytes(self, path: str, data: bytes, exclusive: bool) -> bool:
         """Write a whole object atomically; with exclusive, only if it does not exist (returns whether written)."""
