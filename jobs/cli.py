@@ -32,6 +32,14 @@ def config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
 
 
+def retry_errors_argument(parser: argparse.ArgumentParser) -> None:
+    """`--retry-errors` of the commands that replay (overrides execution.retry_errors)."""
+    parser.add_argument("--retry-errors", choices=("all", "retryable", "none"), default=None,
+                        help="failed responses a rerun of the run id sends again: retryable kinds (connection, "
+                             "timeout, server_error, rate_limited, conflict, malformed; the default), all, or none. "
+                             "Successful responses are never sent again")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="baton", description="Is the model replacing your retiring LLM at least as good, on your traffic?",

@@ -26,15 +26,18 @@ RECORDED_CHUNK_ROWS = 500_000  # rows per committed shard of a recorded score fi
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from jobs.cli import config_arguments
+    from jobs.cli import config_arguments, retry_errors_argument
 
     config_arguments(parser)
+    retry_errors_argument(parser)
     parser.add_argument("--fail-unless-migrate", action="store_true",
                         help=f"exit {EXIT_GATE} unless every candidate's verdict is migrate (for CI gates)")
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
+    from jobs.replay import with_retry_flag
+
+    cfg = with_retry_flag(load_config(args.config), args)
     decision = run_pipeline(cfg, progress=not args.no_progress)
     gate = args.fail_unless_migrate or cfg.decision.fail_unless_migrate
     if gate and any(v != "migrate" for v in decision["verdicts"].values()):
@@ -44,18 +47,25 @@ def main(args: argparse.Namespace) -> int:
 
 def run_pipeline(cfg: RunConfig, progress: bool = True, truth: dict | None = None) -> dict:
     """Run (or resume) every stage; returns the decision document. `truth` (demo only) goes into the report."""
+    store = RunStore(cfg.store, cfg.run_id)
+    store.check_access()  # before any compute: a missing bucket or bad credentials fail here
+    # One driver per run id: a second `baton run` waits (execution.lease_wait_s) or exits 2 naming the holder.
+    with store.lease(cfg.execution.lease_ttl_s).acquire(cfg.execution.lease_wait_s) as lease:
+        return _run_stages(cfg, store, lease, progress, truth)
+
+
+def _run_stages(cfg: RunConfig, store: RunStore, lease, progress: bool, truth: dict | None) -> dict:
     from jobs.calibrate import decide_run
     from jobs.replay import replay
     from jobs.report import write_report
     from jobs.sample import run_sample
     from jobs.score import score
 
-    store = RunStore(cfg.store, cfg.run_id)
-    store.check_access()  # before any compute: a missing bucket or bad credentials fail here
     store.update_manifest(config=cfg.model_dump(mode="json"))
     timings: dict[str, float] = {}
 
     def stage(name: str, fn):
+        lease.check()  # a driver whose lease was taken over stops before doing more
         started = time.monotonic()
         log.info("stage %s: start", name)
         out = fn()

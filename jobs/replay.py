@@ -4,9 +4,14 @@ For each candidate (and the incumbent when ``incumbent.replay`` is set) the pend
 responses shard is not committed) run as shard tasks on a Ray Data actor pool (``jobs.shards.run_shards``); each
 actor builds the candidate's engine once (``inference.engines.make_engine``) and, per shard, reads the traffic
 shard, replays it, checks the rows against the responses contract (bad rows to the quarantine table, the request
-kept as an error row) and commits ``responses/<candidate>-<traffic shard>``. A rerun redoes only uncommitted
-shards. Statistics travel in each shard's commit record, so the manifest's totals cover every run that
-contributed, not just the last one.
+kept as an error row) and commits ``responses/<candidate>-<traffic shard>``. A rerun redoes uncommitted shards
+and retries the failed rows of committed ones (``execution.retry_errors`` / ``--retry-errors``: retryable kinds
+by default; successful rows are never sent again): the retried rows replace the failed ones in a new version of
+the shard (``RunStore.supersede_shard``), so every reader still sees one row per (request, candidate), and the
+scores computed from the old version are withdrawn so the score stage redoes them. Statistics travel in each
+shard's commit record (a retry adds its attempts to the row's), so the manifest's totals cover every run that
+contributed, not just the last one. A candidate left without a single successful row stops the run here, before
+any scoring, naming its dominant error kind.
 
     python -m jobs.replay --config run.yaml
 """
@@ -19,16 +24,19 @@ import logging
 import sys
 import time
 from collections import Counter
+from datetime import datetime, timezone
 
+import numpy as np
 import pandas as pd
 
 from inference.engines import make_engine
 from inference.engines.base import RESPONSE_COLUMNS as ENGINE_COLUMNS
-from inference.engines.base import error_row, response_frame
+from inference.engines.base import error_kind, error_row, response_frame
 from inference.engines.config import CandidateConfig
+from inference.engines.http_errors import retryable
 from jobs.config import RunConfig, default_s3_options, load_config
 from jobs.contracts import RESPONSE_COLUMNS, validate_responses
-from jobs.errors import ContractError
+from jobs.errors import EXIT_BAD_INPUT, EXIT_FAILURE, BatonError, ContractError
 from jobs.shards import ensure_ray, run_shards
 from jobs.store import RunStore, shard_id
 
@@ -55,14 +63,35 @@ def shard_stats(out: pd.DataFrame, wall_s: float) -> dict:
     }
 
 
-class ReplayShardTask:
-    """Shard task (see jobs.shards): one traffic shard through one candidate's engine, committed whole."""
+RETRY_POLICIES = ("all", "retryable", "none")
 
-    def __init__(self, store: RunStore, candidate: dict):
+
+def should_retry(kind: str | None, policy: str) -> bool:
+    """Whether a row that failed with ``kind`` is sent again by a rerun (None: the row succeeded, never resent)."""
+    if kind is None or policy == "none":
+        return False
+    return policy == "all" or retryable(kind)
+
+
+def needs_retry(record: dict, policy: str) -> bool:
+    """Whether a committed responses shard holds rows to retry (from the error counts in its commit record)."""
+    errors = json.loads(record.get("stats", {}).get("errors", "{}"))
+    return any(n and should_retry(kind, policy) for kind, n in errors.items())
+
+
+class ReplayShardTask:
+    """Shard task (see jobs.shards): one traffic shard through one candidate's engine, committed whole; for a
+    committed shard, its failed rows retried (per ``retry_errors``) and the shard superseded."""
+
+    def __init__(self, store: RunStore, candidate: dict, retry_errors: str = "retryable",
+                 downstream: list[str] | None = None):
         from pydantic import TypeAdapter
 
         self.store = store
         self.candidate = TypeAdapter(CandidateConfig).validate_python(candidate)
+        self.retry_errors = retry_errors
+        # Models whose scores read this candidate's answers (itself; for a replayed incumbent, every candidate).
+        self.downstream = downstream or [self.candidate.name]
         kwargs = {}
         if self.candidate.kind == "recorded":
             kwargs["storage_options"] = default_s3_options(self.candidate.path)
@@ -71,38 +100,87 @@ class ReplayShardTask:
     def __call__(self, traffic_shard: str) -> dict:
         name = self.candidate.name
         out_shard = shard_id(name, traffic_shard)
-        if self.store.is_committed(TABLE, out_shard):
-            return {"skipped": 1}
+        record = self.store.commit_record(TABLE, out_shard)
+        if record is not None:
+            return self._retry(traffic_shard, out_shard, record)
         started = time.monotonic()
         # A recorded engine needs only the ids: the messages (most of a shard's bytes) are not read.
         columns = ["request_id"] if self.candidate.kind == "recorded" else ["request_id", "messages"]
-        batch = self.store.read_shard("traffic", traffic_shard, columns=columns)
-        if batch is None:
-            raise ContractError(f"{self.store.uri('traffic')}: traffic shard {traffic_shard} is not committed")
-        batch["request_id"] = batch["request_id"].astype(str)
+        batch = self._traffic(traffic_shard, columns)
         if self.candidate.kind == "recorded":
             raw = self.engine.lookup(list(batch["request_id"]))
             checked = validate_responses(raw, source=self.candidate.path)
-            reasons = self._quarantine(checked.quarantine, traffic_shard)
+            reasons = self._quarantine(checked.quarantine, shard_id("replay", name, traffic_shard))
             out = self.engine.align(batch, checked.valid[RESPONSE_COLUMNS], reasons=reasons)
         else:
-            out = self.engine(batch)
-            checked = validate_responses(out, source=f"engine {name}")
-            if len(checked.quarantine):
-                # An engine broke the contract on some rows: keep the request as an error row, the raw row aside.
-                reasons = self._quarantine(checked.quarantine, traffic_shard)
-                out = pd.concat([checked.valid[RESPONSE_COLUMNS],
-                                 response_frame([error_row(r, name, "quarantined", why) for r, why in reasons.items()])],
-                                ignore_index=True)
+            out = self._run_engine(batch, shard_id("replay", name, traffic_shard))
         self._check_complete(batch, out, traffic_shard)
         stats = shard_stats(out, time.monotonic() - started)
         written = self.store.write_shard(TABLE, out_shard, out[RESPONSE_COLUMNS],
                                          meta={"candidate": name, "traffic_shard": traffic_shard, "stats": stats})
-        return {**stats, "skipped": 0 if written else 1}
+        return {**stats, "skipped": 0 if written else 1, "sent": int(len(batch)), "attempts_now": stats["attempts"]}
 
-    def _quarantine(self, q: pd.DataFrame, traffic_shard: str) -> dict[str, str]:
+    def _traffic(self, traffic_shard: str, columns: list[str]) -> pd.DataFrame:
+        batch = self.store.read_shard("traffic", traffic_shard, columns=columns)
+        if batch is None:
+            raise ContractError(f"{self.store.uri('traffic')}: traffic shard {traffic_shard} is not committed")
+        batch["request_id"] = batch["request_id"].astype(str)
+        return batch
+
+    def _run_engine(self, batch: pd.DataFrame, quarantine_shard: str) -> pd.DataFrame:
+        name = self.candidate.name
+        out = self.engine(batch)
+        checked = validate_responses(out, source=f"engine {name}")
+        if len(checked.quarantine):
+            # An engine broke the contract on some rows: keep the request as an error row, the raw row aside.
+            reasons = self._quarantine(checked.quarantine, quarantine_shard)
+            out = pd.concat([checked.valid[RESPONSE_COLUMNS],
+                             response_frame([error_row(r, name, "quarantined", why) for r, why in reasons.items()])],
+                            ignore_index=True)
+        return out
+
+    def _retry(self, traffic_shard: str, out_shard: str, record: dict) -> dict:
+        """Send the shard's failed rows again; the merged rows supersede the shard (successful rows untouched)."""
+        if self.candidate.kind == "recorded" or not needs_retry(record, self.retry_errors):
+            return {"skipped": 1}  # a recorded file answers the same every time
+        started = time.monotonic()
+        old = self.store.read_shard(TABLE, out_shard)
+        old["request_id"] = old["request_id"].astype(str)
+        again = old["error"].map(lambda e: should_retry(error_kind(e), self.retry_errors)).to_numpy(dtype=bool)
+        if not again.any():
+            return {"skipped": 1}
+        traffic = self._traffic(traffic_shard, ["request_id", "messages"])
+        batch = traffic[traffic["request_id"].isin(set(old.loc[again, "request_id"]))].reset_index(drop=True)
+        generation = int(record.get("generation", 0)) + 1
+        new = self._run_engine(batch, shard_id("replay", self.candidate.name, traffic_shard, f"retry{generation}"))
+        self._check_complete(batch, new, traffic_shard)
+        sent_attempts = int(new["attempts"].sum())
+        # A row's attempts count every invocation that sent it, so the shard's totals stay cumulative.
+        before = old.loc[again].set_index("request_id")["attempts"]
+        new["attempts"] = (new["attempts"] + new["request_id"].map(before).fillna(0)).astype("int64")
+        merged = pd.concat([old.loc[~again, RESPONSE_COLUMNS], new[RESPONSE_COLUMNS]], ignore_index=True)
+        order = pd.Series(np.arange(len(traffic)), index=traffic["request_id"].to_numpy())
+        merged = merged.iloc[np.argsort(order.reindex(merged["request_id"]).to_numpy(), kind="stable")]
+        self._check_complete(traffic, merged, traffic_shard)
+        recovered = int(new["error"].isna().sum())
+        if recovered:
+            # Withdrawn before the new version is committed: a crash in between only redoes work, never leaves
+            # scores of the old answers standing.
+            for model in self.downstream:
+                self.store.retract_shard("scores", shard_id("scores", model, traffic_shard))
+            self.store.retract_shard("embeddings", shard_id("embeddings", self.candidate.name, traffic_shard))
+            self.store.retract_shard("quarantine", shard_id("judge", self.candidate.name, traffic_shard))
+        prior_wall = float(record.get("stats", {}).get("wall_s", 0.0))
+        stats = shard_stats(merged, prior_wall + time.monotonic() - started)
+        written = self.store.supersede_shard(
+            TABLE, out_shard, merged.reset_index(drop=True), replaces=record["file"],
+            meta={"candidate": self.candidate.name, "traffic_shard": traffic_shard, "stats": stats})
+        return {**stats, "skipped": 0 if written else 1, "sent": int(len(batch)), "attempts_now": sent_attempts,
+                "retried": int(len(batch)), "recovered": recovered}
+
+    def _quarantine(self, q: pd.DataFrame, quarantine_shard: str) -> dict[str, str]:
         if len(q):
-            self.store.write_shard("quarantine", shard_id("replay", self.candidate.name, traffic_shard), q)
+            self.store.write_shard("quarantine", quarantine_shard, q)
         return {str(r): str(why) for r, why in zip(q["request_id"], q["reason"]) if r is not None}
 
     def _check_complete(self, batch: pd.DataFrame, out: pd.DataFrame, traffic_shard: str) -> None:
@@ -165,50 +243,110 @@ def candidate_totals(store: RunStore, candidate, traffic_shards: list[str]) -> d
     }
 
 
+class ReplayFailed(BatonError):
+    """A candidate has no successful response at all: nothing to score, so the run stops after replay."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def check_replayed(cfg: RunConfig, results: dict[str, dict]) -> None:
+    """Stop before scoring when a replayed model has no successful row, naming its dominant error kind."""
+    for name, st in results.items():
+        if not st["requests"] or st["ok"] > 0:
+            continue
+        kind, count = max(st["errors"].items(), key=lambda kv: kv[1]) if st["errors"] else ("unknown", st["requests"])
+        if retryable(kind):
+            todo = (f"the provider failed or was unreachable; when it is back, rerun the same run id "
+                    f"(`baton run --config <this run's config>`, run id {cfg.run_id}): failed rows of retryable kinds "
+                    f"are sent again, successful ones never")
+            code = EXIT_FAILURE
+        else:
+            todo = (f"'{kind}' is not retried by default: fix the candidate (its base_url, model or api_key_env), "
+                    f"then rerun the same run id with `baton run --config <this run's config> --retry-errors all`")
+            code = EXIT_BAD_INPUT
+        raise ReplayFailed(f"replay: candidate {name!r} has no successful response: all {st['requests']} requests "
+                           f"failed, {count} of them with '{kind}' (errors by kind: {st['errors']}); the run stops "
+                           f"before scoring. {todo[0].upper()}{todo[1:]}.", code)
+
+
 def replay(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
-    """Replay pending traffic shards to every candidate; returns per-candidate statistics (also in the manifest)."""
+    """Replay pending traffic shards to every candidate and retry failed rows of committed ones (per
+    ``cfg.execution.retry_errors``); returns per-candidate statistics (also in the manifest). Raises
+    ReplayFailed when a candidate ends with no successful row."""
     traffic = sorted(store.commits("traffic"))
     if not traffic:
         raise ContractError(f"{store.uri('traffic')}: no committed traffic shards to replay (run the sampling stage first)")
     ensure_ray(cfg)
+    policy = cfg.execution.retry_errors
     results: dict[str, dict] = {}
     limiters = []  # held until the stage ends: a named actor dies when its creator's last handle goes
     for cand in candidates_to_replay(cfg):
-        pending = [s for s in traffic if not store.is_committed(TABLE, shard_id(cand.name, s))]
+        commits = store.commits(TABLE)
+        pending = [s for s in traffic if shard_id(cand.name, s) not in commits]
+        retry = [] if cand.kind == "recorded" else [
+            s for s in traffic if shard_id(cand.name, s) in commits and needs_retry(commits[shard_id(cand.name, s)], policy)]
         started = time.monotonic()
-        if pending:
+        done = pd.DataFrame()
+        if pending or retry:
             if cand.kind == "openai":
                 # The driver creates the provider's limiter, so it outlives any worker actor that dies.
                 from inference.engines.ratelimit import get_limiter
 
                 limiters.append(get_limiter(cand.provider_key or cand.base_url, cand.rpm, cand.tpm))
-            run_shards(ReplayShardTask, {"store": store, "candidate": cand.model_dump()}, pending,
-                       desc=f"replay {cand.name}", progress=progress, **_resources(cand))
+            downstream = ([cand.name, *(c.name for c in cfg.candidates)] if cand.name == cfg.incumbent.name
+                          else [cand.name])
+            done = run_shards(ReplayShardTask, {"store": store, "candidate": cand.model_dump(), "retry_errors": policy,
+                                                "downstream": downstream},
+                              pending + retry, desc=f"replay {cand.name}", progress=progress, **_resources(cand))
+        now = {k: int(done[k].fillna(0).sum()) if k in done.columns else 0
+               for k in ("sent", "attempts_now", "retried", "recovered")}
         stats = candidate_totals(store, cand, traffic)
         stats["shards_run"] = len(pending)
-        stats["shards_skipped"] = len(traffic) - len(pending)
+        stats["shards_retried"] = len(retry)
+        stats["shards_skipped"] = len(traffic) - len(pending) - len(retry)
+        stats["rows_retried"], stats["rows_recovered"] = now["retried"], now["recovered"]
+        stats["retry_errors"] = policy
         stats["wall_s"] = round(time.monotonic() - started, 3)
+        # One entry per invocation of the stage: what it sent and what that cost (``attempts`` above is the total).
+        previous = store.manifest().get("stages", {}).get("replay", {}).get(cand.name, {}).get("invocations", [])
+        stats["invocations"] = [*previous, {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                            "shards_run": len(pending), "shards_retried": len(retry),
+                                            "requests_sent": now["sent"], "attempts": now["attempts_now"],
+                                            "rows_recovered": now["recovered"]}]
         store.update_manifest(stages={"replay": {cand.name: stats}})
         results[cand.name] = stats
+    check_replayed(cfg, results)
     return results
 
 
+def with_retry_flag(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
+    """The config with ``--retry-errors`` (when given) in place of ``execution.retry_errors``."""
+    flag = getattr(args, "retry_errors", None)
+    if flag is None:
+        return cfg
+    return cfg.model_copy(update={"execution": cfg.execution.model_copy(update={"retry_errors": flag})})
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from jobs.cli import config_arguments
+    from jobs.cli import config_arguments, retry_errors_argument
 
     config_arguments(parser)
+    retry_errors_argument(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     """The replay stage alone: samples the traffic first if that is not committed yet."""
     from jobs.sample import run_sample
 
-    cfg = load_config(args.config)
+    cfg = with_retry_flag(load_config(args.config), args)
     store = RunStore(cfg.store, cfg.run_id)
     store.check_access()
-    if not store.commits("traffic"):
-        run_sample(cfg, store)
-    stats = replay(cfg, store, progress=not args.no_progress)
+    with store.lease(cfg.execution.lease_ttl_s).acquire(cfg.execution.lease_wait_s):
+        if not store.commits("traffic"):
+            run_sample(cfg, store)
+        stats = replay(cfg, store, progress=not args.no_progress)
     print(json.dumps({"replay": stats}, indent=2, default=str))
     return 0
 

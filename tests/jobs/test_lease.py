@@ -31,6 +31,17 @@ def store(request, tmp_path):
                                 access_key_id_env="AWS_ACCESS_KEY_ID", secret_access_key_env="AWS_SECRET_ACCESS_KEY"), "run-1")
 
 
+@pytest.fixture
+def cli_logging():
+    """`baton` configures the root logger onto the captured stderr; undo it so later logs do not hit a closed stream."""
+    import logging
+
+    root = logging.getLogger()
+    before = list(root.handlers)
+    yield
+    root.handlers[:] = before
+
+
 def _race(store: RunStore, n: int, **lease_kw) -> tuple[list[Lease], list[BaseException]]:
     """n drivers try to take the lease at the same instant."""
     barrier = threading.Barrier(n)
@@ -116,7 +127,7 @@ def test_killed_driver_lease_is_taken_over_after_it_expires(store):
             proc.kill()
 
 
-def test_second_run_and_replay_exit_2_naming_the_holder(store, tmp_path, capsys):
+def test_second_run_and_replay_exit_2_naming_the_holder(store, tmp_path, capsys, cli_logging):
     cfg = run_config(str(tmp_path), "run-1", [{"kind": "recorded", "name": "shadow", "path": str(tmp_path / "x.parquet")}])
     cfg["store"] = store.cfg.model_dump(exclude_none=True)
     path = tmp_path / "run.yaml"

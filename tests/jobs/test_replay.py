@@ -210,3 +210,122 @@ def test_main_reports_bad_config_with_exit_code_2(tmp_path, capsys):
     bad.write_text("run_id: x\ncandidatez: []\n")
     assert cli_main(["replay", "--config", str(bad)]) == 2
     assert "candidatez: unknown key (did you mean 'candidates'?)" in capsys.readouterr().err
+
+
+@pytest.fixture
+def cli_logging():
+    """`baton` configures the root logger onto the captured stderr; undo it so later logs do not hit a closed stream."""
+    import logging
+
+    root = logging.getLogger()
+    before = list(root.handlers)
+    yield
+    root.handlers[:] = before
+
+
+def _pipeline_config(tmp_path, server, run_id: str, n: int, **cand) -> tuple[str, pd.DataFrame]:
+    """A `baton run` config on a real traffic file (sampled into shards of 10), checks-only scoring."""
+    traffic = traffic_frame(n, multi_turn_every=4)
+    traffic.to_parquet(tmp_path / "traffic.parquet")
+    cfg = run_config(str(tmp_path / "store"), run_id, [_api(server, **cand)], shard_rows=10)
+    cfg["traffic"]["path"] = str(tmp_path / "traffic.parquet")
+    cfg["scoring"] = {"embeddings": {"enabled": False}}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path), traffic
+
+
+def _check_one_row_per_request_in_every_reader(cfg, store, traffic, name):
+    from jobs.label_export import units_of_run
+    from jobs.score import score
+
+    want = sorted(traffic["request_id"])
+    table = _responses(store, name)
+    assert sorted(table["request_id"]) == want and table["error"].isna().all()
+    shards = pd.concat([df for _, df in store.iter_shards("responses")])
+    assert sorted(shards.loc[shards["model"] == name, "request_id"]) == want
+    one = pd.concat([store.read_shard("responses", shard_id(name, s)) for s in sorted(store.commits("traffic"))])
+    assert sorted(one["request_id"]) == want
+    assert store.count_rows("responses") == len(traffic)
+    score(cfg, store, progress=False)
+    scores = store.read_table("scores")
+    scores = scores[scores["model"] == name]
+    assert not scores.duplicated(["request_id", "metric"]).any()
+    answered = scores[scores["metric"] == "check.length_chars"]  # a metric only an answer gets
+    assert sorted(answered["request_id"]) == want  # every recovered answer was scored, once
+    units = units_of_run(cfg, store, [name])
+    assert sorted(units["request_id"]) == want
+
+
+def test_outage_stops_after_replay_then_rerun_retries_only_failed_rows(ray_cluster, server, tmp_path, capsys, cli_logging):
+    server.reset(rpm=None, tpm=None, fault_500=0.0, fault_malformed=0.0, fault_hang=0.0, latency_s=0.0, down="drop")
+    path, traffic = _pipeline_config(tmp_path, server, "outage", 30, max_attempts=2, backoff_base_s=0.01)
+    cfg = parse_config(yaml.safe_load(open(path)))
+    store = RunStore(cfg.store, cfg.run_id)
+    try:
+        # Run 1: the provider is down throughout: the run stops right after replay, naming what to do.
+        assert cli_main(["run", "--config", path, "--no-progress"]) == 1
+        err = capsys.readouterr().err
+        assert "candidate 'cand-api' has no successful response: all 30 requests failed, 30 of them with " \
+               "'connection'" in err
+        assert "the run stops before scoring" in err and "rerun the same run id" in err and "outage" in err
+        assert store.commits("scores") == {}
+        first = len(server.log)
+        assert first == 60 and store.manifest()["stages"]["replay"]["cand-api"]["attempts"] == 60
+        # Run 2: the provider is back; only the failed rows are sent, each once, and they replace the failed ones.
+        server.reset(down=None)
+        assert cli_main(["replay", "--config", path, "--no-progress"]) == 0
+    finally:
+        server.down = None  # up again even if an assertion failed (the log is kept for the checks below)
+    assert sorted(e.request_id for e in server.log) == sorted(traffic["request_id"])
+    second = len(server.log)
+    stats = store.manifest()["stages"]["replay"]["cand-api"]
+    assert stats["attempts"] == first + second and stats["ok"] == 30 and stats["rows_recovered"] == 30
+    assert [i["attempts"] for i in stats["invocations"]] == [60, 30]
+    assert (_responses(store, "cand-api")["attempts"] == 3).all()  # two failed attempts, then one that answered
+    _check_one_row_per_request_in_every_reader(cfg, store, traffic, "cand-api")
+    # Run 3: nothing failed any more: not one request is sent again (never pay twice).
+    server.reset()
+    assert cli_main(["replay", "--config", path, "--no-progress"]) == 0
+    assert len(server.log) == 0
+    assert store.manifest()["stages"]["replay"]["cand-api"]["attempts"] == first + second
+
+
+@pytest.mark.slow  # four Ray Data stages: ~45 s on the shared 2 cores
+def test_partial_failures_are_retried_and_their_scores_redone(ray_cluster, server, tmp_path):
+    server.reset(rpm=None, tpm=None, fault_500=0.3, fault_malformed=0.0, fault_hang=0.0, latency_s=0.0, seed=5)
+    path, traffic = _pipeline_config(tmp_path, server, "partial", 40, max_attempts=1)
+    cfg = parse_config(yaml.safe_load(open(path)))
+    store = RunStore(cfg.store, cfg.run_id)
+    from jobs.sample import run_sample
+    from jobs.score import score
+
+    run_sample(cfg, store)
+    replay(cfg, store, progress=False)
+    failed = set(_responses(store, "cand-api").query("error.notna()")["request_id"])
+    ok_first = {e.request_id for e in server.successes()}
+    assert 3 <= len(failed) < 40 and not failed & ok_first
+    score(cfg, store, progress=False)
+    scores = store.read_table("scores")
+    answered = (scores["metric"] == "check.length_chars") & (scores["model"] == "cand-api")
+    assert set(scores.loc[answered, "request_id"]) == ok_first
+    # --retry-errors none: nothing is sent again.
+    server.reset(fault_500=0.0)
+    none = cfg.model_copy(update={"execution": cfg.execution.model_copy(update={"retry_errors": "none"})})
+    assert replay(none, store, progress=False)["cand-api"]["shards_retried"] == 0 and len(server.log) == 0
+    stats = replay(cfg, store, progress=False)["cand-api"]
+    assert {e.request_id for e in server.log} == failed and len(server.log) == len(failed)
+    assert stats["rows_recovered"] == len(failed) and stats["ok"] == 40
+    _check_one_row_per_request_in_every_reader(cfg, store, traffic, "cand-api")
+
+
+def test_a_candidate_failing_on_a_non_retryable_error_names_the_fix():
+    from jobs.replay import ReplayFailed, check_replayed
+
+    cfg = parse_config(run_config("/tmp/unused", "r1", [{"kind": "recorded", "name": "c", "path": "/tmp/x.parquet"}]))
+    ok = {"requests": 10, "ok": 9, "errors": {"timeout": 1}}
+    check_replayed(cfg, {"good": ok})
+    with pytest.raises(ReplayFailed, match=r"candidate 'c' has no successful response: all 10 requests failed, 8 of "
+                                           r"them with 'auth'.*--retry-errors all") as exc:
+        check_replayed(cfg, {"good": ok, "c": {"requests": 10, "ok": 0, "errors": {"auth": 8, "timeout": 2}}})
+    assert exc.value.exit_code == 2

@@ -8,6 +8,8 @@ A real HTTP server (aiohttp, on its own event loop in a background thread) on 12
   prompt tokens plus the completion it is about to return (what providers bill), counted by ``count_tokens``.
 - fault injection by fraction, decided per (request id, attempt) from a seed so runs are reproducible:
   HTTP 500, a hang past the client's timeout, and a 200 whose body is malformed JSON.
+- an outage: ``down="drop"`` closes every connection without an answer (the client sees a connection error),
+  ``down="503"`` answers 503 to everything; each such request is logged with fault ``"down"``.
 - a request log (one entry per HTTP request: request id, attempt, status, fault, tokens, time) to count
   attempts per request id and check that every request was answered exactly once.
 - a pluggable ``responder(messages, model) -> str`` (the default echoes the last user turn), so a scorer's
@@ -110,6 +112,7 @@ class OpenAIServer:
     seed: int = 0
     latency_s: float = 0.0
     api_key: str | None = None
+    down: str | None = None  # None (up), "drop" (connections closed unanswered) or "503" (every request 503)
     responder: Responder = echo_responder
     log: list[LogEntry] = field(default_factory=list)
 
@@ -237,6 +240,16 @@ class OpenAIServer:
     async def _chat(self, request: web.Request) -> web.Response:
         now = time.monotonic()
         request_id = request.headers.get("x-client-request-id") or f"anon-{uuid.uuid4().hex[:12]}"
+        if self.down:
+            with self._lock:
+                self._attempts[request_id] += 1
+                self.log.append(LogEntry(request_id, self._attempts[request_id], 503, "down", "", 0, 0, now))
+            if self.down == "503":
+                return web.json_response({"error": {"message": "service unavailable", "type": "server_error"}},
+                                         status=503)
+            # The connection is cut before any byte of a response, as by a dead load balancer.
+            request.transport.abort()
+            return web.Response(status=503)  # never sent: the transport is gone
         if self.api_key is not None and request.headers.get("authorization") != f"Bearer {self.api_key}":
             return web.json_response({"error": {"message": "invalid api key", "type": "invalid_request_error",
                                                 "code": "invalid_api_key"}}, status=401)
