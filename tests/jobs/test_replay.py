@@ -329,3 +329,34 @@ def test_a_candidate_failing_on_a_non_retryable_error_names_the_fix():
                                            r"them with 'auth'.*--retry-errors all") as exc:
         check_replayed(cfg, {"good": ok, "c": {"requests": 10, "ok": 0, "errors": {"auth": 8, "timeout": 2}}})
     assert exc.value.exit_code == 2
+
+
+def test_recovered_incumbent_rows_withdraw_every_model_scores_of_that_shard(ray_cluster, server, tmp_path):
+    """The shard task itself, in this process (its limiter is a Ray actor of the module's cluster)."""
+    from inference.engines.base import error_row, response_frame
+    from jobs.replay import ReplayShardTask
+
+    server.reset(rpm=None, tpm=None, fault_500=0.0, fault_malformed=0.0, fault_hang=0.0, latency_s=0.0, down=None)
+    inc = _api(server, name="inc")
+    cfg, store, traffic, shards = _setup(tmp_path, 6, 6, [_api(server)])
+    failed = response_frame([error_row(r, "inc", "timeout" if i % 2 else "bad_request", "x", attempts=2)
+                             for i, r in enumerate(traffic["request_id"])])
+    store.write_shard("responses", shard_id("inc", shards[0]), failed,
+                      meta={"candidate": "inc", "traffic_shard": shards[0],
+                            "stats": {"errors": '{"bad_request": 3, "timeout": 3}', "attempts": 12}})
+    downstream = {("scores", shard_id("scores", m, shards[0])) for m in ("inc", "cand-api")} | {
+        ("embeddings", shard_id("embeddings", "inc", shards[0])), ("quarantine", shard_id("judge", "inc", shards[0]))}
+    other = ("scores", shard_id("scores", "cand-api", "traffic-000001"))
+    for table, sid in downstream | {other}:
+        store.write_shard(table, sid, pd.DataFrame({"request_id": ["r00000"]}))
+    task = ReplayShardTask(store, inc, retry_errors="retryable", downstream=["inc", "cand-api"])
+    out = task(shards[0])
+    assert out["retried"] == 3 and out["recovered"] == 3
+    assert {e.request_id for e in server.log} == set(traffic["request_id"][1::2])  # only the timeouts
+    assert not any(store.is_committed(t, s) for t, s in downstream) and store.is_committed(*other)
+    rows = store.read_shard("responses", shard_id("inc", shards[0])).set_index("request_id")
+    assert rows["error"].isna().sum() == 3 and rows.loc["r00000", "error"].startswith("bad_request")
+    assert list(rows.index) == list(traffic["request_id"]) and rows.loc["r00001", "attempts"] == 3
+    # A rerun of the task: the bad_request rows are not retryable; nothing is sent.
+    server.reset()
+    assert task(shards[0]) == {"skipped": 1} and len(server.log) == 0
