@@ -63,9 +63,6 @@ def shard_stats(out: pd.DataFrame, wall_s: float) -> dict:
     }
 
 
-RETRY_POLICIES = ("all", "retryable", "none")
-
-
 def should_retry(kind: str | None, policy: str) -> bool:
     """Whether a row that failed with ``kind`` is sent again by a rerun (None: the row succeeded, never resent)."""
     if kind is None or policy == "none":
