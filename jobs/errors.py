@@ -42,6 +42,14 @@ class StoreNotFound(StoreError):
     """A bucket, folder or object does not exist."""
 
 
+class InputNotFound(StoreNotFound):
+    """A local input file (config, traffic, labels, recorded scores) does not exist: bad input, exit 2.
+
+    Still a StoreNotFound for code that asks "was it missing?"; only the exit code says whose mistake it is."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
 class StoreAccessDenied(StoreError):
     """Credentials are missing, wrong or lack permission."""
 
@@ -71,6 +79,8 @@ def storage_error(exc: BaseException, uri: str) -> BatonError:
         cls, what = _S3_CODES[code]
         return cls(f"{uri}: {what} ({code})")
     if isinstance(exc, FileNotFoundError):
+        if _is_local(uri):  # a path on this machine that is not there is a typo, not an outage
+            return InputNotFound(f"{uri}: does not exist (no such local file or folder)")
         return StoreNotFound(f"{uri}: does not exist")
     if isinstance(exc, PermissionError):
         return StoreAccessDenied(f"{uri}: permission denied")
@@ -80,6 +90,10 @@ def storage_error(exc: BaseException, uri: str) -> BatonError:
     if name in {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ConnectionRefusedError"}:
         return StoreError(f"{uri}: cannot reach the store endpoint ({name})")
     return StoreError(f"{uri}: {name}: {_first_line(exc)}")
+
+
+def _is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
 
 
 def _error_code(exc: BaseException) -> str | None:

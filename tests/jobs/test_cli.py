@@ -59,5 +59,22 @@ def test_missing_bucket_exits_4(tmp_path, s3_bucket, capsys):
 def test_console_script_and_module_entry(tmp_path):
     exe = [sys.executable, "-m", "jobs.validate", "--config", str(tmp_path / "absent.yaml")]
     proc = subprocess.run(exe, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 4, proc.stderr
+    # A local file that is not there is bad input (2), not an unreachable store (4).
+    assert proc.returncode == 2, proc.stderr
     assert "absent.yaml: does not exist" in proc.stderr
+
+
+def test_missing_local_input_files_exit_2_naming_the_file(tmp_path, capsys):
+    absent = tmp_path / "nowhere" / "traffic.jsonl"
+    assert main(["validate", "--config", str(_config(tmp_path, traffic={"path": str(absent)}))]) == 2
+    assert f"{absent}: does not exist" in capsys.readouterr().err
+    # The labels of a run: read by the pipeline's labels stage, before the calibration spends compute.
+    from jobs.config import load_config
+    from jobs.errors import EXIT_BAD_INPUT, BatonError
+    from jobs.migrate import import_labels
+    from jobs.store import RunStore
+
+    cfg = load_config(str(_config(tmp_path, labels={"path": str(tmp_path / "labels.csv")})))
+    with pytest.raises(BatonError, match="labels.csv: does not exist") as info:
+        import_labels(cfg, RunStore(cfg.store, cfg.run_id))
+    assert info.value.exit_code == EXIT_BAD_INPUT
