@@ -2,7 +2,8 @@
 
 Exit codes are a contract with scripts: 0 success, 1 an unexpected failure, 2 bad input (config, tables,
 arguments), 3 the decision gate failed (a verdict other than migrate where the run asked to gate on it),
-4 storage unreachable or access denied.
+4 storage unreachable or access denied. `baton submit` returns the job's own code, or 5 when it stopped waiting
+(--timeout) while the job still runs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 EXIT_GATE = 3
 EXIT_STORAGE = 4
+EXIT_STILL_RUNNING = 5  # `baton submit --timeout`: the wait ended, the job did not
 
 
 class BatonError(Exception):
