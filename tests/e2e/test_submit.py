@@ -8,7 +8,6 @@ once it has checked the forwarded variable. A real gate needs a whole calibrated
 
 from __future__ import annotations
 
-import os
 import stat
 import subprocess
 import sys
