@@ -13,6 +13,7 @@ Linux only (it reads /proc); elsewhere it does nothing.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -67,8 +68,12 @@ def fate_share() -> None:
     args = [sys.executable, "-m", "jobs.ray_reaper", *(f"{pid}:{start}" for pid, start in ours)]
     # Its stdin is the pipe: EOF when this process is gone. Its own signals are ignored in main(), so a Ctrl-C
     # or a SIGTERM sent to the whole process group leaves it there to clean up.
-    _started = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                close_fds=True)
+    try:
+        _started = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, close_fds=True)
+    except OSError as exc:  # the run goes on; only a SIGKILLed driver would leave Ray's agents behind
+        logging.getLogger(__name__).warning("cannot start the Ray watchdog (%s): a killed driver may leave "
+                                            "Ray processes behind", exc)
 
 
 def _alive(pids: list[tuple[int, str]]) -> list[int]:
