@@ -23,7 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 EPILOG = """exit codes: 0 success; 1 unexpected failure; 2 bad input (config, tables, arguments);
-3 decision gate failed (a verdict other than migrate, when asked to gate); 4 storage unreachable or denied"""
+3 decision gate failed (a verdict other than migrate, when asked to gate); 4 storage unreachable or denied;
+5 (baton submit) stopped waiting at --timeout while the job still runs"""
 
 
 def config_arguments(parser: argparse.ArgumentParser) -> None:

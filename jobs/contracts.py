@@ -7,6 +7,8 @@ is silently dropped, and every valid row goes on.
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
 from dataclasses import dataclass
 
@@ -22,6 +24,9 @@ RESPONSE_COLUMNS = ["request_id", "model", "response", "prompt_tokens", "complet
                     "finish_reason", "attempts", "error"]
 SCORE_COLUMNS = ["request_id", "model", "metric", "value"]
 LABEL_COLUMNS = ["request_id", "model", "dimension", "value"]
+# A JSONL line that could not be decoded is read as a row holding only these two columns (why, and the line as
+# text with bad bytes escaped); every validator quarantines such a row under its row number.
+UNREADABLE, UNREADABLE_LINE = "_baton_unreadable", "_baton_line"
 
 
 @dataclass
@@ -37,6 +42,12 @@ class _Quarantine:
         self.stage, self.source, self.df = stage, source, df
         self.rows: list[dict] = []
         self.bad = np.zeros(len(df), dtype=bool)
+        if UNREADABLE in df.columns:
+            reasons, lines = df[UNREADABLE].tolist(), df[UNREADABLE_LINE].tolist()
+            for pos in np.flatnonzero(df[UNREADABLE].notna().to_numpy()):
+                self.bad[pos] = True
+                self.rows.append({"stage": stage, "source": source, "row": int(pos), "request_id": None,
+                                  "field": "line", "reason": reasons[pos], "raw": str(lines[pos])[:2000]})
 
     def add(self, pos: int, field: str, reason: str) -> None:
         if self.bad[pos]:
@@ -56,6 +67,7 @@ class _Quarantine:
 
     def result(self, valid: pd.DataFrame) -> Checked:
         q = pd.DataFrame(self.rows, columns=QUARANTINE_COLUMNS)
+        valid = valid.drop(columns=[UNREADABLE, UNREADABLE_LINE], errors="ignore")
         return Checked(valid.loc[~self.bad].reset_index(drop=True), q)
 
 
@@ -72,8 +84,12 @@ def require_columns(df: pd.DataFrame, columns: list[str], source: str, what: str
     """Raise ContractError naming the first missing column (and the columns present)."""
     missing = [c for c in columns if c not in df.columns]
     if missing:
+        unreadable = ""
+        if UNREADABLE in df.columns and df[UNREADABLE].notna().any():
+            unreadable = f"; unreadable lines, first: {df[UNREADABLE].dropna().iat[0]}"
+        present = [c for c in df.columns if c not in (UNREADABLE, UNREADABLE_LINE)]
         raise ContractError(f"{source}: {what} table is missing column {missing[0]!r} "
-                            f"(required: {columns}; present: {list(df.columns)})")
+                            f"(required: {columns}; present: {present}){unreadable}")
 
 
 def _ids(df: pd.DataFrame, q: _Quarantine) -> pd.Series:
@@ -315,7 +331,7 @@ def iter_table_chunks(uri: str, storage_options: dict | None = None, chunk_rows:
                         start += len(chunk)
                     continue
                 if lower.endswith((".jsonl", ".ndjson")):
-                    reader = pd.read_json(fh, lines=True, dtype=False, chunksize=chunk_rows)
+                    reader = jsonl_chunks(fh, chunk_rows)
                 elif lower.endswith(".csv"):
                     reader = pd.read_csv(fh, dtype={"request_id": str}, chunksize=chunk_rows)
                 else:
@@ -329,7 +345,71 @@ def iter_table_chunks(uri: str, storage_options: dict | None = None, chunk_rows:
         except (ContractError, OSError):
             raise
         except Exception as exc:  # noqa: BLE001 - a parser error means a corrupt or mislabelled file
-            raise ContractError(f"{shown}: cannot be read as {lower.rsplit('.', 1)[-1]} ({type(exc).__name__}: {str(exc)[:200]})") from None
+            raise _unreadable(fs, path, shown, exc) from None
+
+
+def jsonl_chunks(fh, chunk_rows: int):
+    """DataFrames of up to ``chunk_rows`` lines of a binary JSONL file handle (blank lines skipped, as pandas does).
+
+    A chunk that decodes and parses whole goes through pandas at its speed. Otherwise each line is tried alone:
+    a line that is not UTF-8, not JSON or not an object becomes a row with only ``UNREADABLE`` (the reason, with
+    its 1-based line number) and ``UNREADABLE_LINE``, which the validators quarantine; the other lines are read
+    by pandas as usual. One bad line costs one row, not the file."""
+    line_no = 0
+    while True:
+        lines = list(itertools.islice(fh, chunk_rows))
+        if not lines:
+            return
+        first = line_no + 1
+        line_no += len(lines)
+        try:
+            yield pd.read_json(io.StringIO(b"".join(lines).decode("utf-8")), lines=True, dtype=False)
+        except ValueError:  # UnicodeDecodeError is one too
+            yield _jsonl_lines(lines, first)
+
+
+def _jsonl_lines(lines: list[bytes], first: int) -> pd.DataFrame:
+    good: list[str] = []
+    good_pos: list[int] = []
+    bad: dict[int, tuple[str, str]] = {}
+    n = 0
+    for k, raw in enumerate(lines):
+        if not raw.strip():
+            continue
+        where = f"line {first + k}"
+        try:
+            text = raw.decode("utf-8").rstrip("\r\n")
+            if not isinstance(json.loads(text), dict):
+                bad[n] = (f"{where}: not a JSON object", text)
+            else:
+                good.append(text + "\n")
+                good_pos.append(n)
+        except UnicodeDecodeError as exc:
+            bad[n] = (f"{where}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})",
+                      raw.decode("utf-8", errors="backslashreplace"))
+        except json.JSONDecodeError as exc:
+            bad[n] = (f"{where}: not valid JSON ({exc.msg} at column {exc.colno})", text)
+        n += 1
+    frame = pd.read_json(io.StringIO("".join(good)), lines=True, dtype=False) if good else pd.DataFrame(index=range(0))
+    frame.index = good_pos
+    frame = frame.reindex(range(n))
+    frame[UNREADABLE] = pd.Series({i: r for i, (r, _) in bad.items()}, index=range(n), dtype=object)
+    frame[UNREADABLE_LINE] = pd.Series({i: t for i, (_, t) in bad.items()}, index=range(n), dtype=object)
+    return frame
+
+
+def _unreadable(fs, path: str, shown: str, exc: Exception) -> ContractError:
+    """The ContractError for a file a parser rejected; a text file that is not UTF-8 names its first bad line."""
+    kind = path.lower().rsplit(".", 1)[-1]
+    if isinstance(exc, UnicodeDecodeError):
+        with fs.open(path, "rb") as fh:
+            for k, raw in enumerate(fh, start=1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as bad:
+                    return ContractError(f"{shown}: line {k} is not UTF-8 (byte 0x{raw[bad.start]:02x} at column "
+                                         f"{bad.start + 1}); save the file as UTF-8 or remove the line")
+    return ContractError(f"{shown}: cannot be read as {kind} ({type(exc).__name__}: {str(exc)[:200]})")
 
 
 def _read_one(fs, path: str, shown: str) -> pd.DataFrame:
@@ -339,8 +419,12 @@ def _read_one(fs, path: str, shown: str) -> pd.DataFrame:
     if not lower.endswith(TABLE_SUFFIXES):
         raise ContractError(f"{shown}: unknown table format (use .parquet, .jsonl, .json or .csv)")
     try:
+        if lower.endswith((".jsonl", ".ndjson")):
+            with fs.open(path, "rb") as fh:
+                chunks = list(jsonl_chunks(fh, 1_000_000))
+            return pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else (chunks[0] if chunks else pd.DataFrame())
         return read_one(fs, path)
     except OSError:
         raise
     except Exception as exc:  # noqa: BLE001 - any parser error means a corrupt or mislabelled file
-        raise ContractError(f"{shown}: cannot be read as {lower.rsplit('.', 1)[-1]} ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise _unreadable(fs, path, shown, exc) from None

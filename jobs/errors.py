@@ -2,7 +2,8 @@
 
 Exit codes are a contract with scripts: 0 success, 1 an unexpected failure, 2 bad input (config, tables,
 arguments), 3 the decision gate failed (a verdict other than migrate where the run asked to gate on it),
-4 storage unreachable or access denied.
+4 storage unreachable or access denied. `baton submit` returns the job's own code, or 5 when it stopped waiting
+(--timeout) while the job still runs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 EXIT_GATE = 3
 EXIT_STORAGE = 4
+EXIT_STILL_RUNNING = 5  # `baton submit --timeout`: the wait ended, the job did not
 
 
 class BatonError(Exception):
@@ -40,6 +42,14 @@ class StoreError(BatonError):
 
 class StoreNotFound(StoreError):
     """A bucket, folder or object does not exist."""
+
+
+class InputNotFound(StoreNotFound):
+    """A local input file (config, traffic, labels, recorded scores) does not exist: bad input, exit 2.
+
+    Still a StoreNotFound for code that asks "was it missing?"; only the exit code says whose mistake it is."""
+
+    exit_code = EXIT_BAD_INPUT
 
 
 class StoreAccessDenied(StoreError):
@@ -71,6 +81,8 @@ def storage_error(exc: BaseException, uri: str) -> BatonError:
         cls, what = _S3_CODES[code]
         return cls(f"{uri}: {what} ({code})")
     if isinstance(exc, FileNotFoundError):
+        if _is_local(uri):  # a path on this machine that is not there is a typo, not an outage
+            return InputNotFound(f"{uri}: does not exist (no such local file or folder)")
         return StoreNotFound(f"{uri}: does not exist")
     if isinstance(exc, PermissionError):
         return StoreAccessDenied(f"{uri}: permission denied")
@@ -80,6 +92,10 @@ def storage_error(exc: BaseException, uri: str) -> BatonError:
     if name in {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ConnectionRefusedError"}:
         return StoreError(f"{uri}: cannot reach the store endpoint ({name})")
     return StoreError(f"{uri}: {name}: {_first_line(exc)}")
+
+
+def _is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
 
 
 def _error_code(exc: BaseException) -> str | None:

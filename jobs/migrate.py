@@ -76,7 +76,7 @@ def _run_stages(cfg: RunConfig, store: RunStore, lease, progress: bool, truth: d
         return out
 
     stage("sample", lambda: run_sample(cfg, store))
-    ensure_ray(cfg)
+    start_local_ray(cfg)
     stage("replay", lambda: replay(cfg, store, progress=progress))
     stage("score", lambda: score(cfg, store, progress=progress))
     stage("recorded_scores", lambda: import_recorded_scores(cfg, store))
@@ -85,6 +85,20 @@ def _run_stages(cfg: RunConfig, store: RunStore, lease, progress: bool, truth: d
     stage("report", lambda: write_report(cfg, store, decision, truth))
     print_verdicts(decision, store)
     return decision
+
+
+def start_local_ray(cfg: RunConfig) -> None:
+    """ensure_ray; a local Ray this driver starts itself is tied to its life (jobs.ray_reaper)."""
+    import os
+
+    import ray
+
+    from jobs.ray_reaper import fate_share
+
+    starts_here = not (ray.is_initialized() or cfg.execution.ray_address or os.environ.get("RAY_ADDRESS"))
+    ensure_ray(cfg)
+    if starts_here:
+        fate_share()
 
 
 def import_recorded_scores(cfg: RunConfig, store: RunStore) -> dict:

@@ -7,6 +7,7 @@ client's exceptions, httpx's, JSON errors) or an HTTP status into ``(kind, retry
 from __future__ import annotations
 
 import json
+import re
 
 # kind -> (retryable, meaning)
 ERROR_KINDS: dict[str, tuple[bool, str]] = {
@@ -20,7 +21,7 @@ ERROR_KINDS: dict[str, tuple[bool, str]] = {
     "not_found": (False, "HTTP 404: wrong base_url or model id"),
     "conflict": (True, "HTTP 408/409: transient conflict"),
     "http_error": (False, "another HTTP status"),
-    "context_length": (False, "prompt longer than the model's context"),
+    "context_length": (False, "prompt longer than the model's context (a local engine, or an HTTP 400 that says so)"),
     "engine": (False, "a local engine failed on this request"),
     "not_recorded": (False, "a recorded candidate has no row for this request"),
     "quarantined": (False, "the recorded row broke the responses contract (see the quarantine table)"),
@@ -29,6 +30,17 @@ ERROR_KINDS: dict[str, tuple[bool, str]] = {
 
 _STATUS: dict[int, str] = {400: "bad_request", 401: "auth", 403: "auth", 404: "not_found", 408: "conflict",
                            409: "conflict", 422: "bad_request", 429: "rate_limited"}
+
+
+# What OpenAI (code context_length_exceeded) and vLLM (0.32: "This model's maximum context length is ...", "... is
+# longer than the maximum model length of ...") answer for a prompt over the context, in a 400 (or 413/422) body.
+_CONTEXT = re.compile(r"context_length_exceeded|maximum context length|longer than the maximum model length"
+                      r"|exceeds the model'?s? (?:maximum )?context", re.IGNORECASE)
+
+
+def is_context_overflow(status: int, body: object) -> bool:
+    """Whether an HTTP error answer says the prompt does not fit the model's context."""
+    return status in (400, 413, 422) and bool(_CONTEXT.search(json.dumps(body, default=str) if body is not None else ""))
 
 
 def kind_for_status(status: int) -> str:
@@ -53,6 +65,8 @@ def classify(exc: BaseException) -> tuple[str, int | None]:
     if isinstance(exc, openai.APIConnectionError) or isinstance(exc, (httpx.TransportError, ConnectionError)):
         return "connection", None
     if isinstance(exc, openai.APIStatusError):
+        if is_context_overflow(exc.status_code, [exc.body, exc.message, getattr(exc, "code", None)]):
+            return "context_length", exc.status_code
         return kind_for_status(exc.status_code), exc.status_code
     if isinstance(exc, (openai.APIResponseValidationError, json.JSONDecodeError, MalformedResponse)):
         return "malformed", None

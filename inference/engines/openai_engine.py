@@ -21,7 +21,8 @@ from inference.engines.config import OpenAIEngineConfig
 from inference.engines.http_errors import MalformedResponse, classify, retryable
 from inference.engines.ratelimit import AsyncLimiter, RateLimiter, get_limiter, parse_duration
 
-REQUEST_ID_HEADER = "x-client-request-id"
+# The request id in OpenAI's tracing header and in the one vLLM's server logs and uses as its own request id.
+REQUEST_ID_HEADERS = ("x-client-request-id", "X-Request-Id")
 
 
 def estimate_prompt_tokens(messages: list[dict]) -> int:
@@ -112,7 +113,7 @@ class OpenAIEngine:
         s = cfg.sampling
         prompt_est = estimate_prompt_tokens(messages)
         kwargs = {"model": cfg.model, "messages": messages, "temperature": s.temperature, "top_p": s.top_p,
-                  "max_tokens": s.max_tokens, "extra_headers": {REQUEST_ID_HEADER: request_id}}
+                  "max_tokens": s.max_tokens, "extra_headers": {h: request_id for h in REQUEST_ID_HEADERS}}
         if s.seed is not None:
             kwargs["seed"] = s.seed
         if cfg.response_format is not None:
@@ -151,6 +152,10 @@ class OpenAIEngine:
                     retry_after = _retry_after(headers)
                     if retry_after is not None:
                         self.limiter.block(retry_after)
+                elif status is not None:
+                    # An error answer (4xx, 5xx) generated nothing: its tokens go back, or a batch of over-long
+                    # prompts would hold the token bucket for minutes. The request still counted.
+                    self.limiter.refund(est, request=False)
                 if headers:
                     self.limiter.observe({k.lower(): v for k, v in headers.items() if k.lower().startswith("x-ratelimit-")})
                 if not retryable(kind) or attempt == cfg.max_attempts:

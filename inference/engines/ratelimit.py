@@ -46,7 +46,7 @@ class RateLimiter:
         self._tok = self._cap_tok()
         self._stamp = now
         self._blocked_until = now
-        self.stats = {"reserved": 0, "blocked": 0, "corrections": 0, "limit_lowered": 0}
+        self.stats = {"reserved": 0, "blocked": 0, "corrections": 0, "limit_lowered": 0, "refunded": 0}
 
     def _cap_req(self) -> float:
         return max(1.0, self.rpm / 60.0 * self.burst_s)
@@ -76,11 +76,14 @@ class RateLimiter:
         self._tok = min(self._cap_tok(), self._tok + float(estimated) - float(actual))
         self.stats["corrections"] += 1
 
-    def refund(self, tokens: float) -> None:
-        """A request the server rejected without charging (429): return its request and tokens."""
+    def refund(self, tokens: float, request: bool = True) -> None:
+        """A request the server answered without charging tokens: return its tokens, and its request slot too
+        when ``request`` (a 429; other error answers still count against the provider's requests per minute)."""
         self._refill(time.monotonic())
-        self._req = min(self._cap_req(), self._req + 1.0)
+        if request:
+            self._req = min(self._cap_req(), self._req + 1.0)
         self._tok = min(self._cap_tok(), self._tok + float(tokens))
+        self.stats["refunded"] += 1
 
     def block(self, seconds: float) -> None:
         """Nobody sends for ``seconds`` (a 429's Retry-After)."""
@@ -150,8 +153,8 @@ class AsyncLimiter:
     def correct(self, estimated: float, actual: float) -> None:
         self._fire("correct", estimated, actual)
 
-    def refund(self, tokens: float) -> None:
-        self._fire("refund", tokens)
+    def refund(self, tokens: float, request: bool = True) -> None:
+        self._fire("refund", tokens, request)
 
     def block(self, seconds: float) -> None:
         self._fire("block", seconds)

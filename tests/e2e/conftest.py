@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ from tests.conftest import S3_ENV
 from tests.support.fixtures import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
+# The repo's own .venv, or the one running the tests (a git worktree shares its main checkout's).
+VENV = REPO / ".venv" if (REPO / ".venv").exists() else Path(sys.prefix)
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +27,8 @@ def ray_head(moto_server):
     gcs_port, dashboard_port, client_port = free_ports(3)
     env.update({
         "BATON_RAY_TMPDIR": tmp, "BATON_RAY_PORT": str(gcs_port), "BATON_RAY_DASHBOARD_PORT": str(dashboard_port),
-        "BATON_RAY_CLIENT_PORT": str(client_port), "BATON_RAY_NUM_CPUS": "2", "VENV": str(REPO / ".venv"),
-        "PATH": f"{REPO / '.venv' / 'bin'}:{env.get('PATH', '')}",
+        "BATON_RAY_CLIENT_PORT": str(client_port), "BATON_RAY_NUM_CPUS": "2", "VENV": str(VENV),
+        "PATH": f"{VENV / 'bin'}:{env.get('PATH', '')}",
         # The job's driver reads its config from S3 before it knows the store's endpoint.
         "AWS_ENDPOINT_URL_S3": moto_server,
         "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false",

@@ -19,7 +19,7 @@ import yaml
 
 from jobs.config import StoreConfig
 from jobs.store import RunStore, shard_id
-from tests.e2e.conftest import REPO
+from tests.e2e.conftest import REPO, VENV
 from tests.support.judge_script import scripted_judge
 from tests.support.openai_server import OpenAIServer
 from tests.support.tiny_model import tiny_model_path
@@ -90,7 +90,7 @@ def run_config(moto_server, judge):
 
 def _submit(dashboard: str, env: dict, config_uri: str, submission_id: str) -> None:
     runtime_env = {"excludes": [".venv", ".git", "baton-store", "**/__pycache__", "*.egg-info", ".pytest_cache"]}
-    cmd = [str(REPO / ".venv/bin/ray"), "job", "submit", "--address", dashboard, "--working-dir", str(REPO),
+    cmd = [str(VENV / "bin/ray"), "job", "submit", "--address", dashboard, "--working-dir", str(REPO),
            "--runtime-env-json", json.dumps(runtime_env), "--submission-id", submission_id, "--no-wait",
            "--", "python", "-m", "jobs.migrate", "--config", config_uri, "--no-progress"]
     for _ in range(30):

@@ -59,5 +59,43 @@ def test_missing_bucket_exits_4(tmp_path, s3_bucket, capsys):
 def test_console_script_and_module_entry(tmp_path):
     exe = [sys.executable, "-m", "jobs.validate", "--config", str(tmp_path / "absent.yaml")]
     proc = subprocess.run(exe, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 4, proc.stderr
+    # A local file that is not there is bad input (2), not an unreachable store (4).
+    assert proc.returncode == 2, proc.stderr
     assert "absent.yaml: does not exist" in proc.stderr
+
+
+def test_missing_local_input_files_exit_2_naming_the_file(tmp_path, capsys):
+    absent = tmp_path / "nowhere" / "traffic.jsonl"
+    assert main(["validate", "--config", str(_config(tmp_path, traffic={"path": str(absent)}))]) == 2
+    assert f"{absent}: does not exist" in capsys.readouterr().err
+    # The labels of a run: read by the pipeline's labels stage, before the calibration spends compute.
+    from jobs.config import load_config
+    from jobs.errors import EXIT_BAD_INPUT, BatonError
+    from jobs.migrate import import_labels
+    from jobs.store import RunStore
+
+    cfg = load_config(str(_config(tmp_path, labels={"path": str(tmp_path / "labels.csv")})))
+    with pytest.raises(BatonError, match="labels.csv: does not exist") as info:
+        import_labels(cfg, RunStore(cfg.store, cfg.run_id))
+    assert info.value.exit_code == EXIT_BAD_INPUT
+
+
+def test_submit_runtime_env_options(tmp_path):
+    from jobs.errors import EXIT_BAD_INPUT, BatonError
+    from jobs.submit import entrypoint, runtime_env
+
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("# pinned for the cluster\nvllm==0.32.0\n\nhttpx>=0.28\n")
+    parser = build_parser()
+    args = parser.parse_args(["submit", "--address", "http://127.0.0.1:1", "--config", "s3://b/run.yaml",
+                              "--pip", "ppi-python==0.2.3", "--pip", str(reqs), "--py-executable", "/opt/py/bin/python",
+                              "--env-var", "OPENAI_API_KEY", "--env-var", "HF_TOKEN", "--working-dir", "/src/baton"])
+    env = runtime_env(args, {"OPENAI_API_KEY": "sk-1", "HF_TOKEN": "hf-2", "OTHER": "x"})
+    assert env["working_dir"] == "/src/baton" and ".venv" in env["excludes"]
+    assert env["pip"] == ["ppi-python==0.2.3", "vllm==0.32.0", "httpx>=0.28"]
+    assert env["py_executable"] == "/opt/py/bin/python"
+    assert env["env_vars"] == {"OPENAI_API_KEY": "sk-1", "HF_TOKEN": "hf-2"}  # only the names asked for
+    assert entrypoint("migrate", "s3://b/run.yaml", "", "/opt/py/bin/python").startswith("/opt/py/bin/python -m jobs.migrate")
+    with pytest.raises(BatonError, match="--env-var HF_TOKEN: no such environment variable") as info:
+        runtime_env(args, {"OPENAI_API_KEY": "sk-1"})
+    assert info.value.exit_code == EXIT_BAD_INPUT and "sk-1" not in str(info.value)

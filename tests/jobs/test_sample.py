@@ -90,3 +90,32 @@ def test_sample_fraction_and_missing_stratum_column(tmp_path):
     bad = _cfg(tmp_path / "b", path, n=10, stratify_by=["intent"])
     with pytest.raises(ContractError, match="traffic.sample.stratify_by names column 'intent', which the traffic table lacks"):
         run_sample(bad, RunStore(bad.store, bad.run_id))
+
+
+def test_non_utf8_and_broken_json_lines_are_quarantined_with_their_line_numbers(tmp_path, monkeypatch):
+    import jobs.sample as sample_mod
+
+    monkeypatch.setattr(sample_mod, "CHUNK_ROWS", 16)  # the bad lines fall in a later chunk than the first
+    lines = _traffic(40).to_json(orient="records", lines=True).encode().splitlines()
+    lines[20] = b'{"request_id": "r20", "prompt": "caf\xe9 in latin-1", "region": "eu"}'  # not UTF-8
+    lines[33] = b'{"request_id": "r33", "prompt": '  # truncated
+    path = tmp_path / "traffic.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    cfg = _cfg(tmp_path, path)
+    store = RunStore(cfg.store, cfg.run_id)
+    stats = run_sample(cfg, store)
+    assert stats["rows_in"] == 40 and stats["rows"] == 38 and stats["quarantined"] == 2
+    assert "r20" not in set(store.read_table("traffic")["request_id"])
+    q = store.read_table("quarantine").set_index("row")
+    assert q.loc[20, "reason"] == "line 21: not UTF-8 (byte 0xe9 at column 37)" and q.loc[20, "field"] == "line"
+    assert "caf\\xe9" in q.loc[20, "raw"]
+    assert q.loc[33, "reason"] == "line 34: not valid JSON (Expecting value at column 33)"
+
+
+def test_non_utf8_csv_names_file_and_line(tmp_path):
+    from jobs.contracts import read_table_file
+
+    path = tmp_path / "traffic.csv"
+    path.write_bytes(b"request_id,prompt\nr1,hello\nr2,caf\xe9\n")
+    with pytest.raises(ContractError, match=r"traffic.csv: line 3 is not UTF-8 \(byte 0xe9 at column 7\)"):
+        read_table_file(str(path))

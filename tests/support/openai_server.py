@@ -14,9 +14,12 @@ A real HTTP server (aiohttp, on its own event loop in a background thread) on 12
   attempts per request id and check that every request was answered exactly once.
 - a pluggable ``responder(messages, model) -> str`` (the default echoes the last user turn), so a scorer's
   tests can script an LLM judge.
+- ``max_context`` (tokens): a prompt longer than that is refused with HTTP 400 and vLLM's own error body for
+  it (vLLM 0.32 ``VLLMValidationError`` through ``create_error_response``); such a refusal charges no tokens.
+- the headers of every request (lower-cased, without ``authorization``) in its log entry.
 
 Request ids travel in the ``x-client-request-id`` header (OpenAI's own tracing header); requests without one
-are logged under a generated id.
+are logged under the ``x-request-id`` header's id (vLLM's), or a generated one.
 
 Usage::
 
@@ -59,6 +62,15 @@ def echo_responder(messages: list[dict], model: str) -> str:
     return f"[{model}] answer to: {last}"
 
 
+def vllm_context_error(max_model_len: int, prompt_len: int) -> dict:
+    """vLLM 0.32's body for a prompt over the context: ``renderers/params.py`` raises VLLMValidationError with this
+    message and ``create_error_response`` wraps it (the message ends with the exception's parameter and value)."""
+    message = (f"This model's maximum context length is {max_model_len} tokens. However, your prompt contains "
+               f"{prompt_len} input tokens, which exceeds this limit even without any output tokens. Please reduce "
+               f"the length of the input prompt. (parameter=input_tokens, value={prompt_len})")
+    return {"error": {"message": message, "type": "BadRequestError", "param": "input_tokens", "code": 400}}
+
+
 class _Bucket:
     """A token bucket refilled continuously at ``rate`` per second up to ``capacity``."""
 
@@ -96,6 +108,7 @@ class LogEntry:
     completion_tokens: int
     t: float
     response_format: dict | None = None  # what the client asked for (JSON mode), to check structured output
+    headers: dict[str, str] = field(default_factory=dict)  # as received, lower-cased, without authorization
 
 
 @dataclass
@@ -113,6 +126,7 @@ class OpenAIServer:
     latency_s: float = 0.0
     api_key: str | None = None
     down: str | None = None  # None (up), "drop" (connections closed unanswered) or "503" (every request 503)
+    max_context: int | None = None
     responder: Responder = echo_responder
     log: list[LogEntry] = field(default_factory=list)
 
@@ -239,11 +253,13 @@ class OpenAIServer:
 
     async def _chat(self, request: web.Request) -> web.Response:
         now = time.monotonic()
-        request_id = request.headers.get("x-client-request-id") or f"anon-{uuid.uuid4().hex[:12]}"
+        request_id = (request.headers.get("x-client-request-id") or request.headers.get("x-request-id")
+                      or f"anon-{uuid.uuid4().hex[:12]}")
+        received = {k.lower(): v for k, v in request.headers.items() if k.lower() != "authorization"}
         if self.down:
             with self._lock:
                 self._attempts[request_id] += 1
-                self.log.append(LogEntry(request_id, self._attempts[request_id], 503, "down", "", 0, 0, now))
+                self.log.append(LogEntry(request_id, self._attempts[request_id], 503, "down", "", 0, 0, now, headers=received))
             if self.down == "503":
                 return web.json_response({"error": {"message": "service unavailable", "type": "server_error"}},
                                          status=503)
@@ -268,6 +284,13 @@ class OpenAIServer:
             completion, finish = text[: max_tokens * 4], "length"
         p_tok, c_tok = prompt_tokens(messages), count_tokens(completion)
 
+        if self.max_context is not None and p_tok > self.max_context:
+            with self._lock:
+                self._attempts[request_id] += 1
+                self.log.append(LogEntry(request_id, self._attempts[request_id], 400, None, model, p_tok, 0, now,
+                                         response_format, received))
+            return web.json_response(vllm_context_error(self.max_context, p_tok), status=400)
+
         with self._lock:
             wait = 0.0
             if self._req_bucket is not None:
@@ -277,7 +300,8 @@ class OpenAIServer:
             self._attempts[request_id] += 1
             attempt = self._attempts[request_id]
             if wait > 0:
-                self.log.append(LogEntry(request_id, attempt, 429, None, model, p_tok, c_tok, now, response_format))
+                self.log.append(LogEntry(request_id, attempt, 429, None, model, p_tok, c_tok, now, response_format,
+                                         received))
                 headers = {"retry-after": str(max(1, math.ceil(wait))), "retry-after-ms": str(int(wait * 1000) + 1),
                            **self._limit_headers()}
                 return web.json_response({"error": {"message": "Rate limit reached", "type": "requests",
@@ -288,7 +312,7 @@ class OpenAIServer:
                 self._tok_bucket.take(p_tok + c_tok)
             fault = self._fault(request_id, attempt)
             self.log.append(LogEntry(request_id, attempt, 500 if fault == "500" else 200, fault, model, p_tok, c_tok, now,
-                                    response_format))
+                                    response_format, received))
             headers = self._limit_headers()
 
         if self.latency_s:

@@ -150,3 +150,38 @@ def test_error_table_and_durations():
     assert set(ERROR_KINDS) >= {"timeout", "malformed", "connection"}
     assert parse_duration("6m0s") == 360 and parse_duration("250ms") == 0.25 and parse_duration("1.5") == 1.5
     assert parse_duration("garbage") is None
+
+
+def test_every_request_carries_its_id_in_both_tracing_headers(openai_server):
+    srv = openai_server
+    srv.reset(rpm=None, tpm=None, fault_500=0.0, fault_malformed=0.0, fault_hang=0.0)
+    batch = traffic_frame(5)
+    out = _run(_config(srv), batch)
+    assert out["error"].isna().all()
+    seen = {e.headers["x-client-request-id"]: e.headers.get("x-request-id") for e in srv.log}
+    # vLLM's server logs and keys its requests by X-Request-Id; OpenAI traces x-client-request-id.
+    assert seen == {rid: rid for rid in batch["request_id"]}
+
+
+def test_over_long_prompt_is_context_length_and_its_tokens_go_back(openai_server):
+    """vLLM's real 400 body for a prompt over the context is `context_length` (as in the vllm engine), it is not
+    retried, and its reserved tokens return to the limiter so the requests after it do not wait for them."""
+    srv = openai_server
+    srv.reset(rpm=None, tpm=None, fault_500=0.0, fault_malformed=0.0, fault_hang=0.0, max_context=2000)
+    # A 10 s bucket: 10_000 tokens, refilled at 1000/s (slow enough that a kept reservation shows).
+    limiter = RateLimiter(rpm=6000, tpm=60_000, burst_s=10.0)
+    batch = traffic_frame(2)
+    batch.loc[0, "messages"] = [[{"role": "user", "content": "x" * 32_000}]]  # ~8000 tokens: over the context
+    engine = make_engine(_config(srv, max_concurrency=1), limiter=limiter)
+    try:
+        out = engine(batch).set_index("request_id")
+    finally:
+        srv.reset(max_context=None)
+        engine.close()
+    long_id, short_id = batch["request_id"]
+    assert error_kind(out.at[long_id, "error"]) == "context_length"
+    assert "maximum context length is 2000 tokens" in out.at[long_id, "error"]
+    assert out.at[long_id, "attempts"] == 1 and out.at[short_id, "error"] is None
+    assert limiter.stats["refunded"] == 1
+    # The ~8000 estimated tokens of the refused prompt are back: a big request may go at once.
+    assert limiter.reserve(8000) == pytest.approx(0.0, abs=0.5)
