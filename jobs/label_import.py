@@ -194,7 +194,7 @@ def import_answers(cfg: RunConfig, store: RunStore, path: str, key_path: str | N
     if fmt == "labelstudio":
         return _import_label_studio(store, path, wide, batch, key, dims)
     wide["_source"] = path
-    out, q, merged, kinds = _judge(wide, key, dims, batch, store.read_table("labels"))
+    out, q, (merged, already), kinds = _judge(wide, key, dims, batch, store.read_table("labels"))
     digest = hashlib.sha256(open(path, "rb").read()).hexdigest()[:10]
     shard = shard_id("labels", batch, digest)
     committed = False
@@ -205,11 +205,13 @@ def import_answers(cfg: RunConfig, store: RunStore, path: str, key_path: str | N
     if len(q) and (committed or not len(out)):
         store.write_shard("quarantine", shard, q[QUARANTINE_COLUMNS], meta={"source": path, "batch": batch})
     return {"file": path, "format": fmt, "batch": batch, "labels": int(len(out)), "committed": committed,
-            "quarantined": int(len(q)), "reasons": _reason_counts(q, kinds), "merged_repeats": merged}
+            "quarantined": int(len(q)), "reasons": _reason_counts(q, kinds), "merged_repeats": merged,
+            "already_imported": already}
 
 
 def _judge(wide: pd.DataFrame, key: dict, dims: list[LabelDimension], batch: str, prior: pd.DataFrame):
-    """(valid label rows, quarantine rows, merged repeats, reason kind per quarantine row) of wide answer rows
+    """(valid label rows, quarantine rows, (merged repeats, already imported), reason kind per quarantine row) of
+    wide answer rows
     (with ``_origin`` and ``_source``); ``prior`` holds the labels already imported, for duplicates and conflicts."""
     items = {it["item_id"]: it for it in key["items"]}
     incumbent = key["incumbent"]
@@ -255,18 +257,18 @@ def _judge(wide: pd.DataFrame, key: dict, dims: list[LabelDimension], batch: str
                              "inclusion_prob": it["inclusion_prob"], "weight": 1.0 / it["inclusion_prob"],
                              "design": key["design"], **provenance, "_origin": origin, "_field": col, "_raw": rec})
     labels = pd.DataFrame(long)
-    merged = [0]
+    merged = [0, 0]
     if len(labels):
         labels = _drop_duplicates(labels, prior, bad, merged)
     out = labels.drop(columns=[c for c in labels.columns if c.startswith("_")]) if len(labels) else labels
     q = pd.DataFrame(quarantine, columns=QUARANTINE_COLUMNS)
     if len(out):
-        checked = validate_labels(out, "labels")
+        checked = validate_labels(out, "labels of batch " + batch)
         if len(checked.quarantine):  # cannot happen after the checks above; kept as a guard, reported if it does
             q = pd.concat([q, checked.quarantine], ignore_index=True)
             kinds += ["labels contract"] * len(checked.quarantine)
         out = checked.valid
-    return out, q, merged[0], kinds
+    return out, q, tuple(merged), kinds
 
 
 # -- Label Studio: annotations by id and updated_at ------------------------------------------------------------
@@ -303,7 +305,7 @@ def _import_label_studio(store: RunStore, path: str, wide: pd.DataFrame, batch: 
     commits = store.commits("labels")
     ours = {s for s, r in commits.items() if r.get("origin") == LS_ORIGIN and r.get("batch") == batch}
     prior = _labels_except(store, commits, ours)
-    out, q, merged, kinds = _judge(cur, key, dims, batch, prior)
+    out, q, (merged, _), kinds = _judge(cur, key, dims, batch, prior)
     order = [c for c in ("request_id", "model", "dimension", "annotator", "annotation_id") if c in out.columns]
     out = out.sort_values(order, kind="stable").reset_index(drop=True) if len(out) else out
     digest = hashlib.sha256((out.to_json(orient="records") + q.to_json(orient="records")).encode()).hexdigest()[:12]
@@ -441,7 +443,8 @@ def _drop_duplicates(labels: pd.DataFrame, prior: pd.DataFrame, bad, merged: lis
     """One judgment per (request, model, dimension, annotator). Different values quarantine the whole group (which
     one is right is unknown); a repeat within one item, or of a label already in the store, is quarantined as a
     duplicate; the same value for the same answer in two items (the incumbent's answer beside two candidates) is
-    kept once and counted in ``merged``. Labels already imported (``prior``) count as earlier members of the group."""
+    kept once and counted in ``merged[0]``. Labels already imported (``prior``) count as earlier members of the
+    group; the same value again (a re-import of a grown file) is skipped, counted in ``merged[1]``, not quarantined."""
     key = ["request_id", "model", "dimension", "annotator"]
     prior_vals: dict[tuple, tuple[float, str]] = {}
     if len(prior):
@@ -464,12 +467,14 @@ def _drop_duplicates(labels: pd.DataFrame, prior: pd.DataFrame, bad, merged: lis
                     f"annotator {what} gave conflicting values {vals.tolist()} ({', '.join(origins)}){extra}",
                     labels["_raw"].iat[i], "conflicting values")
             continue
+        if earlier:  # no conflict: every value here equals the one imported, so this is a re-import
+            keep[idx] = False
+            merged[1] += len(idx)
+            continue
         seen_items: dict[str, str] = {}
         for i in idx:
             item, origin = labels["item_id"].iat[i], labels["_origin"].iat[i]
-            if earlier:
-                reason = f"duplicate judgment by {what} (already imported in batch {earlier[1]})"
-            elif item in seen_items:
+            if item in seen_items:
                 reason = f"duplicate judgment by {what} (first at {seen_items[item]})"
             elif seen_items:
                 # the same answer (the incumbent's, shown beside two candidates) judged alike twice: one row

@@ -80,6 +80,8 @@ def main(args: argparse.Namespace) -> int:
         if "annotations" in res:
             print("  Label Studio annotations: " + ", ".join(f"{n} {what}" for what, n in res["annotations"].items())
                   + (f"; replaced shard(s) {res['retired']}" if res["retired"] else ""))
+        if res.get("already_imported"):
+            print(f"  {res['already_imported']} judgments already imported with the same value skipped")
         if res["merged_repeats"]:
             print(f"  {res['merged_repeats']} identical judgments of the same answer in two tasks kept once")
         for kind, r in res["reasons"].items():

@@ -271,16 +271,17 @@ def test_bad_inputs_are_quarantined_with_reasons(run):
     # valid: row 0 (5), row 1 (2), row 2 (3), row 5 (5), row 6 (4 of 5: its quality conflicts)
     assert len(labels) == summary["labels"] == 19 and summary["quarantined"] == len(q) == 3 + 2 + 1 + 5 + 2 + 4
     check_against_truth(labels)
-    # a later file that contradicts an imported label is a conflict too; the imported one stays
+    # a later file that contradicts an imported label is a conflict too; the imported one stays; its other answers,
+    # the same as imported, are a re-import: skipped and counted, not quarantined as duplicates
     later = run["tmp"] / "later.csv"
     flip = {**good[0], "style_a": str(6 - int(good[0]["style_a"])) if good[0]["style_a"] != "3" else "1"}
     pd.DataFrame([flip]).to_csv(later, index=False)
     s2 = import_answers(run["cfg"], run["store"], str(later))
-    assert s2["labels"] == 0 and s2["quarantined"] == 5 and len(run["store"].read_table("labels")) == 19
+    assert s2["labels"] == 0 and s2["quarantined"] == 1 and len(run["store"].read_table("labels")) == 19
+    assert s2["already_imported"] == 4
     q2 = run["store"].read_table("quarantine")
     new = q2[q2["source"] == str(later)]["reason"].tolist()
-    assert sum("conflicting" in r and "already imported in batch bad" in r for r in new) == 1
-    assert sum(r.startswith("row 0: duplicate") and "already imported in batch bad" in r for r in new) == 4
+    assert len(new) == 1 and "conflicting" in new[0] and "already imported in batch bad" in new[0]
 
 
 def test_table_level_errors_exit_2_naming_file_and_column(run, capsys):
@@ -456,8 +457,9 @@ def test_labels_stage_quarantines_bad_rows_decides_on_the_rest_and_reimports_a_c
     store = run["store"]
     cfg = _quality_only(run["cfg"], labels=run["cfg"].labels.model_copy(update={"path": str(path)}))
     stats = import_labels(cfg, store)
-    assert stats["changed"] and stats["rows"] == 60 and stats["quarantined"] == 4
     q = store.read_table("quarantine")
+    assert len(q) == 4 and len(store.read_table("labels")) == 60
+    assert stats["changed"] and stats["rows"] == 60 and stats["quarantined"] == 4
     assert q["source"].eq(str(path)).all() and q["stage"].eq("labels").all()
     by_row = {r.row: r for r in q.itertuples()}
     assert set(by_row) == {60, 61, 62, 63}
@@ -541,7 +543,7 @@ def test_label_studio_correction_wins_keeps_history_and_reimports_are_no_ops(run
     first = run["tmp"] / "export-1.json"
     first.write_text(json.dumps(_ls_export(tasks, 7, "2026-12-01T10:00:00.000000Z")))
     s1 = import_answers(run["cfg"], store, str(first))
-    assert s1["committed"] and s1["quarantined"] == 0 and s1["annotations"]["new"] == 12
+    assert s1["committed"] and s1["quarantined"] == 0
     before = store.read_table("labels")
     # the annotator changes task 0's quality answer in Label Studio: same annotation id, later updated_at
     old = answer(tasks[0]["data"], "x")["quality"]
@@ -551,8 +553,9 @@ def test_label_studio_correction_wins_keeps_history_and_reimports_are_no_ops(run
                                             {0: {"quality": new, "_updated": "2026-12-01T11:30:00.000000Z"}})))
     s2 = import_answers(run["cfg"], store, str(second))
     assert s2["quarantined"] == 0 and s2["committed"], s2["reasons"]
-    assert s2["annotations"] == {"new": 0, "corrected": 1, "unchanged": 11, "stale": 0}
     assert store.read_table("quarantine").empty
+    assert s1["annotations"]["new"] == 12
+    assert s2["annotations"] == {"new": 0, "corrected": 1, "unchanged": 11, "stale": 0}
     after = store.read_table("labels")
     assert len(after) == len(before)
     key = {it["item_id"]: it for it in json.loads(store.read_document("labels", "key-ls1.json"))["items"]}
@@ -591,8 +594,8 @@ def test_label_studio_bad_answer_is_quarantined_once_across_re_exports(run):
     e2 = run["tmp"] / "e2.json"  # three more tasks annotated since
     e2.write_text(json.dumps(_ls_export(tasks, 7, t0, {1: {"style_a": "9"}})))
     s2 = import_answers(run["cfg"], store, str(e2))
-    assert s2["annotations"]["new"] == 3 and s2["quarantined"] == 1
     q = store.read_table("quarantine")
+    assert s2["quarantined"] == 1 and s2.get("annotations", {}).get("new") == 3
     assert len(q) == 1 and q.loc[0, "field"] == "style_a" and q.loc[0, "source"] == str(e1)
     assert q.loc[0, "row"] == 501 and q.loc[0, "reason"].startswith("annotation 501 (task 2): column 'style_a'")
     e3 = run["tmp"] / "e3.json"
@@ -647,3 +650,28 @@ def test_printed_summary_keeps_digits_of_batch_names(run, capsys):
     printed = capsys.readouterr().out
     assert "already imported in batch b2" in printed and "batch b_" not in printed, printed
     assert "quarantined 1 (conflicting values), e.g. row 0: annotator ann1" in printed
+
+
+def test_labels_stage_on_s3_reimports_when_the_object_changes(tmp_path, s3_bucket):
+    """labels.path on S3 (moto on loopback): the fingerprint is the object's ETag and size, no download; an
+    unchanged object is a no-op, a re-uploaded different one is imported again."""
+    import boto3
+
+    from jobs.migrate import import_labels
+
+    endpoint, bucket = s3_bucket
+    r = make_run(tmp_path, {"root": f"s3://{bucket}/baton", "endpoint_url": endpoint})
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    rows = [(f"r{i:03d}", "cand-a", "quality", _pairwise_truth("cand-a", i), "ann1") for i in range(1, 11)]
+    put = lambda rs: s3.put_object(Bucket=bucket, Key="in/labels.csv",  # noqa: E731
+                                   Body=_labels_table(rs).to_csv(index=False).encode())
+    put(rows + [("r011", "cand-a", "quality", 7, "ann1")])
+    cfg = r["cfg"].model_copy(update={"labels": r["cfg"].labels.model_copy(
+        update={"path": f"s3://{bucket}/in/labels.csv"})})
+    first = import_labels(cfg, r["store"])
+    assert first["changed"] and first["rows"] == 10 and first["quarantined"] == 1
+    assert not import_labels(cfg, r["store"])["changed"]
+    put(rows + [("r011", "cand-a", "quality", 1, "ann1")])
+    again = import_labels(cfg, r["store"])
+    assert again["changed"] and again["rows"] == 11 and again["fingerprint"] != first["fingerprint"]
+    assert len(r["store"].read_table("labels")) == 11 and r["store"].read_table("quarantine").empty
