@@ -675,3 +675,37 @@ def test_labels_stage_on_s3_reimports_when_the_object_changes(tmp_path, s3_bucke
     again = import_labels(cfg, r["store"])
     assert again["changed"] and again["rows"] == 11 and again["fingerprint"] != first["fingerprint"]
     assert len(r["store"].read_table("labels")) == 11 and r["store"].read_table("quarantine").empty
+
+
+def test_label_studio_import_killed_midway_converges_on_rerun(run, monkeypatch):
+    """An import killed after committing the batch's new shards but before recording the history and retiring the
+    old shards: rerunning it derives the same shard, finishes, and leaves one current shard (no row twice)."""
+    from jobs.store import RunStore
+
+    store = run["store"]
+    export_batch(run["cfg"], store, run["task"], str(run["tmp"] / "b"), n=3, seed=8, batch="ls3")
+    tasks = json.loads((run["tmp"] / "b" / "ls3.labelstudio.json").read_text())
+    e1, e2 = run["tmp"] / "e1.json", run["tmp"] / "e2.json"
+    e1.write_text(json.dumps(_ls_export(tasks, 7, "2026-12-01T10:00:00Z")))
+    old = answer(tasks[0]["data"], "x")["quality"]
+    e2.write_text(json.dumps(_ls_export(tasks, 7, "2026-12-01T10:00:00Z",
+                                        {0: {"quality": {"A": "B", "B": "A", "tie": "A"}[old],
+                                             "_updated": "2026-12-01T11:00:00Z"}})))
+    import_answers(run["cfg"], store, str(e1))
+    n = len(store.read_table("labels"))
+    real = RunStore.write_document
+
+    def crash(self, table, name, data):  # the process dies before the history is written
+        if name.startswith("ls-"):
+            raise KeyboardInterrupt("killed")
+        return real(self, table, name, data)
+
+    monkeypatch.setattr(RunStore, "write_document", crash)
+    with pytest.raises(KeyboardInterrupt):
+        import_answers(run["cfg"], store, str(e2))
+    assert len(store.read_table("labels")) == 2 * n  # old and new shard both committed at the kill
+    monkeypatch.setattr(RunStore, "write_document", real)
+    s = import_answers(run["cfg"], store, str(e2))
+    assert s["annotations"]["corrected"] == 1 and len(s["retired"]) == 1
+    assert len(store.read_table("labels")) == n and store.read_table("quarantine").empty
+    assert sum(r.get("batch") == "ls3" for r in store.commits("labels").values()) == 1
