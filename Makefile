@@ -4,6 +4,9 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.baton-setup
+# Label Studio pins Django and more, so it gets its own venv; only tests/jobs/test_label_studio.py uses it.
+LSVENV := .lsvenv
+LSSTAMP := $(LSVENV)/.baton-setup
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
@@ -29,14 +32,20 @@ $(STAMP): pyproject.toml
 	command -v chromium >/dev/null || { (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "warning: chromium not installed; the report browser test will skip"; }
 	touch $(STAMP)
 
+# For `make test` only (the demo does not need it). A failed install (no registry) is a warning: the Label Studio
+# test then skips and says why.
+$(LSSTAMP):
+	test -x $(LSVENV)/bin/python || $(PYTHON) -m venv $(LSVENV)
+	$(LSVENV)/bin/python -m pip install -q label-studio==1.23.2 && touch $(LSSTAMP) || echo "warning: label-studio not installed in $(LSVENV); the Label Studio round-trip test will skip"
+
 demo: setup
 	$(VENV)/bin/baton demo
 
-test: setup
+test: setup $(LSSTAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-fast: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not e2e"
 
 clean:
-	rm -rf $(VENV) baton-store
+	rm -rf $(VENV) $(LSVENV) baton-store

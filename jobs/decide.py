@@ -72,6 +72,20 @@ def read_table(path: str, what: str) -> pd.DataFrame:
         raise InputError(f"{what} file {path}: cannot be read as Parquet or CSV ({type(e).__name__}: {e})") from e
 
 
+def read_labels(path: str, spec: DecideSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The labels table's usable rows and its bad rows of the decided dimensions (quarantine rows naming the file,
+    row, field and reason; jobs.label_checks.screen_labels), so one off-scale label does not end the decision."""
+    from jobs.errors import ContractError
+    from jobs.label_checks import screen_labels
+
+    try:
+        checked = screen_labels(read_table(path, "labels"), path, {d.name: d.kind for d in spec.dimensions},
+                                other_dimensions="keep")
+    except ContractError as e:
+        raise InputError(str(e)) from e
+    return checked.valid, checked.quarantine
+
+
 def decide_tables(scores: pd.DataFrame, labels: pd.DataFrame, traffic: pd.DataFrame | None, spec: DecideSpec,
                   design: pd.DataFrame | None = None) -> dict:
     """Decision document (schema_version 1) for the given tables. Raises InputError on bad input.
@@ -147,15 +161,20 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         scores = read_table(args.scores, "scores")
-        labels = read_table(args.labels, "labels")
+        labels, bad_labels = read_labels(args.labels, spec)
         traffic = read_table(args.traffic, "traffic") if args.traffic else None
         doc = _with_file_context(lambda: decide_tables(scores, labels, traffic, spec), args)
     except InputError as e:
         print(f"baton decide: {e}", file=sys.stderr)
         return 2
+    os.makedirs(args.out, exist_ok=True)
+    if len(bad_labels):
+        bad_labels.to_csv(Path(args.out) / "quarantine.csv", index=False)
+        doc["warnings"] += [f"labels file {args.labels}: {len(bad_labels)} row(s) quarantined to "
+                            f"{Path(args.out) / 'quarantine.csv'}, e.g. row {bad_labels['row'].iat[0]}, field "
+                            f"{bad_labels['field'].iat[0]!r}: {bad_labels['reason'].iat[0]}"]
     for w in doc["warnings"]:
         print(f"baton decide: warning: {w}", file=sys.stderr)
-    os.makedirs(args.out, exist_ok=True)
     path = Path(args.out) / "decision.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=1, allow_nan=False))

@@ -1,8 +1,10 @@
-"""Design weights and checks of a run's human labels: agreement between annotators and representativeness.
+"""Design weights and checks of a run's human labels: bad rows, agreement between annotators, representativeness.
 
-Agreement per dimension is Krippendorff's alpha; representativeness compares the labelled requests' automated
-scores with all scored ones (weighted by the design). Both are printed by `baton labels import|check` and stored
-in ``labels/checks.json``.
+``screen_labels`` sets aside the rows of a labels table the decision cannot use (off-scale for the dimension's kind,
+unknown dimension, request or model) as quarantine rows, so one bad label never ends a decision. Agreement per
+dimension is Krippendorff's alpha; representativeness compares the labelled requests' automated scores with all
+scored ones (weighted by the design). Both are printed by `baton labels import|check` and stored in
+``labels/checks.json``.
 """
 
 from __future__ import annotations
@@ -15,8 +17,58 @@ import pandas as pd
 
 from calibration import agreement
 from jobs.config import RunConfig
+from jobs.contracts import QUARANTINE_COLUMNS, Checked, validate_labels
 from jobs.label_task import LabelTaskConfig
 from jobs.store import RunStore
+
+# Values a dimension's kind allows on the labels table's scale (jobs.label_task.unblind, calibration.data).
+KIND_VALUES = {"pairwise": (0.0, 0.5, 1.0), "binary": (0.0, 1.0)}
+
+
+# -- bad rows -------------------------------------------------------------------------------------------------
+def screen_labels(df: pd.DataFrame, source: str, kinds: dict[str, str], *, requests=None, models=None,
+                  other_dimensions: str = "quarantine") -> Checked:
+    """The labels table's usable rows and, for the others, quarantine rows (``row`` = position in ``df``).
+
+    Beyond the contract (jobs.contracts.validate_labels: ids, numeric value): a value off the dimension's kind
+    (pairwise 0 / 0.5 / 1, binary 0 / 1, ordinal any finite number: its scale is not known here), a dimension not
+    in ``kinds`` (``other_dimensions="keep"`` passes those rows through untouched, for `baton decide` on one
+    dimension of a wider table), a request_id not in ``requests`` and a model not in ``models`` (when given).
+    A table without the contract's columns is a ContractError naming the file and column."""
+    checked = validate_labels(df, source)
+    kept = np.setdiff1d(np.arange(len(df)), checked.quarantine["row"].to_numpy(dtype=int))
+    valid = checked.valid
+    bad = np.zeros(len(valid), dtype=bool)
+    rows: list[dict] = []
+
+    def add(mask: np.ndarray, field: str, reason) -> None:
+        for pos in np.flatnonzero(mask & ~bad):
+            bad[pos] = True
+            r = valid.iloc[pos]
+            rows.append({"stage": "labels", "source": source, "row": int(kept[pos]), "request_id": r["request_id"],
+                         "field": field, "reason": reason(r),
+                         "raw": json.dumps(df.iloc[int(kept[pos])].to_dict(), default=str)[:2000]})
+
+    dim = valid["dimension"].astype(str)
+    value = valid["value"].to_numpy(dtype=float)
+    known = dim.isin(list(kinds)).to_numpy()
+    if other_dimensions == "quarantine":
+        add(~known, "dimension", lambda r: f"dimension {r['dimension']!r} is not one of the decision's dimensions "
+                                           f"{sorted(kinds)}")
+    for name, kind in kinds.items():
+        allowed = KIND_VALUES.get(kind)
+        off = ~np.isfinite(value) if allowed is None else ~np.isin(value, allowed)
+        add((dim == name).to_numpy() & off, "value",
+            lambda r, k=kind, a=allowed: f"value {float(r['value']):g} is off the {k} scale of dimension {r['dimension']!r}"
+                                         + (f" (one of {list(a)})" if a else " (not a finite number)"))
+    if requests is not None:
+        add(~valid["request_id"].isin(set(requests)).to_numpy(), "request_id",
+            lambda r: f"request_id {r['request_id']!r} is not in this run's traffic")
+    if models is not None:
+        add(~valid["model"].astype(str).isin(set(models)).to_numpy(), "model",
+            lambda r: f"model {r['model']!r} is neither the incumbent nor a candidate {sorted(models)}")
+    q = pd.concat([checked.quarantine, pd.DataFrame(rows, columns=QUARANTINE_COLUMNS)], ignore_index=True)
+    return Checked(valid.loc[~bad].reset_index(drop=True), q.sort_values("row", kind="stable").reset_index(drop=True))
 
 
 # -- weights and checks ---------------------------------------------------------------------------------------

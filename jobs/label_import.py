@@ -1,10 +1,19 @@
-"""`baton labels import`: read the annotators' answers back, un-blind them through the key and validate them.
+"""`baton labels import` and the pipeline's labels stage: human labels as living data.
 
-Reads the annotators' CSV, JSONL or a Label Studio export, un-blinds it through the key and validates every
-judgment. Unknown item ids, values off a dimension's scale, missing values, duplicates and one annotator's
-conflicting values become quarantine rows with their reason (never a silent drop); a file that cannot be read or
-lacks a column is an error naming the file and column (exit 2). Valid labels are committed to the labels table
-with their batch, design weight and inclusion probability.
+Answers (`import_answers`): the annotators' CSV, JSONL or a Label Studio export, un-blinded through the key and
+validated judgment by judgment. Unknown item ids, values off a dimension's scale, missing values, duplicates and one
+annotator's conflicting values become quarantine rows with their reason (never a silent drop); a file that cannot
+be read or lacks a column is an error naming the file and column (exit 2). Valid labels are committed to the labels
+table with their batch, design weight and inclusion probability.
+
+A Label Studio project is re-exported as annotators work and correct: its annotations are tracked by id and
+``updated_at`` in ``labels/ls-<batch>.json`` (every version, the history), the latest version of each wins, and
+the batch's labels and quarantine rows are one shard each, named by their content, that replaces the batch's
+earlier shards (kept under ``<table>/_retired/``). An identical re-export writes nothing.
+
+The pipeline's labels stage (`import_labels_table`, ``labels.path``) is re-imported when its source changes
+(content hash of a local file, ETag and size on S3) and is a no-op when it does not; its bad rows are quarantined
+(jobs.label_checks.screen_labels) and the decision uses the rest.
 """
 
 from __future__ import annotations
@@ -12,32 +21,36 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
 
 from jobs.config import RunConfig
-from jobs.contracts import QUARANTINE_COLUMNS, validate_labels
-from jobs.errors import ContractError
+from jobs.contracts import QUARANTINE_COLUMNS, read_table_file, table_files, validate_labels
+from jobs.errors import ContractError, storage_error
 from jobs.label_task import KEY_SCHEMA, LabelDimension, parse_value, unblind
-from jobs.store import RunStore, shard_id
+from jobs.store import RunStore, shard_id, storage_options
 
 log = logging.getLogger("baton.labels")
+LS_ORIGIN = "labelstudio"  # commit-record tag of a Label Studio batch's current shard
+TABLE_ORIGIN = "labels.path"  # commit-record tag of the pipeline's labels-table import
 
 
-# -- import ---------------------------------------------------------------------------------------------------
-def read_answers(path: str) -> tuple[pd.DataFrame, str]:
+# -- reading --------------------------------------------------------------------------------------------------
+def read_answers(path: str, identities: dict[str, str] | None = None) -> tuple[pd.DataFrame, str]:
     """Wide answer rows (item_id, annotator, batch, <field>...) and a description of each row's origin.
 
     CSV and JSONL hold one row per (item, annotator); a Label Studio export holds tasks with annotations, each
-    annotation one row (annotator = completed_by).
+    annotation one row with its ``annotation_id`` and ``updated_at``. Annotators are mapped to one identity through
+    ``identities`` (alias -> identity, LabelTaskConfig.annotators).
     """
     lower = path.lower()
     try:
         if lower.endswith(".csv"):
             df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
             df["_origin"] = [f"row {i}" for i in range(len(df))]
-            return df, "csv"
+            return _identify(df, identities), "csv"
         if lower.endswith((".jsonl", ".ndjson")):
             rows = []
             with open(path) as fh:
@@ -47,15 +60,16 @@ def read_answers(path: str) -> tuple[pd.DataFrame, str]:
                             rows.append({**json.loads(line), "_origin": f"line {i + 1}"})
                         except json.JSONDecodeError as exc:
                             raise ContractError(f"{path}: line {i + 1} is not JSON ({exc.msg})") from None
-            return _stringify(pd.DataFrame(rows)), "jsonl"
+            return _identify(_stringify(pd.DataFrame(rows)), identities), "jsonl"
         if lower.endswith(".json"):
             with open(path) as fh:
                 doc = json.load(fh)
             if not isinstance(doc, list):
                 raise ContractError(f"{path}: expected a JSON list (a Label Studio export or rows)")
             if any(isinstance(t, dict) and "annotations" in t for t in doc):
-                return _from_label_studio(doc, path), "labelstudio"
-            return _stringify(pd.DataFrame([{**r, "_origin": f"element {i}"} for i, r in enumerate(doc)])), "json"
+                return _from_label_studio(doc, path, identities or {}), "labelstudio"
+            rows = _stringify(pd.DataFrame([{**r, "_origin": f"element {i}"} for i, r in enumerate(doc)]))
+            return _identify(rows, identities), "json"
     except ContractError:
         raise
     except FileNotFoundError:
@@ -75,20 +89,50 @@ def _stringify(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _from_label_studio(doc: list, path: str) -> pd.DataFrame:
+def _identify(df: pd.DataFrame, identities: dict[str, str] | None) -> pd.DataFrame:
+    if identities and "annotator" in df.columns:
+        df["annotator"] = [identities.get(str(a), a) if isinstance(a, str) else a for a in df["annotator"]]
+    return df
+
+
+def annotator_identity(ann: dict, identities: dict[str, str]) -> str | None:
+    """One name for the person behind a Label Studio annotation.
+
+    An export names them by numeric user id (``completed_by: 7``; ``created_username: "ann@x.org, 7"`` beside
+    it), the task API by a user object with an email. Every name found is looked up in ``identities`` (the task
+    config's ``annotators``); otherwise the email, else the numeric id."""
+    who = ann.get("completed_by")
+    names: list[str] = []
+    if isinstance(who, dict):
+        names += [str(who[k]) for k in ("email", "id") if who.get(k) is not None]
+    elif who is not None:
+        names.append(str(who))
+    user = ann.get("created_username")
+    if isinstance(user, str) and user.strip():
+        parts = [p.strip() for p in user.split(",") if p.strip()]
+        names = [p for p in parts if "@" in p] + names + [p for p in parts if "@" not in p]
+    for n in names:
+        if n in identities:
+            return identities[n]
+    emails = [n for n in names if "@" in n]
+    return emails[0] if emails else (names[0] if names else None)
+
+
+def _from_label_studio(doc: list, path: str, identities: dict[str, str]) -> pd.DataFrame:
     rows = []
     for t, task in enumerate(doc):
         if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
             raise ContractError(f"{path}: element {t} has no 'data' mapping (not a Label Studio task)")
-        data = task["data"]
+        data, task_id = task["data"], task.get("id", t)
         for a, ann in enumerate(task.get("annotations") or []):
             if ann.get("was_cancelled"):
                 continue
-            who = ann.get("completed_by")
-            if isinstance(who, dict):
-                who = who.get("email") or who.get("id")
+            aid = str(ann["id"]) if ann.get("id") is not None else f"task{task_id}.{a}"
+            who = annotator_identity(ann, identities)
             row = {"item_id": data.get("item_id"), "batch": data.get("batch"),
-                   "annotator": None if who is None else str(who), "_origin": f"task {t} annotation {a}"}
+                   "annotator": None if who is None else str(who), "annotation_id": aid,
+                   "updated_at": str(ann.get("updated_at") or ann.get("created_at") or ""),
+                   "_origin": f"annotation {aid} (task {task_id})"}
             for res in ann.get("result") or []:
                 value = res.get("value") or {}
                 if "choices" in value and value["choices"]:
@@ -119,10 +163,12 @@ def load_key(store: RunStore, batch: str, key_path: str | None) -> dict:
     return key
 
 
+# -- answers --------------------------------------------------------------------------------------------------
 def import_answers(cfg: RunConfig, store: RunStore, path: str, key_path: str | None = None,
-                   batch: str | None = None, dimensions: list[str] | None = None) -> dict:
+                   batch: str | None = None, dimensions: list[str] | None = None,
+                   identities: dict[str, str] | None = None) -> dict:
     """Un-blind, validate and commit one file of answers; returns a summary with counts and quarantine reasons."""
-    wide, fmt = read_answers(path)
+    wide, fmt = read_answers(path, identities)
     if "item_id" not in wide.columns:
         raise ContractError(f"{path}: missing column 'item_id' (present: {[c for c in wide.columns if c != '_origin']})")
     if batch is None:
@@ -143,84 +189,267 @@ def import_answers(cfg: RunConfig, store: RunStore, path: str, key_path: str | N
                 if col not in wide.columns:
                     raise ContractError(f"{path}: missing column {col!r} for dimension {d.name!r} "
                                         f"(import a subset with --dimensions)")
-    items = {it["item_id"]: it for it in key["items"]}
-    incumbent = key["incumbent"]
     if "annotator" not in wide.columns:
         wide["annotator"] = None
+    if fmt == "labelstudio":
+        return _import_label_studio(store, path, wide, batch, key, dims)
+    wide["_source"] = path
+    out, q, (merged, already), kinds = _judge(wide, key, dims, batch, store.read_table("labels"))
+    digest = hashlib.sha256(open(path, "rb").read()).hexdigest()[:10]
+    shard = shard_id("labels", batch, digest)
+    committed = False
+    if len(out):
+        committed = store.write_shard("labels", shard, out, meta={"source": path, "batch": batch})
+        if not committed:
+            log.warning("%s: already imported (shard %s committed); nothing written", path, shard)
+    if len(q) and (committed or not len(out)):
+        store.write_shard("quarantine", shard, q[QUARANTINE_COLUMNS], meta={"source": path, "batch": batch})
+    return {"file": path, "format": fmt, "batch": batch, "labels": int(len(out)), "committed": committed,
+            "quarantined": int(len(q)), "reasons": _reason_counts(q, kinds), "merged_repeats": merged,
+            "already_imported": already}
 
-    long, quarantine = [], []
 
-    def bad(origin: str, rid, field: str, reason: str, raw: dict) -> None:
-        quarantine.append({"stage": "labels", "source": path, "row": _row_number(origin), "request_id": rid,
-                           "field": field, "reason": f"{origin}: {reason}", "raw": json.dumps(raw, default=str)[:2000]})
+def _judge(wide: pd.DataFrame, key: dict, dims: list[LabelDimension], batch: str, prior: pd.DataFrame):
+    """(valid label rows, quarantine rows, (merged repeats, already imported), reason kind per quarantine row) of
+    wide answer rows
+    (with ``_origin`` and ``_source``); ``prior`` holds the labels already imported, for duplicates and conflicts."""
+    items = {it["item_id"]: it for it in key["items"]}
+    incumbent = key["incumbent"]
+    long, quarantine, kinds = [], [], []
+    sources = dict(zip(wide["_origin"], wide["_source"]))
+
+    def bad(origin: str, rid, field: str, reason: str, raw: dict, kind: str) -> None:
+        kinds.append(kind)
+        quarantine.append({"stage": "labels", "source": sources[origin], "row": _row_number(origin),
+                           "request_id": rid, "field": field, "reason": f"{origin}: {reason}",
+                           "raw": json.dumps(raw, default=str)[:2000]})
 
     for rec in wide.to_dict("records"):
         origin = rec.pop("_origin")
+        rec.pop("_source")
         item_id = rec.get("item_id")
         it = items.get(item_id)
         if it is None:
-            bad(origin, None, "item_id", f"item_id {item_id!r} is not in the key of batch {batch!r}", rec)
+            bad(origin, None, "item_id", f"item_id {item_id!r} is not in the key of batch {batch!r}", rec,
+                "unknown item_id")
             continue
         if isinstance(rec.get("batch"), str) and rec["batch"] != batch:
-            bad(origin, it["request_id"], "batch", f"batch {rec.get('batch')!r} but imported as batch {batch!r}", rec)
+            bad(origin, it["request_id"], "batch", f"batch {rec.get('batch')!r} but imported as batch {batch!r}", rec,
+                "wrong batch")
             continue
         annotator = rec.get("annotator")
         annotator = "anonymous" if annotator is None or (isinstance(annotator, float) and np.isnan(annotator)) else annotator
+        provenance = {k: rec[k] for k in ("annotation_id", "updated_at") if k in rec}
         for d in dims:
             for col, side in d.fields():
                 raw = rec.get(col)
                 if raw is None or (isinstance(raw, float) and np.isnan(raw)) or str(raw).strip() == "":
                     bad(origin, it["request_id"], col, f"no value for dimension {d.name!r}"
-                        + (f" (answer {side.upper()})" if side else ""), rec)
+                        + (f" (answer {side.upper()})" if side else ""), rec, "missing value")
                     continue
                 canon, err = parse_value(d, str(raw))
                 if err:
-                    bad(origin, it["request_id"], col, f"column {col!r}: {err}", rec)
+                    bad(origin, it["request_id"], col, f"column {col!r}: {err}", rec, "value off the dimension's scale")
                     continue
                 model, value = unblind(d, side, canon, it, incumbent)
                 long.append({"request_id": it["request_id"], "model": model, "dimension": d.name, "value": value,
                              "annotator": str(annotator), "batch": batch, "item_id": item_id,
                              "inclusion_prob": it["inclusion_prob"], "weight": 1.0 / it["inclusion_prob"],
-                             "design": key["design"], "_origin": origin, "_field": col, "_raw": rec})
+                             "design": key["design"], **provenance, "_origin": origin, "_field": col, "_raw": rec})
     labels = pd.DataFrame(long)
-    merged = [0]
+    merged = [0, 0]
     if len(labels):
-        labels = _drop_duplicates(labels, store, bad, merged)
+        labels = _drop_duplicates(labels, prior, bad, merged)
     out = labels.drop(columns=[c for c in labels.columns if c.startswith("_")]) if len(labels) else labels
     q = pd.DataFrame(quarantine, columns=QUARANTINE_COLUMNS)
-    digest = hashlib.sha256(open(path, "rb").read()).hexdigest()[:10]
-    shard = shard_id("labels", batch, digest)
-    committed = False
     if len(out):
-        checked = validate_labels(out, path)
+        checked = validate_labels(out, "labels of batch " + batch)
         if len(checked.quarantine):  # cannot happen after the checks above; kept as a guard, reported if it does
             q = pd.concat([q, checked.quarantine], ignore_index=True)
-        committed = store.write_shard("labels", shard, checked.valid, meta={"source": path, "batch": batch})
-        if not committed:
-            log.warning("%s: already imported (shard %s committed); nothing written", path, shard)
-    if len(q) and (committed or not len(out)):
-        store.write_shard("quarantine", shard, q[QUARANTINE_COLUMNS], meta={"source": path, "batch": batch})
-    summary = {"file": path, "format": fmt, "batch": batch, "labels": int(len(out)), "committed": committed,
-               "quarantined": int(len(q)), "reasons": _reason_counts(q),
-               "merged_repeats": merged[0]}
-    return summary
+            kinds += ["labels contract"] * len(checked.quarantine)
+        out = checked.valid
+    return out, q, tuple(merged), kinds
 
 
+# -- Label Studio: annotations by id and updated_at ------------------------------------------------------------
+def _import_label_studio(store: RunStore, path: str, wide: pd.DataFrame, batch: str, key: dict,
+                         dims: list[LabelDimension]) -> dict:
+    """Merge one export into the batch's annotation history; re-derive and replace the batch's shards if changed."""
+    doc_name = f"ls-{batch}.json"
+    before = store.read_document("labels", doc_name).decode() if store.has_document("labels", doc_name) else None
+    state = json.loads(before) if before else {"batch": batch, "annotations": {}}
+    history = state["annotations"]
+    counts = {"new": 0, "corrected": 0, "unchanged": 0, "stale": 0}
+    now = _now()
+    for rec in wide.to_dict("records"):
+        row = {k: v for k, v in rec.items() if k != "_origin" and not (isinstance(v, float) and np.isnan(v))}
+        versions = history.setdefault(rec["annotation_id"], [])
+        latest = versions[-1] if versions else None
+        if latest is None:
+            what = "new"
+        elif latest["row"] == row:
+            what = "unchanged"
+        elif _ts(row.get("updated_at")) < _ts(latest["row"].get("updated_at")):
+            what = "stale"  # an older export than one already imported: the later correction stays
+        else:
+            what = "corrected"
+        counts[what] += 1
+        if what in ("new", "corrected"):
+            versions.append({"row": row, "origin": rec["_origin"], "file": path, "imported_at": now})
+    current = [{**v[-1]["row"], "_origin": v[-1]["origin"], "_source": v[-1]["file"]}
+               for _, v in sorted(history.items())]
+    cur = pd.DataFrame(current)
+    for col in ("annotator", "batch"):
+        if col not in cur.columns:
+            cur[col] = None
+    commits = store.commits("labels")
+    ours = {s for s, r in commits.items() if r.get("origin") == LS_ORIGIN and r.get("batch") == batch}
+    prior = _labels_except(store, commits, ours)
+    out, q, (merged, _), kinds = _judge(cur, key, dims, batch, prior)
+    order = [c for c in ("request_id", "model", "dimension", "annotator", "annotation_id") if c in out.columns]
+    out = out.sort_values(order, kind="stable").reset_index(drop=True) if len(out) else out
+    digest = hashlib.sha256((out.to_json(orient="records") + q.to_json(orient="records")).encode()).hexdigest()[:12]
+    shard = shard_id("labels", batch, "ls", digest)
+    meta = {"source": path, "batch": batch, "origin": LS_ORIGIN}
+    # quarantine first, labels second (the labels commit marks the import done), then the history, then retire
+    # the batch's earlier shards: a run killed anywhere re-derives the same shard ids and converges
+    if len(q):
+        store.write_shard("quarantine", shard, q[QUARANTINE_COLUMNS], meta=meta)
+    committed = store.write_shard("labels", shard, out, meta=meta)
+    after = json.dumps(state, indent=1, sort_keys=True, default=str)
+    if after != before:
+        store.write_document("labels", doc_name, after)
+    retired = retire_shards(store, "labels", lambda s, r: s in ours, keep=shard)
+    retired += retire_shards(store, "quarantine",
+                             lambda s, r: r.get("origin") == LS_ORIGIN and r.get("batch") == batch, keep=shard)
+    return {"file": path, "format": "labelstudio", "batch": batch, "labels": int(len(out)), "committed": committed,
+            "quarantined": int(len(q)), "reasons": _reason_counts(q, kinds), "merged_repeats": merged,
+            "annotations": counts, "retired": retired}
+
+
+def _labels_except(store: RunStore, commits: dict[str, dict], skip: set[str]) -> pd.DataFrame:
+    frames = [store.read_shard("labels", s) for s in sorted(commits) if s not in skip]
+    frames = [f for f in frames if f is not None and len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _ts(text) -> pd.Timestamp:
+    try:
+        ts = pd.Timestamp(text)
+        return (ts.tz_localize("UTC") if ts.tzinfo is None else ts) if not pd.isna(ts) else pd.Timestamp.min.tz_localize("UTC")
+    except (ValueError, TypeError):
+        return pd.Timestamp.min.tz_localize("UTC")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# -- superseded shards ----------------------------------------------------------------------------------------
+def retire_shards(store: RunStore, table: str, match, keep: str) -> list[str]:
+    """Take the committed shards ``match(shard, record)`` accepts, other than ``keep``, out of ``table``.
+
+    Readers see only shards with a commit record (jobs.store), so moving the record to
+    ``<table>/_retired/<shard>-<time>.json`` (with ``superseded_by``) retires the shard while its data file stays:
+    the history of a corrected import. Idempotent, so a rerun after a crash finishes the job."""
+    retired = []
+    for shard, rec in store.commits(table).items():
+        if shard == keep or not match(shard, rec):
+            continue
+        stamp = _now().replace(":", "")
+        record = json.dumps({**rec, "retired_at": _now(), "superseded_by": keep}).encode()
+        store.write_bytes(store.path(table, "_retired", f"{shard}-{stamp}.json"), record)
+        commit = store.path(table, "_commits", f"{shard}.json")
+        try:
+            store.fs.rm_file(commit)
+        except FileNotFoundError:
+            pass
+        except Exception as exc:  # noqa: BLE001 - translated in one place
+            raise storage_error(exc, store.uri(table, "_commits", f"{shard}.json")) from None
+        retired.append(shard)
+    return retired
+
+
+# -- the pipeline's labels table (labels.path) ----------------------------------------------------------------
+def source_fingerprint(uri: str, storage_opts: dict | None = None) -> str:
+    """Identity of a table's content without trusting its name: the sha256 of a local file's bytes, an S3
+    object's ETag and size (no download); over every file of a folder table."""
+    fs, files = table_files(uri, storage_opts)
+    h = hashlib.sha256()
+    try:
+        for f in files:
+            info = fs.info(f)
+            etag = info.get("ETag") or info.get("etag")
+            h.update(f"{f}\0{info.get('size')}\0".encode())
+            if etag:
+                h.update(str(etag).encode())
+            else:
+                with fs.open(f, "rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(block)
+    except OSError as exc:
+        raise storage_error(exc, uri) from None
+    return h.hexdigest()[:16]
+
+
+def import_labels_table(cfg: RunConfig, store: RunStore) -> dict:
+    """The labels stage: validate ``labels.path`` and commit it, again whenever its content changes.
+
+    Bad rows (off-scale for the dimension's kind, unknown dimension, request or model, missing or non-numeric
+    fields) go to quarantine with file, row, field and reason; the decision uses the rest. The shard is named by
+    the source's fingerprint: an unchanged source is a no-op, a changed one replaces the earlier import (retired,
+    not deleted; see retire_shards)."""
+    from jobs.label_checks import screen_labels
+
+    uri = cfg.labels.path
+    if not uri:
+        return {"rows": store.count_rows("labels")}
+    opts = storage_options(cfg.store) if uri.startswith("s3://") else {}
+    fp = source_fingerprint(uri, opts)
+    shard = shard_id("labels-import", fp)
+    stats: dict = {"source": uri, "fingerprint": fp, "changed": not store.is_committed("labels", shard)}
+    if stats["changed"]:
+        traffic = store.read_table("traffic", columns=["request_id"])
+        checked = screen_labels(
+            read_table_file(uri, opts), uri, {d.name: d.kind for d in cfg.decision.dimensions},
+            requests=traffic["request_id"].astype(str) if len(traffic) else None,
+            models=[cfg.incumbent.name, *(c.name for c in cfg.candidates)])
+        meta = {"source": uri, "fingerprint": fp, "origin": TABLE_ORIGIN}
+        if len(checked.quarantine):  # before the labels commit, which marks this source imported
+            store.write_shard("quarantine", shard, checked.quarantine[QUARANTINE_COLUMNS], meta=meta)
+        store.write_shard("labels", shard, checked.valid, meta=meta)
+        stats.update(rows=len(checked.valid), quarantined=len(checked.quarantine))
+        if len(checked.quarantine):
+            log.warning("%s: %d label row(s) quarantined (e.g. row %s, field %r: %s)", uri, len(checked.quarantine),
+                        checked.quarantine["row"].iat[0], checked.quarantine["field"].iat[0],
+                        checked.quarantine["reason"].iat[0])
+
+    def earlier(s: str, rec: dict) -> bool:  # "labels-import": the shard of Baton before sources were fingerprinted
+        return s == "labels-import" or rec.get("origin") == TABLE_ORIGIN
+
+    stats["retired"] = retire_shards(store, "labels", earlier, keep=shard)
+    retire_shards(store, "quarantine", earlier, keep=shard)
+    store.update_manifest(stages={"labels": stats})
+    return stats
+
+
+# -- helpers --------------------------------------------------------------------------------------------------
 def _row_number(origin: str) -> int:
     digits = "".join(ch if ch.isdigit() else " " for ch in origin).split()
     return int(digits[0]) if digits else -1
 
 
-def _drop_duplicates(labels: pd.DataFrame, store: RunStore, bad, merged: list[int]) -> pd.DataFrame:
+def _drop_duplicates(labels: pd.DataFrame, prior: pd.DataFrame, bad, merged: list[int]) -> pd.DataFrame:
     """One judgment per (request, model, dimension, annotator). Different values quarantine the whole group (which
     one is right is unknown); a repeat within one item, or of a label already in the store, is quarantined as a
     duplicate; the same value for the same answer in two items (the incumbent's answer beside two candidates) is
-    kept once and counted in ``merged``. Labels already in the store count as earlier members of the group."""
+    kept once and counted in ``merged[0]``. Labels already imported (``prior``) count as earlier members of the
+    group; the same value again (a re-import of a grown file) is skipped, counted in ``merged[1]``, not quarantined."""
     key = ["request_id", "model", "dimension", "annotator"]
-    prior = store.read_table("labels")
     prior_vals: dict[tuple, tuple[float, str]] = {}
     if len(prior):
-        prior = prior.assign(annotator=prior["annotator"].fillna("anonymous").astype(str))
+        who = prior["annotator"] if "annotator" in prior.columns else pd.Series(None, index=prior.index, dtype=object)
+        prior = prior.assign(annotator=who.fillna("anonymous").astype(str))
         for r in prior.itertuples():
             prior_vals.setdefault((str(r.request_id), str(r.model), str(r.dimension), r.annotator),
                                   (float(r.value), str(getattr(r, "batch", "?"))))
@@ -236,14 +465,16 @@ def _drop_duplicates(labels: pd.DataFrame, store: RunStore, bad, merged: list[in
                 keep[i] = False
                 bad(labels["_origin"].iat[i], k[0], labels["_field"].iat[i],
                     f"annotator {what} gave conflicting values {vals.tolist()} ({', '.join(origins)}){extra}",
-                    labels["_raw"].iat[i])
+                    labels["_raw"].iat[i], "conflicting values")
+            continue
+        if earlier:  # no conflict: every value here equals the one imported, so this is a re-import
+            keep[idx] = False
+            merged[1] += len(idx)
             continue
         seen_items: dict[str, str] = {}
         for i in idx:
             item, origin = labels["item_id"].iat[i], labels["_origin"].iat[i]
-            if earlier:
-                reason = f"duplicate judgment by {what} (already imported in batch {earlier[1]})"
-            elif item in seen_items:
+            if item in seen_items:
                 reason = f"duplicate judgment by {what} (first at {seen_items[item]})"
             elif seen_items:
                 # the same answer (the incumbent's, shown beside two candidates) judged alike twice: one row
@@ -254,13 +485,15 @@ def _drop_duplicates(labels: pd.DataFrame, store: RunStore, bad, merged: list[in
                 seen_items[item] = origin
                 continue
             keep[i] = False
-            bad(origin, k[0], labels["_field"].iat[i], reason, labels["_raw"].iat[i])
+            bad(origin, k[0], labels["_field"].iat[i], reason, labels["_raw"].iat[i], "duplicate judgment")
     return labels[keep].reset_index(drop=True)
 
 
-def _reason_counts(q: pd.DataFrame) -> dict[str, int]:
-    if q.empty:
-        return {}
-    kinds = q["reason"].str.split(": ", n=1).str[1].str.replace(r"'[^']*'|\[[^\]]*\]|\([^)]*\)|\d+(\.\d+)?", "_",
-                                                                  regex=True)
-    return {str(k): int(v) for k, v in kinds.value_counts().items()}
+def _reason_counts(q: pd.DataFrame, kinds: list[str]) -> dict[str, dict]:
+    """Quarantine rows by kind of problem, each with its count and first full reason (the reasons themselves are
+    never rewritten: batch names, item ids and values stay as they are)."""
+    out: dict[str, dict] = {}
+    for kind, reason in zip(kinds, q["reason"]):
+        entry = out.setdefault(kind, {"count": 0, "example": reason})
+        entry["count"] += 1
+    return out

@@ -66,13 +66,24 @@ class LabelTaskConfig(BaseModel):
                               "come from different systems in a random order.",
                               description="Shown at the top of every task.")
     dimensions: list[LabelDimension] = Field(default_factory=list, description="Dimensions to judge; empty: the run config's decision.dimensions with default rubrics and a 1-5 ordinal scale.")
+    annotators: dict[str, list[str]] = Field(default_factory=dict, description="One identity per annotator: identity -> the other names the same person appears under (a Label Studio numeric user id such as '7', an email, a CSV name). Imports store the identity, so agreement and duplicate checks see one person.")
 
     @model_validator(mode="after")
     def _unique(self) -> "LabelTaskConfig":
         dupes = repeated([d.name for d in self.dimensions])
         if dupes:
             raise ValueError(f"dimension names must be unique; repeated: {dupes}")
+        self.annotator_identities()
         return self
+
+    def annotator_identities(self) -> dict[str, str]:
+        """alias -> identity (each identity also maps to itself); an alias of two identities is an error."""
+        out: dict[str, str] = {}
+        for ident, aliases in self.annotators.items():
+            for alias in [ident, *aliases]:
+                if out.setdefault(str(alias), ident) != ident:
+                    raise ValueError(f"annotators: {alias!r} is listed under both {out[str(alias)]!r} and {ident!r}")
+        return out
 
 
 def load_task_config(path: str | None, cfg: RunConfig) -> LabelTaskConfig:

@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     im.add_argument("--key", default=None, help="key file if the export wrote it outside the run store")
     im.add_argument("--batch", default=None, help="batch name (default: the file's batch column)")
     im.add_argument("--dimensions", nargs="+", default=None, help="import only these dimensions")
-    im.add_argument("--task-config", default=None, help="YAML of LabelTaskConfig (for the checks' dimension kinds)")
+    im.add_argument("--task-config", default=None, help="YAML of LabelTaskConfig (dimension kinds for the checks, "
+                    "annotators: one identity per person)")
     ch = sub.add_parser("check", help="agreement and representativeness of the run's labels")
     ch.add_argument("--config", required=True, help="run config YAML (local path or s3://)")
     ch.add_argument("--task-config", default=None, help="YAML of LabelTaskConfig")
@@ -71,14 +72,20 @@ def main(args: argparse.Namespace) -> int:
         print(f"  key (keep away from annotators): {res['key']}")
         return EXIT_OK
     if args.labels_command == "import":
-        res = import_answers(cfg, store, args.file, key_path=args.key, batch=args.batch, dimensions=args.dimensions)
+        res = import_answers(cfg, store, args.file, key_path=args.key, batch=args.batch, dimensions=args.dimensions,
+                             identities=task.annotator_identities())
         print(f"{res['file']} ({res['format']}), batch {res['batch']}: {res['labels']} labels "
               f"{'committed' if res['committed'] else 'not committed (already imported or none valid)'}, "
               f"{res['quarantined']} quarantined")
+        if "annotations" in res:
+            print("  Label Studio annotations: " + ", ".join(f"{n} {what}" for what, n in res["annotations"].items())
+                  + (f"; replaced shard(s) {res['retired']}" if res["retired"] else ""))
+        if res.get("already_imported"):
+            print(f"  {res['already_imported']} judgments already imported with the same value skipped")
         if res["merged_repeats"]:
             print(f"  {res['merged_repeats']} identical judgments of the same answer in two tasks kept once")
-        for reason, count in res["reasons"].items():
-            print(f"  quarantined {count}: {reason}")
+        for kind, r in res["reasons"].items():
+            print(f"  quarantined {r['count']} ({kind}), e.g. {r['example']}")
     _print_checks(run_checks(cfg, store, task))
     return EXIT_OK
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.config import RunConfig, load_config
-from jobs.contracts import QUARANTINE_COLUMNS, iter_table_chunks, read_table_file, validate_labels, validate_scores
+from jobs.contracts import QUARANTINE_COLUMNS, iter_table_chunks, validate_scores
 from jobs.errors import EXIT_GATE, EXIT_OK
 from jobs.shards import ensure_ray
 from jobs.store import RunStore, shard_id, storage_options
@@ -146,18 +146,11 @@ def import_recorded_scores(cfg: RunConfig, store: RunStore) -> dict:
 
 
 def import_labels(cfg: RunConfig, store: RunStore) -> dict:
-    """Validate the human labels named in the config and commit them to the labels table."""
-    uri = cfg.labels.path
-    if not uri or store.is_committed("labels", "labels-import"):
-        return {"rows": store.count_rows("labels")}
-    opts = storage_options(cfg.store) if uri.startswith("s3://") else {}
-    checked = validate_labels(read_table_file(uri, opts), uri)
-    store.write_shard("labels", "labels-import", checked.valid, meta={"source": uri})
-    if len(checked.quarantine):
-        store.write_shard("quarantine", "labels-import", checked.quarantine[QUARANTINE_COLUMNS])
-    stats = {"rows": len(checked.valid), "quarantined": len(checked.quarantine), "source": uri}
-    store.update_manifest(stages={"labels": stats})
-    return stats
+    """Validate the human labels named in the config and commit them; re-imported whenever the file changes, bad
+    rows quarantined (jobs.label_import.import_labels_table)."""
+    from jobs.label_import import import_labels_table
+
+    return import_labels_table(cfg, store)
 
 
 def print_verdicts(decision: dict, store: RunStore) -> None:

@@ -45,9 +45,11 @@ def test_bad_inputs_exit_2_with_location(tmp_path):
     lab.loc[4, "value"] = 0.7
     badlab = tmp_path / "labels_badval.csv"
     lab.to_csv(badlab, index=False)
-    r = _run("--scores", SCORES, "--labels", badlab, *BASE, "--out", tmp_path / "o4")
-    assert r.returncode == 2 and "row 4" in r.stderr and "0.7" in r.stderr
-    assert not (tmp_path / "o4" / "decision.json").exists()
+    # an off-scale label is a bad row, not bad input: quarantined (file, row, field, reason), decided on the rest
+    r = _run("--scores", SCORES, "--labels", badlab, *BASE, "--out", tmp_path / "o4", "--draws", "50", "--tune", "50")
+    assert r.returncode == 0 and "row 4, field 'value'" in r.stderr and "0.7" in r.stderr
+    assert (tmp_path / "o4" / "decision.json").exists()
+    assert pd.read_csv(tmp_path / "o4" / "quarantine.csv")["row"].tolist() == [4]
 
 
 def test_end_to_end_pandalm_slice(tmp_path):

@@ -271,16 +271,17 @@ def test_bad_inputs_are_quarantined_with_reasons(run):
     # valid: row 0 (5), row 1 (2), row 2 (3), row 5 (5), row 6 (4 of 5: its quality conflicts)
     assert len(labels) == summary["labels"] == 19 and summary["quarantined"] == len(q) == 3 + 2 + 1 + 5 + 2 + 4
     check_against_truth(labels)
-    # a later file that contradicts an imported label is a conflict too; the imported one stays
+    # a later file that contradicts an imported label is a conflict too; the imported one stays; its other answers,
+    # the same as imported, are a re-import: skipped and counted, not quarantined as duplicates
     later = run["tmp"] / "later.csv"
     flip = {**good[0], "style_a": str(6 - int(good[0]["style_a"])) if good[0]["style_a"] != "3" else "1"}
     pd.DataFrame([flip]).to_csv(later, index=False)
     s2 = import_answers(run["cfg"], run["store"], str(later))
-    assert s2["labels"] == 0 and s2["quarantined"] == 5 and len(run["store"].read_table("labels")) == 19
+    assert s2["labels"] == 0 and s2["quarantined"] == 1 and len(run["store"].read_table("labels")) == 19
+    assert s2["already_imported"] == 4
     q2 = run["store"].read_table("quarantine")
     new = q2[q2["source"] == str(later)]["reason"].tolist()
-    assert sum("conflicting" in r and "already imported in batch bad" in r for r in new) == 1
-    assert sum(r.startswith("row 0: duplicate") and "already imported in batch bad" in r for r in new) == 4
+    assert len(new) == 1 and "conflicting" in new[0] and "already imported in batch bad" in new[0]
 
 
 def test_table_level_errors_exit_2_naming_file_and_column(run, capsys):
@@ -423,3 +424,288 @@ def test_task_config_is_strict(tmp_path, run):
     assert good.dimensions[0].allowed()[0] == "0" and "0 (worst) to 10" in good.dimensions[0].rubric
     for name, field in LabelDimension.model_fields.items():
         assert field.description, name
+
+
+# -- labels as living data (issue 14) ---------------------------------------------------------------------------
+def _labels_table(rows: list[tuple]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["request_id", "model", "dimension", "value", "annotator"])
+
+
+def _pairwise_truth(cand: str, i: int) -> float:
+    diff = quality(cand, i) - quality(INC, i)
+    return 1.0 if diff > 0 else 0.0 if diff < 0 else 0.5
+
+
+def _quality_only(cfg, **update):
+    dims = [d for d in cfg.decision.dimensions if d.name == "quality"]
+    return cfg.model_copy(update={"decision": cfg.decision.model_copy(
+        update={"dimensions": dims, "draws": 60, "tune": 60, "chains": 2}), **update})
+
+
+def test_labels_stage_quarantines_bad_rows_decides_on_the_rest_and_reimports_a_corrected_file(run):
+    """One off-scale label (7 on a pairwise dimension) no longer ends the run at decide; a corrected labels file on
+    a rerun is imported again (its content changed), and an unchanged one is a no-op."""
+    from jobs.migrate import import_labels
+
+    good = [(f"r{i:03d}", c, "quality", _pairwise_truth(c, i), "ann1") for c in CANDS for i in range(1, 31)]
+    bad = [("r031", "cand-a", "quality", 7, "ann1"),  # off the pairwise scale
+           ("r032", "cand-a", "tone", 1, "ann1"),  # not a decision dimension
+           ("r999", "cand-b", "quality", 1, "ann1"),  # no such request in the run
+           ("r033", "ghost", "quality", 1, "ann1")]  # neither incumbent nor candidate
+    path = run["tmp"] / "labels.csv"
+    _labels_table(good + bad).to_csv(path, index=False)
+    store = run["store"]
+    cfg = _quality_only(run["cfg"], labels=run["cfg"].labels.model_copy(update={"path": str(path)}))
+    stats = import_labels(cfg, store)
+    q = store.read_table("quarantine")
+    assert len(q) == 4 and len(store.read_table("labels")) == 60
+    assert stats["changed"] and stats["rows"] == 60 and stats["quarantined"] == 4
+    assert q["source"].eq(str(path)).all() and q["stage"].eq("labels").all()
+    by_row = {r.row: r for r in q.itertuples()}
+    assert set(by_row) == {60, 61, 62, 63}
+    assert by_row[60].field == "value" and "value 7 is off the pairwise scale of dimension 'quality'" in by_row[60].reason
+    assert by_row[61].field == "dimension" and "'tone' is not one of the decision's dimensions" in by_row[61].reason
+    assert by_row[62].field == "request_id" and "'r999' is not in this run's traffic" in by_row[62].reason
+    assert by_row[63].field == "model" and "'ghost' is neither the incumbent nor a candidate" in by_row[63].reason
+    doc = decide_run(cfg, store)  # the decision uses the 60 good labels
+    assert {e["labels_used"] for e in (doc["candidates"][c]["dimensions"]["quality"] for c in CANDS)} == {30}
+
+    # the annotator corrects the 7 to a 1: the rerun's labels stage sees a new source and re-imports it
+    fixed = bad[:]
+    fixed[0] = ("r031", "cand-a", "quality", 1, "ann1")
+    _labels_table(good + fixed).to_csv(path, index=False)
+    stats2 = import_labels(cfg, store)
+    assert stats2["changed"] and stats2["rows"] == 61 and stats2["quarantined"] == 3
+    assert stats2["retired"] == [f"labels-import-{stats['fingerprint']}"]
+    labels = store.read_table("labels")
+    assert len(labels) == 61 and labels.query("request_id == 'r031'")["value"].tolist() == [1.0]
+    q2 = store.read_table("quarantine")
+    assert len(q2) == 3 and 60 not in set(q2["row"])  # the corrected row left the quarantine
+    assert store.fs.ls(store.path("labels", "_retired"))  # the superseded import is kept, out of the table
+
+    # an unchanged source: nothing read, nothing written
+    commits = (store.commits("labels"), store.commits("quarantine"))
+    stats3 = import_labels(cfg, store)
+    assert not stats3["changed"] and stats3["retired"] == []
+    assert (store.commits("labels"), store.commits("quarantine")) == commits
+
+
+def test_standalone_decide_quarantines_an_off_scale_label(run, capsys):
+    """`baton decide` with a 7 on a pairwise dimension: the row is quarantined (file, row, field, reason) and the
+    decision is made on the rest, exit 0."""
+    from jobs import decide
+
+    scores = run["tmp"] / "scores.parquet"
+    run["store"].read_table("scores").to_parquet(scores)
+    rows = [(f"r{i:03d}", c, "quality", _pairwise_truth(c, i), "ann1") for c in CANDS for i in range(1, 31)]
+    rows.insert(5, ("r040", "cand-a", "quality", 7, "ann1"))
+    rows.append(("r041", "cand-b", "style", 4, "ann1"))  # another dimension: not decided on, not quarantined
+    labels = run["tmp"] / "labels.csv"
+    _labels_table(rows).to_csv(labels, index=False)
+    out = run["tmp"] / "dec"
+    parser = argparse.ArgumentParser()
+    decide.add_arguments(parser)
+    args = parser.parse_args(["--scores", str(scores), "--labels", str(labels), "--incumbent", INC,
+                              *sum((["--candidate", c] for c in CANDS), []), "--dimension", "quality",
+                              "--kind", "pairwise", "--margin", "0.05", "--confidence", "0.9", "--out", str(out),
+                              "--draws", "60", "--tune", "60"])
+    assert cli.run_guarded(decide.main, args) == 0
+    doc = json.loads((out / "decision.json").read_text())
+    assert set(doc["verdicts"]) == set(CANDS)
+    q = pd.read_csv(out / "quarantine.csv")
+    assert len(q) == 1 and q.loc[0, "row"] == 5 and q.loc[0, "field"] == "value" and q.loc[0, "source"] == str(labels)
+    assert "off the pairwise scale" in q.loc[0, "reason"]
+    err = capsys.readouterr().err
+    assert f"labels file {labels}: 1 row(s) quarantined" in err and "row 5, field 'value'" in err
+
+
+def _ls_export(tasks: list[dict], who, updated: str, overrides: dict | None = None) -> list[dict]:
+    """A Label Studio JSON export of `tasks` (as exported by Baton), one annotation per task (id 500 + task)."""
+    doc = []
+    for t, task in enumerate(tasks):
+        a = {**answer(task["data"], "x"), **(overrides or {}).get(t, {})}
+        result = [{"from_name": f, "to_name": "prompt", "type": "choices", "value": {"choices": [a[f]]}}
+                  for f in ("quality", "correctness_a", "correctness_b", "style_a", "style_b")]
+        stamp = (overrides or {}).get(t, {}).get("_updated", updated)
+        doc.append({"id": t + 1, "data": task["data"], "annotations": [
+            {"id": 500 + t, "completed_by": who, "result": result, "was_cancelled": False,
+             "created_at": "2026-12-01T10:00:00.000000Z", "updated_at": stamp}]})
+    return doc
+
+
+def test_label_studio_correction_wins_keeps_history_and_reimports_are_no_ops(run):
+    """A re-export after an annotator corrected an answer: the correction replaces the stale value (by annotation
+    id and updated_at), nothing is quarantined as a duplicate or conflict, the history stays in the store, and an
+    identical re-export (even in another file) writes nothing."""
+    store = run["store"]
+    export_batch(run["cfg"], store, run["task"], str(run["tmp"] / "b"), n=6, seed=3, batch="ls1")
+    tasks = json.loads((run["tmp"] / "b" / "ls1.labelstudio.json").read_text())
+    first = run["tmp"] / "export-1.json"
+    first.write_text(json.dumps(_ls_export(tasks, 7, "2026-12-01T10:00:00.000000Z")))
+    s1 = import_answers(run["cfg"], store, str(first))
+    assert s1["committed"] and s1["quarantined"] == 0
+    before = store.read_table("labels")
+    # the annotator changes task 0's quality answer in Label Studio: same annotation id, later updated_at
+    old = answer(tasks[0]["data"], "x")["quality"]
+    new = {"A": "B", "B": "A", "tie": "A"}[old]
+    second = run["tmp"] / "export-2.json"
+    second.write_text(json.dumps(_ls_export(tasks, 7, "2026-12-01T10:00:00.000000Z",
+                                            {0: {"quality": new, "_updated": "2026-12-01T11:30:00.000000Z"}})))
+    s2 = import_answers(run["cfg"], store, str(second))
+    assert s2["quarantined"] == 0 and s2["committed"], s2["reasons"]
+    assert store.read_table("quarantine").empty
+    assert s1["annotations"]["new"] == 12
+    assert s2["annotations"] == {"new": 0, "corrected": 1, "unchanged": 11, "stale": 0}
+    after = store.read_table("labels")
+    assert len(after) == len(before)
+    key = {it["item_id"]: it for it in json.loads(store.read_document("labels", "key-ls1.json"))["items"]}
+    it = key[tasks[0]["data"]["item_id"]]
+    cand_is_a = it["a_is"] == "candidate"
+    want = 0.5 if new == "tie" else 1.0 if (new == "A") == cand_is_a else 0.0
+    row = after.query("request_id == @it['request_id'] and model == @it['candidate'] and dimension == 'quality'")
+    assert row["value"].tolist() == [want] and row["annotation_id"].tolist() == ["500"]
+    history = json.loads(store.read_document("labels", "ls-ls1.json"))["annotations"]["500"]
+    assert [v["row"]["quality"] for v in history] == [old, new] and history[1]["file"] == str(second)
+    assert s2["retired"] and store.fs.ls(store.path("labels", "_retired"))
+    # the same export again, under another name: a no-op
+    commits = (store.commits("labels"), store.commits("quarantine"), store.read_document("labels", "ls-ls1.json"))
+    third = run["tmp"] / "export-3.json"
+    third.write_text(second.read_text())
+    s3 = import_answers(run["cfg"], store, str(third))
+    assert not s3["committed"] and s3["annotations"]["unchanged"] == 12 and not s3["retired"]
+    assert (store.commits("labels"), store.commits("quarantine"),
+            store.read_document("labels", "ls-ls1.json")) == commits
+    # an older export arriving late does not undo the correction
+    s4 = import_answers(run["cfg"], store, str(first))
+    assert s4["annotations"]["stale"] == 1 and not s4["committed"]
+    assert store.read_table("labels").equals(after)
+
+
+def test_label_studio_bad_answer_is_quarantined_once_across_re_exports(run):
+    """An off-scale answer is quarantined on the first import and not again when the project is re-exported with
+    more annotations; once corrected it leaves the quarantine."""
+    store = run["store"]
+    export_batch(run["cfg"], store, run["task"], str(run["tmp"] / "b"), n=4, seed=5, batch="ls2")
+    tasks = json.loads((run["tmp"] / "b" / "ls2.labelstudio.json").read_text())
+    t0 = "2026-12-01T10:00:00Z"
+    e1 = run["tmp"] / "e1.json"
+    e1.write_text(json.dumps(_ls_export(tasks[:5], 7, t0, {1: {"style_a": "9"}})))
+    assert import_answers(run["cfg"], store, str(e1))["quarantined"] == 1
+    e2 = run["tmp"] / "e2.json"  # three more tasks annotated since
+    e2.write_text(json.dumps(_ls_export(tasks, 7, t0, {1: {"style_a": "9"}})))
+    s2 = import_answers(run["cfg"], store, str(e2))
+    q = store.read_table("quarantine")
+    assert s2["quarantined"] == 1 and s2.get("annotations", {}).get("new") == 3
+    assert len(q) == 1 and q.loc[0, "field"] == "style_a" and q.loc[0, "source"] == str(e1)
+    assert q.loc[0, "row"] == 501 and q.loc[0, "reason"].startswith("annotation 501 (task 2): column 'style_a'")
+    e3 = run["tmp"] / "e3.json"
+    e3.write_text(json.dumps(_ls_export(tasks, 7, t0, {1: {"style_a": "2", "_updated": "2026-12-01T12:00:00Z"}})))
+    s3 = import_answers(run["cfg"], store, str(e3))
+    assert s3["quarantined"] == 0 and store.read_table("quarantine").empty
+    assert len(store.read_table("labels")) == 5 * len(tasks) - s3["merged_repeats"]
+
+
+def test_annotator_identity_maps_label_studio_ids_and_emails_to_one_person(run, tmp_path):
+    """Label Studio exports name an annotator by numeric user id, its task API by email: with `annotators` in the
+    task config both are one identity, so agreement and duplicate checks see one person."""
+    store = run["store"]
+    export_batch(run["cfg"], store, run["task"], str(run["tmp"] / "b"), n=3, seed=7, batch="id1")
+    tasks = json.loads((run["tmp"] / "b" / "id1.labelstudio.json").read_text())
+    task_cfg = tmp_path / "task.yaml"
+    task_cfg.write_text(yaml.safe_dump({"annotators": {"ann@example.com": ["7", "Ann"]}}))
+    task = load_task_config(str(task_cfg), run["cfg"])
+    ids = task.annotator_identities()
+    assert ids == {"ann@example.com": "ann@example.com", "7": "ann@example.com", "Ann": "ann@example.com"}
+    export = run["tmp"] / "export.json"  # export: completed_by is the numeric id
+    export.write_text(json.dumps(_ls_export(tasks[:3], 7, "2026-12-01T10:00:00Z")))
+    import_answers(run["cfg"], store, str(export), identities=ids)
+    api = run["tmp"] / "api.json"  # task API: a user object with the email (other tasks of the same person)
+    api.write_text(json.dumps([{**t, "annotations": [{**a, "id": a["id"] + 100,
+                                                     "completed_by": {"id": 7, "email": "ann@example.com"}}
+                                                    for a in t["annotations"]]}
+                               for t in _ls_export(tasks, 7, "2026-12-01T10:00:00Z")[3:]]))
+    import_answers(run["cfg"], store, str(api), identities=ids)
+    assert set(store.read_table("labels")["annotator"]) == {"ann@example.com"}
+    # without a mapping, an export's created_username ("email, id") still gives the email
+    from jobs.label_import import annotator_identity
+    assert annotator_identity({"completed_by": 7, "created_username": " ann@example.com, 7"}, {}) == "ann@example.com"
+    assert annotator_identity({"completed_by": 7}, {}) == "7"
+    with pytest.raises(Exception, match="listed under both"):
+        LabelTaskConfig(annotators={"a@x.org": ["7"], "b@x.org": ["7"]})
+
+
+def test_printed_summary_keeps_digits_of_batch_names(run, capsys):
+    """The quarantine summary printed by `baton labels import` shows reasons as they are (it used to print
+    `batch b_` for batch b2)."""
+    res = export_batch(run["cfg"], run["store"], run["task"], str(run["tmp"] / "b"), n=3, seed=2, batch="b2")
+    shown = pd.read_csv(res["files"]["csv"], dtype=str).to_dict("records")
+    first = run["tmp"] / "first.csv"
+    pd.DataFrame([answer(r, "ann1") for r in shown]).to_csv(first, index=False)
+    assert baton_labels(["import", "--config", run["cfg_path"], str(first)]) == 0
+    a = answer(shown[0], "ann1")
+    later = run["tmp"] / "later.csv"
+    pd.DataFrame([{**a, "style_a": "1" if a["style_a"] != "1" else "2"}]).to_csv(later, index=False)
+    capsys.readouterr()
+    assert baton_labels(["import", "--config", run["cfg_path"], str(later)]) == 0
+    printed = capsys.readouterr().out
+    assert "already imported in batch b2" in printed and "batch b_" not in printed, printed
+    assert "quarantined 1 (conflicting values), e.g. row 0: annotator ann1" in printed
+
+
+def test_labels_stage_on_s3_reimports_when_the_object_changes(tmp_path, s3_bucket):
+    """labels.path on S3 (moto on loopback): the fingerprint is the object's ETag and size, no download; an
+    unchanged object is a no-op, a re-uploaded different one is imported again."""
+    import boto3
+
+    from jobs.migrate import import_labels
+
+    endpoint, bucket = s3_bucket
+    r = make_run(tmp_path, {"root": f"s3://{bucket}/baton", "endpoint_url": endpoint})
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    rows = [(f"r{i:03d}", "cand-a", "quality", _pairwise_truth("cand-a", i), "ann1") for i in range(1, 11)]
+    put = lambda rs: s3.put_object(Bucket=bucket, Key="in/labels.csv",  # noqa: E731
+                                   Body=_labels_table(rs).to_csv(index=False).encode())
+    put(rows + [("r011", "cand-a", "quality", 7, "ann1")])
+    cfg = r["cfg"].model_copy(update={"labels": r["cfg"].labels.model_copy(
+        update={"path": f"s3://{bucket}/in/labels.csv"})})
+    first = import_labels(cfg, r["store"])
+    assert first["changed"] and first["rows"] == 10 and first["quarantined"] == 1
+    assert not import_labels(cfg, r["store"])["changed"]
+    put(rows + [("r011", "cand-a", "quality", 1, "ann1")])
+    again = import_labels(cfg, r["store"])
+    assert again["changed"] and again["rows"] == 11 and again["fingerprint"] != first["fingerprint"]
+    assert len(r["store"].read_table("labels")) == 11 and r["store"].read_table("quarantine").empty
+
+
+def test_label_studio_import_killed_midway_converges_on_rerun(run, monkeypatch):
+    """An import killed after committing the batch's new shards but before recording the history and retiring the
+    old shards: rerunning it derives the same shard, finishes, and leaves one current shard (no row twice)."""
+    from jobs.store import RunStore
+
+    store = run["store"]
+    export_batch(run["cfg"], store, run["task"], str(run["tmp"] / "b"), n=3, seed=8, batch="ls3")
+    tasks = json.loads((run["tmp"] / "b" / "ls3.labelstudio.json").read_text())
+    e1, e2 = run["tmp"] / "e1.json", run["tmp"] / "e2.json"
+    e1.write_text(json.dumps(_ls_export(tasks, 7, "2026-12-01T10:00:00Z")))
+    old = answer(tasks[0]["data"], "x")["quality"]
+    e2.write_text(json.dumps(_ls_export(tasks, 7, "2026-12-01T10:00:00Z",
+                                        {0: {"quality": {"A": "B", "B": "A", "tie": "A"}[old],
+                                             "_updated": "2026-12-01T11:00:00Z"}})))
+    import_answers(run["cfg"], store, str(e1))
+    n = len(store.read_table("labels"))
+    real = RunStore.write_document
+
+    def crash(self, table, name, data):  # the process dies before the history is written
+        if name.startswith("ls-"):
+            raise KeyboardInterrupt("killed")
+        return real(self, table, name, data)
+
+    monkeypatch.setattr(RunStore, "write_document", crash)
+    with pytest.raises(KeyboardInterrupt):
+        import_answers(run["cfg"], store, str(e2))
+    assert len(store.read_table("labels")) == 2 * n  # old and new shard both committed at the kill
+    monkeypatch.setattr(RunStore, "write_document", real)
+    s = import_answers(run["cfg"], store, str(e2))
+    assert s["annotations"]["corrected"] == 1 and len(s["retired"]) == 1
+    assert len(store.read_table("labels")) == n and store.read_table("quarantine").empty
+    assert sum(r.get("batch") == "ls3" for r in store.commits("labels").values()) == 1
