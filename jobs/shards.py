@@ -65,13 +65,36 @@ def run_shards(
     )
     rows = []
     bar = _progress(len(shards), desc) if progress else None
-    for row in ds.iter_rows():
-        rows.append(row)
+    try:
+        for row in ds.iter_rows():
+            rows.append(row)
+            if bar is not None:
+                bar.update(1)
+    except Exception as exc:
+        cause = baton_cause(exc)
+        if cause is None:
+            raise
+        raise cause from None  # Baton's own error (a corrupt shard, a contract break) reads as itself
+    finally:
         if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.close()
     return pd.DataFrame(rows)
+
+
+def baton_cause(exc: BaseException) -> BaseException | None:
+    """The BatonError a worker raised, out of Ray's wrappers (RayTaskError, UserCodeException), or None."""
+    from jobs.errors import BatonError
+
+    todo, seen = [exc], set()
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, BatonError) and type(e).__module__.startswith("jobs."):
+            return e
+        todo.extend(c for c in (getattr(e, "cause", None), e.__cause__, e.__context__) if isinstance(c, BaseException))
+    return None
 
 
 def ensure_ray(cfg) -> None:
