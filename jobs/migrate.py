@@ -35,15 +35,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    decision = run_pipeline(cfg, progress=not args.no_progress)
+    decision = run_pipeline(cfg, progress=not args.no_progress, config_uri=args.config)
     gate = args.fail_unless_migrate or cfg.decision.fail_unless_migrate
     if gate and any(v != "migrate" for v in decision["verdicts"].values()):
         return EXIT_GATE
     return EXIT_OK
 
 
-def run_pipeline(cfg: RunConfig, progress: bool = True, truth: dict | None = None) -> dict:
-    """Run (or resume) every stage; returns the decision document. `truth` (demo only) goes into the report."""
+def run_pipeline(cfg: RunConfig, progress: bool = True, truth: dict | None = None,
+                 config_uri: str | None = None) -> dict:
+    """Run (or resume) every stage; returns the decision document. `truth` (demo only) goes into the report;
+    `config_uri` names the config in the commands an error suggests."""
+    from jobs.integrity import repair_run
     from jobs.calibrate import decide_run
     from jobs.replay import replay
     from jobs.report import write_report
@@ -52,6 +55,7 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, truth: dict | None = Non
 
     store = RunStore(cfg.store, cfg.run_id)
     store.check_access()  # before any compute: a missing bucket or bad credentials fail here
+    repair_run(store, config_uri)  # corrupt shards (and what was computed from them) are set aside, redone below
     store.update_manifest(config=cfg.model_dump(mode="json"))
     timings: dict[str, float] = {}
 
