@@ -11,13 +11,16 @@ twice. A crashed driver resumes by calling the stage again: committed shards are
 
 from __future__ import annotations
 
+import base64
 import logging
+import pickle
 import time
 from typing import Any
 
 import pandas as pd
 
 log = logging.getLogger(__name__)
+_ERROR = "_baton_error"
 
 
 class _ShardAdapter:
@@ -27,10 +30,17 @@ class _ShardAdapter:
         self.task = task_cls(**task_kwargs)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        from jobs.errors import BatonError
+
         rows = []
         for shard in batch["shard"]:
             started = time.monotonic()
-            stats = dict(self.task(str(shard)) or {})
+            try:
+                stats = dict(self.task(str(shard)) or {})
+            except BatonError as exc:
+                # Ray passes the driver only the text of a worker's exception: Baton's errors (a corrupt shard, a
+                # contract break) travel in the row, pickled, and the driver raises them as they are.
+                stats = {_ERROR: base64.b64encode(pickle.dumps(exc)).decode()}
             stats.setdefault("wall_s", time.monotonic() - started)
             stats["shard"] = str(shard)
             rows.append(stats)
@@ -78,7 +88,10 @@ def run_shards(
     finally:
         if bar is not None:
             bar.close()
-    return pd.DataFrame(rows)
+    failed = [r[_ERROR] for r in rows if isinstance(r.get(_ERROR), str)]
+    if failed:  # every other shard has finished and committed; the first error is the run's
+        raise pickle.loads(base64.b64decode(failed[0]))
+    return pd.DataFrame(rows).drop(columns=[_ERROR], errors="ignore")
 
 
 def baton_cause(exc: BaseException) -> BaseException | None:

@@ -14,9 +14,9 @@ so they never see half a shard; a rerun asks ``is_committed`` and skips committe
 row twice; a data file without a commit record (a crashed writer) is ignored and can be garbage-collected.
 
 Integrity: the commit record holds the data file's size and sha256. Every read of a shard checks both (the bytes
-are in memory by then; sha256 runs at ~1-2 GB/s, small beside the download and the Parquet decode); ``verify``
-checks every record parses and every data file has its recorded size from one listing per table (cheap, no data
-read). A shard that fails is *set aside*: its record moves to ``_corrupt/``, so the shard is no longer committed
+are in memory by then; sha256 ran at ~300 MB/s on a busy 2-core test machine, a small cost beside the
+download and the Parquet decode); ``verify`` checks every record parses and every data file has its recorded size
+from one listing per table (cheap, no data read). A shard that fails is *set aside*: its record moves to ``_corrupt/``, so the shard is no longer committed
 and the stage that wrote it redoes it, exactly once, on the next run (``jobs.integrity`` also sets aside what was
 computed from it). Records written before checksums existed are checked for readability only.
 """
