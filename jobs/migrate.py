@@ -46,8 +46,8 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, truth: dict | None = Non
                  config_uri: str | None = None) -> dict:
     """Run (or resume) every stage; returns the decision document. `truth` (demo only) goes into the report;
     `config_uri` names the config in the commands an error suggests."""
-    from jobs.integrity import repair_run
     from jobs.calibrate import decide_run
+    from jobs.integrity import repair_run
     from jobs.replay import replay
     from jobs.report import write_report
     from jobs.sample import run_sample

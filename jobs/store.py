@@ -14,11 +14,12 @@ so they never see half a shard; a rerun asks ``is_committed`` and skips committe
 row twice; a data file without a commit record (a crashed writer) is ignored and can be garbage-collected.
 
 Integrity: the commit record holds the data file's size and sha256. Every read of a shard checks both (the bytes
-are in memory by then; sha256 ran at ~300 MB/s on a busy 2-core test machine, a small cost beside the
-download and the Parquet decode); ``verify`` checks every record parses and every data file has its recorded size
-from one listing per table (cheap, no data read). A shard that fails is *set aside*: its record moves to ``_corrupt/``, so the shard is no longer committed
-and the stage that wrote it redoes it, exactly once, on the next run (``jobs.integrity`` also sets aside what was
-computed from it). Records written before checksums existed are checked for readability only.
+are in memory by then; sha256 ran at ~300 MB/s on a busy 2-core test machine, a small cost beside the download
+and the Parquet decode); ``verify`` checks every record parses and every data file has its recorded size from one
+listing per table (cheap, no data read). A shard that fails is *set aside*: its record moves to ``_corrupt/``, so
+the shard is no longer committed and the stage that wrote it redoes it, exactly once, on the next run
+(``jobs.integrity`` also sets aside what was computed from it). Records written before checksums existed are
+checked for readability only.
 """
 
 from __future__ import annotations
@@ -284,7 +285,8 @@ class RunStore:
         except Exception as exc:  # noqa: BLE001
             raise storage_error(exc, uri) from None
         if "bytes" in rec and len(raw) != int(rec["bytes"]):
-            raise self._corrupt(table, shard, uri, f"the data file has {len(raw)} bytes, its commit record says {rec['bytes']}")
+            raise self._corrupt(table, shard, uri,
+                                f"the data file has {len(raw)} bytes, its commit record says {rec['bytes']}")
         if "sha256" in rec and hashlib.sha256(raw).hexdigest() != rec["sha256"]:
             raise self._corrupt(table, shard, uri, "the data file's sha256 differs from its commit record")
         return raw

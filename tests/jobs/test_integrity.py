@@ -17,8 +17,9 @@ def store(request, tmp_path):
     if request.param == "local":
         return RunStore(StoreConfig(root=str(tmp_path / "store")), "run-1")
     endpoint, bucket = request.getfixturevalue("s3_bucket")
-    return RunStore(StoreConfig(root=f"s3://{bucket}/prefix", endpoint_url=endpoint,
-                                access_key_id_env="AWS_ACCESS_KEY_ID", secret_access_key_env="AWS_SECRET_ACCESS_KEY"), "run-1")
+    cfg = StoreConfig(root=f"s3://{bucket}/prefix", endpoint_url=endpoint,
+                      access_key_id_env="AWS_ACCESS_KEY_ID", secret_access_key_env="AWS_SECRET_ACCESS_KEY")
+    return RunStore(cfg, "run-1")
 
 
 def _rows(n: int, **cols) -> pd.DataFrame:
@@ -62,7 +63,8 @@ def test_a_corrupt_traffic_shard_makes_the_sample_stage_run_again(store):
 
 
 def test_hand_imported_labels_stop_the_run_with_the_reimport_command(store):
-    store.write_shard("labels", "labels-b1-abc", _rows(2, value=1.0), meta={"source": "/data/answers.csv", "batch": "b1"})
+    store.write_shard("labels", "labels-b1-abc", _rows(2, value=1.0),
+                      meta={"source": "/data/answers.csv", "batch": "b1"})
     path = store.path("labels", store.commits("labels")["labels-b1-abc"]["file"])
     store.fs.rm_file(path)
     with pytest.raises(CorruptShard) as info:

@@ -162,7 +162,9 @@ def test_data_file_cut_in_half_is_named_set_aside_and_redone_once(store):
     data = store.path("responses", store.commits("responses")["b"]["file"])
     _cut_in_half(store, data)
     # The cheap check (one listing, no data read) finds it by its size.
-    assert [(s, why.split(",")[0]) for s, _, why in store.verify("responses")] == [("b", f"the data file has {len(store.fs.cat_file(data))} bytes")]
+    size = len(store.fs.cat_file(data))
+    found = [(s, why.split(",")[0]) for s, _, why in store.verify("responses")]
+    assert found == [("b", f"the data file has {size} bytes")]
     with pytest.raises(CorruptShard) as info:
         store.read_table("responses")
     err = info.value
@@ -182,7 +184,7 @@ def test_half_a_commit_record_is_named_set_aside_and_redone_once(store):
     store.write_shard("scores", "a", _frame(0, 3))
     store.write_shard("scores", "b", _frame(3, 3))
     _cut_in_half(store, store.path("scores", "_commits", "a.json"))
-    with pytest.raises(CorruptShard, match=r"table scores, shard a, .*_commits/a\.json: the commit record does not parse"):
+    with pytest.raises(CorruptShard, match=r"table scores, shard a, .*_commits/a\.json: the commit record does not"):
         store.commits("scores")
     assert set(store.commits("scores")) == {"b"}  # set aside: the rest of the table reads
     assert store.write_shard("scores", "a", _frame(0, 3)) is True
