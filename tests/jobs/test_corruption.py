@@ -38,7 +38,9 @@ def inputs(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ray_local():
+def ray_local(moto_server):
+    """Ray as run_pipeline starts it, kept for the module; after the moto server, whose credentials (env vars) the
+    Ray workers must inherit."""
     import ray
 
     started_here = not ray.is_initialized()
