@@ -7,7 +7,7 @@ import importlib
 import logging
 import sys
 
-from jobs.errors import EXIT_BAD_INPUT, EXIT_FAILURE, BatonError
+from jobs.errors import EXIT_BAD_INPUT, EXIT_FAILURE, BatonError, CorruptShard
 
 # name -> (module, one-line help). Each module exposes add_arguments(parser) and main(args) -> int.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -81,6 +81,8 @@ def run_guarded(fn, args) -> int:
         return int(fn(args) or 0)
     except BatonError as exc:
         print(f"baton: error: {exc}", file=sys.stderr)
+        if isinstance(exc, CorruptShard) and exc.marker and getattr(args, "config", None):
+            print(f"baton: to redo it, run: baton run --config {args.config}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("baton: interrupted; rerun with the same run id to resume", file=sys.stderr)

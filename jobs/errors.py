@@ -56,6 +56,21 @@ class StoreAccessDenied(StoreError):
     """Credentials are missing, wrong or lack permission."""
 
 
+class CorruptShard(StoreError):
+    """A committed shard of the run store is damaged: its commit record does not parse, or its data file is missing,
+    of the wrong size, fails its checksum or is not readable Parquet. Exit 4 (storage), not 2: the store broke,
+    not the user's input. The shard has been set aside (uncommitted), so rerunning `baton run` redoes it."""
+
+    def __init__(self, table: str, shard: str, path: str, reason: str, marker: str | None = None):
+        self.table, self.shard, self.path, self.reason, self.marker = table, shard, path, reason, marker
+        aside = (f"; it was set aside (uncommitted, see {marker}) and the next `baton run` with this run's config "
+                 "redoes it" if marker else "")
+        super().__init__(f"run store corrupt: table {table}, shard {shard}, {path}: {reason}{aside}")
+
+    def __reduce__(self):  # crosses Ray's process boundary intact
+        return type(self), (self.table, self.shard, self.path, self.reason, self.marker)
+
+
 # botocore error codes -> (exception, what to tell the user). The one place storage errors are translated.
 _S3_CODES: dict[str, tuple[type[StoreError], str]] = {
     "NoSuchBucket": (StoreNotFound, "bucket does not exist"),

@@ -38,29 +38,34 @@ def main(args: argparse.Namespace) -> int:
     from jobs.replay import with_retry_flag
 
     cfg = with_retry_flag(load_config(args.config), args)
-    decision = run_pipeline(cfg, progress=not args.no_progress)
+    decision = run_pipeline(cfg, progress=not args.no_progress, config_uri=args.config)
     gate = args.fail_unless_migrate or cfg.decision.fail_unless_migrate
     if gate and any(v != "migrate" for v in decision["verdicts"].values()):
         return EXIT_GATE
     return EXIT_OK
 
 
-def run_pipeline(cfg: RunConfig, progress: bool = True, truth: dict | None = None) -> dict:
-    """Run (or resume) every stage; returns the decision document. `truth` (demo only) goes into the report."""
+def run_pipeline(cfg: RunConfig, progress: bool = True, truth: dict | None = None,
+                 config_uri: str | None = None) -> dict:
+    """Run (or resume) every stage; returns the decision document. `truth` (demo only) goes into the report;
+    `config_uri` names the config in the commands an error suggests."""
     store = RunStore(cfg.store, cfg.run_id)
     store.check_access()  # before any compute: a missing bucket or bad credentials fail here
     # One driver per run id: a second `baton run` waits (execution.lease_wait_s) or exits 2 naming the holder.
     with store.lease(cfg.execution.lease_ttl_s).acquire(cfg.execution.lease_wait_s) as lease:
-        return _run_stages(cfg, store, lease, progress, truth)
+        return _run_stages(cfg, store, lease, progress, truth, config_uri)
 
 
-def _run_stages(cfg: RunConfig, store: RunStore, lease, progress: bool, truth: dict | None) -> dict:
+def _run_stages(cfg: RunConfig, store: RunStore, lease, progress: bool, truth: dict | None,
+                config_uri: str | None) -> dict:
     from jobs.calibrate import decide_run
+    from jobs.integrity import repair_run
     from jobs.replay import replay
     from jobs.report import write_report
     from jobs.sample import run_sample
     from jobs.score import score
 
+    repair_run(store, config_uri)  # corrupt shards (and what was computed from them) are set aside, redone below
     store.update_manifest(config=cfg.model_dump(mode="json"))
     timings: dict[str, float] = {}
 

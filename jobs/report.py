@@ -12,26 +12,54 @@ from jobs.store import RunStore
 log = logging.getLogger(__name__)
 
 
-COST_KEYS = {"prompt_tokens": "tokens_in", "completion_tokens": "tokens_out", "requests": "requests",
-             "errors": "errors", "wall_s": "wall_s", "est_cost": "est_cost_usd"}
+def cost_rows(cfg: RunConfig, store: RunStore) -> list[dict]:
+    """Cost and throughput rows, per stage and model, from the shards' commit records: summed over every invocation
+    that contributed to the run (a resumed run's figures are the whole run's, not its last invocation's).
 
+    ``wall_s`` is the summed work time of the shards (per worker: with k workers the elapsed time is about 1/k of
+    it), so requests/s is one worker's throughput. Scored requests are the distinct (model, request_id) pairs of
+    the scores table. Cost comes from the tokens in the responses records and the candidates' prices.
+    """
+    from jobs.replay import candidate_totals, candidates_to_replay
 
-def cost_rows(stages: dict) -> list[dict]:
-    """Cost and throughput rows per stage (and per candidate for the replay) from the manifest's stage stats."""
-    rows = []
-    for name, stats in stages.items():
-        per_model = {k: v for k, v in stats.items() if isinstance(v, dict) and "requests" in v}
-        if per_model:
-            for model, st in per_model.items():
-                rows.append({"stage": name, "model": model, **{COST_KEYS[k]: st[k] for k in COST_KEYS if k in st}})
-        row = {"stage": name, "model": "all"}
-        if "wall_s" in stats:
-            row["wall_s"] = stats["wall_s"]
-        for key in ("rows", "requests"):
-            if key in stats and not isinstance(stats[key], dict):
-                row["requests"] = stats[key]
-        rows.append(row)
+    rows: list[dict] = []
+    traffic = store.commits("traffic")
+    if traffic:
+        rows.append({"stage": "sample", "model": "all", "requests": sum(int(r["rows"]) for r in traffic.values())})
+    for cand in candidates_to_replay(cfg):
+        t = candidate_totals(store, cand, sorted(traffic))
+        if t["shards_committed"]:
+            rows.append({"stage": "replay", "model": cand.name, "requests": t["requests"],
+                         "tokens_in": t["prompt_tokens"], "tokens_out": t["completion_tokens"], "errors": t["errors"],
+                         "wall_s": t["shard_wall_s"], "est_cost_usd": t["est_cost"]})
+    scored: dict[str, dict] = {}
+    recorded: list[str] = []
+    for shard, rec in sorted(store.commits("scores").items()):
+        if "model" not in rec:  # imported score files (and records older than the per-shard statistics)
+            recorded.append(shard)
+            continue
+        row = scored.setdefault(rec["model"], {"stage": "score", "model": rec["model"], "requests": 0, "wall_s": 0.0})
+        # One model and one traffic shard per scores shard: its distinct request ids are its scored requests.
+        row["requests"] += int(rec["distinct_requests"]) if "distinct_requests" in rec else _distinct(store, shard)
+        row["wall_s"] += float(rec.get("stats", {}).get("work_s", 0.0))
+    rows.extend(scored.values())
+    if recorded:
+        rows.append({"stage": "recorded_scores", "model": "all", "requests": _distinct_pairs(store, recorded)})
     return rows
+
+
+def _distinct(store: RunStore, shard: str) -> int:
+    df = store.read_shard("scores", shard, columns=["model", "request_id"])
+    return 0 if df is None else int(len(df.drop_duplicates()))
+
+
+def _distinct_pairs(store: RunStore, shards: list[str]) -> int:
+    """Distinct (model, request_id) over some scores shards (a pair can span chunks of an imported file)."""
+    import pandas as pd
+
+    keys = [df.drop_duplicates() for s in shards
+            if (df := store.read_shard("scores", s, columns=["model", "request_id"])) is not None]
+    return int(len(pd.concat(keys, ignore_index=True).drop_duplicates())) if keys else 0
 
 
 def judge_bias(store: RunStore, incumbent: str) -> dict:
@@ -79,7 +107,6 @@ def judge_bias(store: RunStore, incumbent: str) -> dict:
 
 def report_extras(cfg: RunConfig, store: RunStore, truth: dict | None = None) -> dict:
     """What the report shows beside the decision: run id, config summary, cost and throughput, judge bias."""
-    stages = store.manifest().get("stages", {})
     extras: dict = {
         "run_id": cfg.run_id,
         "config_summary": {
@@ -90,7 +117,7 @@ def report_extras(cfg: RunConfig, store: RunStore, truth: dict | None = None) ->
             "margin": cfg.decision.margin,
             "confidence": cfg.decision.confidence,
         },
-        "cost": cost_rows(stages),
+        "cost": cost_rows(cfg, store),
         "judge_bias": judge_bias(store, cfg.incumbent.name),
     }
     if truth:

@@ -95,6 +95,7 @@ class ScoreShardTask:
         if self.store.is_committed("scores", out_shard):
             stats["skipped"] = True
             return stats
+        started = time.monotonic()
         batch, failed = self.batch(model, traffic_shard)
         stats["responses"], stats["responses_failed"] = int(len(batch) - failed), failed
         parts = []
@@ -131,7 +132,10 @@ class ScoreShardTask:
         checked = validate_scores(table[SCORE_COLUMNS], out_shard)
         if len(checked.quarantine):  # a scorer bug (a duplicated metric), not bad input: fail the shard loudly
             raise RuntimeError(f"{out_shard}: scorers produced invalid rows: {checked.quarantine['reason'].iat[0]}")
-        self.store.write_shard("scores", out_shard, checked.valid[SCORE_COLUMNS])
+        # The work time travels in the commit record: the report's throughput sums it over every invocation.
+        self.store.write_shard("scores", out_shard, checked.valid[SCORE_COLUMNS],
+                               meta={"model": model, "traffic_shard": traffic_shard,
+                                     "stats": {"work_s": round(time.monotonic() - started, 3)}})
         stats["rows"] = int(len(checked.valid))
         return stats
 

@@ -11,13 +11,16 @@ twice. A crashed driver resumes by calling the stage again: committed shards are
 
 from __future__ import annotations
 
+import base64
 import logging
+import pickle
 import time
 from typing import Any
 
 import pandas as pd
 
 log = logging.getLogger(__name__)
+_ERROR = "_baton_error"
 
 
 class _ShardAdapter:
@@ -27,10 +30,17 @@ class _ShardAdapter:
         self.task = task_cls(**task_kwargs)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        from jobs.errors import BatonError
+
         rows = []
         for shard in batch["shard"]:
             started = time.monotonic()
-            stats = dict(self.task(str(shard)) or {})
+            try:
+                stats = dict(self.task(str(shard)) or {})
+            except BatonError as exc:
+                # Ray passes the driver only the text of a worker's exception: Baton's errors (a corrupt shard, a
+                # contract break) travel in the row, pickled, and the driver raises them as they are.
+                stats = {_ERROR: base64.b64encode(pickle.dumps(exc)).decode()}
             stats.setdefault("wall_s", time.monotonic() - started)
             stats["shard"] = str(shard)
             rows.append(stats)
@@ -65,13 +75,39 @@ def run_shards(
     )
     rows = []
     bar = _progress(len(shards), desc) if progress else None
-    for row in ds.iter_rows():
-        rows.append(row)
+    try:
+        for row in ds.iter_rows():
+            rows.append(row)
+            if bar is not None:
+                bar.update(1)
+    except Exception as exc:
+        cause = baton_cause(exc)
+        if cause is None:
+            raise
+        raise cause from None  # Baton's own error (a corrupt shard, a contract break) reads as itself
+    finally:
         if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    return pd.DataFrame(rows)
+            bar.close()
+    failed = [r[_ERROR] for r in rows if isinstance(r.get(_ERROR), str)]
+    if failed:  # every other shard has finished and committed; the first error is the run's
+        raise pickle.loads(base64.b64decode(failed[0]))
+    return pd.DataFrame(rows).drop(columns=[_ERROR], errors="ignore")
+
+
+def baton_cause(exc: BaseException) -> BaseException | None:
+    """The BatonError a worker raised, out of Ray's wrappers (RayTaskError, UserCodeException), or None."""
+    from jobs.errors import BatonError
+
+    todo, seen = [exc], set()
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, BatonError) and type(e).__module__.startswith("jobs."):
+            return e
+        todo.extend(c for c in (getattr(e, "cause", None), e.__cause__, e.__context__) if isinstance(c, BaseException))
+    return None
 
 
 def ensure_ray(cfg) -> None:

@@ -416,14 +416,25 @@ def _cost(extras: Mapping) -> Section:
 
     def fmt(r):
         return [r.stage, r.model, fint(r.requests), fint(r.tokens_in), fint(r.tokens_out), errs(r),
-                fnum(r.wall_s, 1), fnum(r.requests_per_s, 2), fnum(r.tokens_out_per_s, 1),
-                "—" if r.est_cost_usd is None else f"${r.est_cost_usd:,.2f}"]
+                fnum(r.wall_s, 1), fnum(r.requests_per_s, 2), fnum(r.tokens_out_per_s, 1), fcost(r.est_cost_usd)]
 
     total = cost_total(rows)
-    s.table("cost-table", ["stage", "model", "requests", "tokens in", "tokens out", "errors", "wall s",
+    s.table("cost-table", ["stage", "model", "requests", "tokens in", "tokens out", "errors", "work s",
                            "requests/s", "tokens out/s", "est. cost"],
             [fmt(r) for r in rows] + [fmt(total)], row_cls=[""] * len(rows) + ["total"])
+    s.para("Summed over every invocation of the run, from its shards' records. Work s is the summed time of the "
+           "shards (per worker), so rates are per worker; the total adds tokens and cost, not requests, which "
+           "count different things per stage.")
     return s
+
+
+def fcost(v: float | None) -> str:
+    """Dollars: cents for a dollar and up, three significant digits below a cent (a small run is not $0.00)."""
+    if v is None:
+        return "—"
+    if v == 0 or abs(v) >= 0.01:
+        return f"${v:,.2f}"
+    return f"${v:.3g}"
 
 
 def _diagnostics(cands: list[Candidate]) -> Section:

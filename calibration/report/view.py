@@ -13,7 +13,8 @@ Shapes accepted for ``extras`` (all optional):
   defaults to measured), or ``{"points": [...], "source": ...}``.
 - ``cost``: ``{stage: metrics}`` or ``{stage: {model: metrics}}`` or a list of rows
   ``{"stage", "model", **metrics}``; metrics are ``tokens_in``, ``tokens_out``, ``requests``,
-  ``errors`` (``{kind: count}`` or an int), ``wall_s``, ``est_cost_usd``.
+  ``errors`` (``{kind: count}`` or an int), ``wall_s`` (the summed work time the figures were measured over),
+  ``est_cost_usd``.
 - ``calibration_table``: ``{metric: {statistic: value}}`` where a value is a number or
   ``{"mean" | "estimate": x, "interval": [lo, hi]}``; or a list of rows ``{"metric", ...}``.
 - ``judge_bias``: ``{"position": {...}, "length": {...}}`` or ``{metric: {"position": ..., "length": ...}}``.
@@ -337,6 +338,9 @@ def cost_rows(extras: Mapping) -> list[CostRow]:
 
 
 def cost_total(rows: list[CostRow]) -> CostRow:
+    """Tokens, errors and cost summed over the rows. No requests, work time or rates: stages count different
+    things (a request replayed, a request scored), so a sum of requests across stages means nothing."""
+
     def tot(attr):
         vals = [getattr(r, attr) for r in rows if getattr(r, attr) is not None]
         return sum(vals) if vals else None
@@ -345,8 +349,7 @@ def cost_total(rows: list[CostRow]) -> CostRow:
     for r in rows:
         for k, v in r.errors.items():
             errors[k] = errors.get(k, 0) + v
-    return CostRow("total", "", tot("tokens_in"), tot("tokens_out"), tot("requests"), errors,
-                   tot("wall_s"), tot("est_cost_usd"))
+    return CostRow("total", "", tot("tokens_in"), tot("tokens_out"), None, errors, None, tot("est_cost_usd"))
 
 
 # ---------------------------------------------------------------- calibration and judge bias

@@ -36,10 +36,52 @@ def test_position_and_length_bias(tmp_path):
     assert r == pytest.approx(np.corrcoef(longer, ab)[0, 1], abs=1e-3)
 
 
-def test_cost_rows_per_candidate_and_stage():
-    rows = cost_rows({"replay": {"cand": {"requests": 10, "prompt_tokens": 5, "completion_tokens": 7, "errors": {"timeout": 1},
-                                          "wall_s": 2.0, "est_cost": 0.1}, "wall_s": 3.0},
-                      "score": {"rows": 30, "wall_s": 1.5}})
-    assert {"stage": "replay", "model": "cand", "requests": 10, "tokens_in": 5, "tokens_out": 7,
-            "errors": {"timeout": 1}, "wall_s": 2.0, "est_cost_usd": 0.1} in rows
-    assert {"stage": "score", "model": "all", "wall_s": 1.5, "requests": 30} in rows
+def test_cost_rows_come_from_the_shard_records_of_every_invocation(tmp_path):
+    """A resumed run: the manifest holds only the last invocation (which replayed and scored nothing, in 0.01 s);
+    the report's figures are the records' sums: requests, work time, scored requests, cost."""
+    import json
+
+    from jobs.config import parse_config
+    from tests.support.fixtures import run_config
+
+    raw = run_config(str(tmp_path), "r", [{"kind": "recorded", "name": "cand", "path": "unused.csv",
+                                           "prices": {"input_per_mtok": 2.0, "output_per_mtok": 8.0}}])
+    cfg = parse_config(raw, "test")
+    store = RunStore(cfg.store, "r")
+    for k in range(2):  # two traffic shards, replayed and scored by two different invocations
+        ids = [f"q{k}-{i}" for i in range(10)]
+        store.write_shard("traffic", f"traffic-00000{k}", pd.DataFrame({"request_id": ids}))
+        stats = {"rows": 10, "ok": 9, "prompt_tokens": 1000, "completion_tokens": 500, "attempts": 10,
+                 "latency_s_sum": 1.0, "errors": json.dumps({"timeout": 1}), "wall_s": 2.0 + k}
+        store.write_shard("responses", f"cand-traffic-00000{k}", pd.DataFrame({"request_id": ids, "model": "cand"}),
+                          meta={"candidate": "cand", "traffic_shard": f"traffic-00000{k}", "stats": stats})
+        for model in ("cand", "incumbent"):
+            scores = pd.DataFrame({"request_id": ids * 2, "model": model, "metric": ["a"] * 10 + ["b"] * 10,
+                                   "value": 1.0})
+            store.write_shard("scores", f"scores-{model}-traffic-00000{k}", scores,
+                              meta={"model": model, "traffic_shard": f"traffic-00000{k}", "stats": {"work_s": 0.5}})
+    store.update_manifest(stages={"replay": {"cand": {"requests": 0, "wall_s": 0.01, "est_cost": 0.0}, "wall_s": 0.01},
+                                  "score": {"rows": 0, "wall_s": 0.01}})
+    rows = {(r["stage"], r["model"]): r for r in cost_rows(cfg, store)}
+    assert rows[("replay", "cand")] == {"stage": "replay", "model": "cand", "requests": 20, "tokens_in": 2000,
+                                        "tokens_out": 1000, "errors": {"timeout": 2}, "wall_s": 5.0,
+                                        "est_cost_usd": pytest.approx(2000 * 2e-6 + 1000 * 8e-6)}
+    # Scored requests: distinct request ids of the scores table (20 per model), not metric rows (40).
+    assert rows[("score", "cand")] == {"stage": "score", "model": "cand", "requests": 20, "wall_s": 1.0}
+    assert rows[("score", "incumbent")]["requests"] == 20
+    assert rows[("sample", "all")]["requests"] == 20
+
+
+def test_report_total_adds_no_requests_and_shows_small_costs():
+    from calibration.report import render_report
+    from calibration.report.view import cost_rows as view_rows
+    from calibration.report.view import cost_total
+
+    extras = {"cost": [{"stage": "replay", "model": "c", "requests": 20, "wall_s": 5.0, "est_cost_usd": 0.000123},
+                       {"stage": "score", "model": "c", "requests": 20, "wall_s": 1.0}]}
+    total = cost_total(view_rows(extras))
+    assert total.requests is None and total.requests_per_s is None and total.est_cost_usd == pytest.approx(0.000123)
+    md, _ = render_report({"candidates": {}}, extras)
+    line = next(x for x in md.splitlines() if x.startswith("| total |"))
+    assert "| 40 |" not in line and line.rstrip(" |").endswith("$0.000123")
+    assert "| replay | c | 20 |" in md and "| 4.00 |" in md  # 20 requests over 5 s of shard work

@@ -136,3 +136,79 @@ def test_store_pickles_without_client(store):
     assert clone._fs is None
     clone.write_shard("labels", "l", _frame(0, 2))
     assert store.count_rows("labels") == 2
+
+
+# -- corruption: every commit records size and sha256; a damaged shard is named and set aside -----------------
+def _cut_in_half(store, path: str) -> None:
+    raw = store.fs.cat_file(path)
+    store.fs.pipe_file(path, raw[: len(raw) // 2])
+
+
+def test_commit_record_holds_size_and_sha256(store):
+    import hashlib
+
+    store.write_shard("scores", "s", _frame(0, 4).assign(model="m"))
+    rec = store.commits("scores")["s"]
+    raw = store.fs.cat_file(store.path("scores", rec["file"]))
+    assert rec["bytes"] == len(raw) and rec["sha256"] == hashlib.sha256(raw).hexdigest()
+    assert rec["distinct_requests"] == 4
+
+
+def test_data_file_cut_in_half_is_named_set_aside_and_redone_once(store):
+    from jobs.errors import EXIT_STORAGE, CorruptShard
+
+    store.write_shard("responses", "a", _frame(0, 4))
+    store.write_shard("responses", "b", _frame(4, 4))
+    data = store.path("responses", store.commits("responses")["b"]["file"])
+    _cut_in_half(store, data)
+    # The cheap check (one listing, no data read) finds it by its size.
+    size = len(store.fs.cat_file(data))
+    found = [(s, why.split(",")[0]) for s, _, why in store.verify("responses")]
+    assert found == [("b", f"the data file has {size} bytes")]
+    with pytest.raises(CorruptShard) as info:
+        store.read_table("responses")
+    err = info.value
+    assert err.exit_code == EXIT_STORAGE
+    assert (err.table, err.shard) == ("responses", "b") and err.path.endswith(data.rsplit("/", 1)[-1])
+    assert "run store corrupt: table responses, shard b" in str(err) and err.path in str(err)
+    # Set aside: no longer committed, so the writer redoes it, and its rows are there exactly once.
+    assert not store.is_committed("responses", "b") and store.set_asides("responses")[0][1]["shard"] == "b"
+    assert store.write_shard("responses", "b", _frame(4, 4)) is True
+    table = store.read_table("responses")
+    assert sorted(table["request_id"]) == sorted(f"r{i}" for i in range(8))
+
+
+def test_half_a_commit_record_is_named_set_aside_and_redone_once(store):
+    from jobs.errors import CorruptShard
+
+    store.write_shard("scores", "a", _frame(0, 3))
+    store.write_shard("scores", "b", _frame(3, 3))
+    _cut_in_half(store, store.path("scores", "_commits", "a.json"))
+    with pytest.raises(CorruptShard, match=r"table scores, shard a, .*_commits/a\.json: the commit record does not"):
+        store.commits("scores")
+    assert set(store.commits("scores")) == {"b"}  # set aside: the rest of the table reads
+    assert store.write_shard("scores", "a", _frame(0, 3)) is True
+    assert sorted(store.read_table("scores")["request_id"]) == [f"r{i}" for i in range(6)]
+
+
+def test_same_size_damage_fails_the_checksum_on_read(store):
+    from jobs.errors import CorruptShard
+
+    store.write_shard("traffic", "t", _frame(0, 50))
+    path = store.path("traffic", store.commits("traffic")["t"]["file"])
+    raw = bytearray(store.fs.cat_file(path))
+    raw[len(raw) // 2] ^= 0xFF
+    store.fs.pipe_file(path, bytes(raw))
+    assert store.verify("traffic") == []  # same size: only a read (which hashes the bytes) can tell
+    with pytest.raises(CorruptShard, match="sha256 differs"):
+        store.read_shard("traffic", "t")
+    assert store.read_shard("traffic", "t") is None  # set aside
+
+
+def test_corrupt_error_crosses_a_process_boundary():
+    import pickle
+
+    from jobs.errors import CorruptShard
+
+    err = pickle.loads(pickle.dumps(CorruptShard("scores", "s", "/p", "why", "/m")))
+    assert (err.table, err.shard, err.path, err.marker) == ("scores", "s", "/p", "/m") and "table scores" in str(err)
