@@ -15,6 +15,7 @@ import json
 import os
 import sys
 from pathlib import Path
+
 import pandas as pd
 from pydantic import ValidationError
 

@@ -157,7 +157,11 @@ def _check_labels(cfg: RunConfig, store: RunStore | None, problems: list[str]) -
 
     frames, where = [], []
     if cfg.labels.path:
-        checked = validate_labels(read_table_file(cfg.labels.path, _opts(cfg, cfg.labels.path)), cfg.labels.path)
+        try:
+            checked = validate_labels(read_table_file(cfg.labels.path, _opts(cfg, cfg.labels.path)), cfg.labels.path)
+        except ContractError as exc:  # unreadable, or a column missing: no dimension can be checked
+            problems.append(f"labels.path: {exc}")
+            return {"rows": None}
         frames.append(checked.valid[["dimension", "value"]])
         where.append(cfg.labels.path)
     if store is not None and store.count_rows("labels"):

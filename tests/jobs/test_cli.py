@@ -176,3 +176,9 @@ def test_no_labels_run_stops_after_scoring_and_says_what_next(tmp_path, capsys):
     assert store.count_rows("scores") > 0 and store.count_rows("labels") == 0
     assert not store.has_document("decision", "decision.json")
     assert store.manifest()["stages"]["labels"] == {"mode": "none"}
+
+
+def test_labels_without_their_columns_are_refused(tmp_path, capsys):
+    path = _config(tmp_path)
+    pd.DataFrame({"request_id": ["a"], "model": ["c"], "value": [1.0]}).to_csv(tmp_path / "labels.csv", index=False)
+    _refused(tmp_path, capsys, path, "labels.path: ", "labels.csv", "dimension")
