@@ -185,6 +185,7 @@ def prepare(
     max_features: int = 8,
     design: pd.DataFrame | None = None,
     design_adjustment: str = "covariate",
+    metrics: list[str] | None = None,
 ) -> CalibrationData:
     """Validate and reshape the long tables (see docs/contracts) into a :class:`CalibrationData`.
 
@@ -192,7 +193,8 @@ def prepare(
     gives the labels' sampling design; without it the labels table's own ``inclusion_prob`` column is used when
     present. ``design_adjustment`` says how the model accounts for an unequal-probability design
     (calibration.label_design): ``covariate`` (needs ``design``; otherwise ``weights``), ``weights`` or ``none``
-    (every label alike, design ignored everywhere)."""
+    (every label alike, design ignored everywhere). ``metrics`` restricts the covariates (and the judge-only
+    baseline) to those metric names; None: every metric in scores."""
     if design_adjustment not in ADJUSTMENTS:
         raise InputError(f"design adjustment must be one of {ADJUSTMENTS}, got {design_adjustment!r}")
     if kind not in KINDS:
@@ -230,6 +232,12 @@ def prepare(
     req_index = pd.Index(request_ids)
     met_u = [str(m) for m in met_u]
     metric_names = sorted(met_u)
+    if metrics is not None:
+        unknown = sorted(set(metrics) - set(metric_names))
+        if unknown:
+            raise InputError(f"scores: no rows for metric(s) {unknown} named as covariates of {dimension!r}; "
+                             f"metrics: {metric_names}")
+        metric_names = [m for m in metric_names if m in set(metrics)]
     n_req, n_mod = len(request_ids), len(row_models)
     block_models = [incumbent, *candidates]
     bm_of_code = pd.Index(block_models).get_indexer(pd.Index(np.asarray(mod_u, dtype=object)))

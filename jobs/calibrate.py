@@ -13,25 +13,13 @@ import pandas as pd
 
 from calibration.data import InputError
 from jobs.config import RunConfig
-from jobs.decide import DecideSpec, DimensionSpec, decide_tables
+from jobs.decide import decide_tables
 from jobs.contracts import SCORE_COLUMNS
 from jobs.errors import ContractError
 from jobs.label_checks import design_weights
 from jobs.store import RunStore
 
 log = logging.getLogger(__name__)
-
-
-def decision_spec(cfg: RunConfig) -> DecideSpec:
-    d = cfg.decision
-    return DecideSpec(
-        incumbent=cfg.incumbent.name,
-        candidates=[c.name for c in cfg.candidates],
-        dimensions=[DimensionSpec(name=x.name, kind=x.kind, gating=x.gating) for x in d.dimensions],
-        margin=d.margin, confidence=d.confidence, seed=d.seed, segments=list(cfg.traffic.segments),
-        draws=d.draws, tune=d.tune, chains=d.chains, min_segment_n=d.min_segment_n,
-        design_adjustment=d.design_adjustment,
-    )
 
 
 def decide_run(cfg: RunConfig, store: RunStore) -> dict:
@@ -47,7 +35,8 @@ def decide_run(cfg: RunConfig, store: RunStore) -> dict:
     if design is not None and design.empty:
         design = None
     try:
-        decision = decide_tables(scores, labels, traffic, decision_spec(cfg), design=design)
+        decision = decide_tables(scores, labels, traffic, cfg.decision, cfg.incumbent.name,
+                                 [c.name for c in cfg.candidates], list(cfg.traffic.segments), design=design)
     except InputError as exc:
         raise ContractError(f"{store.uri()}: {exc}") from None
     decision["run_id"] = cfg.run_id

@@ -14,7 +14,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from inference.engines.config import CandidateConfig, check_env_name
+from calibration.config import DecisionConfig, DimensionConfig  # noqa: F401 - the run config's decision section
+from inference.engines.config import CandidateConfig, check_env_name, looks_like_secret
 from inference.scorers.config import ScoringConfig
 from jobs.errors import ConfigError
 
@@ -77,34 +78,11 @@ class IncumbentConfig(_Strict):
     replay: CandidateConfig | None = Field(None, description="Replay the incumbent like a candidate instead of using recorded answers.")
 
 
-class DimensionConfig(_Strict):
-    """One dimension of quality on the human scale."""
-
-    name: str = Field(..., min_length=1, description="Dimension name as in the labels table (e.g. quality, correctness).")
-    kind: Literal["pairwise", "binary", "ordinal"] = Field(..., description="Pairwise win rate, or an absolute binary/ordinal score.")
-    gating: bool = Field(True, description="Whether this dimension must be non-inferior to migrate.")
-    metrics: list[str] | None = Field(None, description="Metric names used as covariates (None: every numeric metric).")
-
-
-class DecisionConfig(_Strict):
-    """The decision rule."""
-
-    margin: float = Field(0.05, ge=0, description="Non-inferiority margin M on the human scale.")
-    confidence: float = Field(0.9, gt=0.5, lt=1, description="Confidence level of intervals and verdicts.")
-    dimensions: list[DimensionConfig] = Field(..., min_length=1, description="Dimensions judged.")
-    seed: int = Field(0, description="Seed of the sampler.")
-    draws: int = Field(500, ge=50, description="NUTS draws per chain.")
-    tune: int = Field(500, ge=50, description="NUTS tuning steps per chain.")
-    chains: int = Field(2, ge=1, description="NUTS chains (at least 2 for R-hat).")
-    min_segment_n: int = Field(20, ge=1, description="Scored requests a segment needs before its credible regression can block migrate.")
-    fail_unless_migrate: bool = Field(False, description="Exit non-zero unless every candidate's verdict is migrate (for CI gates).")
-    design_adjustment: Literal["covariate", "weights", "none"] = Field("covariate", description="How the calibration accounts for labels chosen with unequal probabilities (`baton labels export --design active|stratified`): 'covariate' puts log pi in the model (labels weigh the same; efficient), 'weights' weights each label's likelihood by 1/pi (robust, wider), 'none' ignores the design (baselines unweighted too). See docs/labels.md.")
-
-
 class LabelsConfig(_Strict):
     """Human judgments."""
 
-    path: str | None = Field(None, description="Labels table (Parquet, JSONL or CSV; local or s3://); None: no labels yet.")
+    path: str | None = Field(None, description="Labels table (Parquet, JSONL or CSV; local or s3://); None: the labels imported with `baton labels import`.")
+    mode: Literal["required", "none"] = Field("required", description="'required': a run needs labels (labels.path, or labels already imported) and checks so before any compute; 'none': no labels yet, the run stops after scoring and says how to export them (as `baton run --no-labels`).")
 
 
 class ExecutionConfig(_Strict):
@@ -151,6 +129,7 @@ class RunConfig(_Strict):
 
 
 def _format_errors(err: ValidationError, source: str, raw: dict) -> str:
+    """One line per error, naming its key path. No configured value that may be a secret reaches the text."""
     lines = [f"{source}: invalid run config ({err.error_count()} error(s))"]
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"]) or "<root>"
@@ -165,16 +144,47 @@ def _format_errors(err: ValidationError, source: str, raw: dict) -> str:
             msg = "required key is missing"
         elif not e["loc"] or str(e["loc"][-1]).endswith("_env") or "environment variable" in msg:
             pass  # a whole document, or a value that may be a pasted secret: never echo it
+        elif isinstance(e.get("input"), (dict, list)):
+            pass  # a whole section (e.g. a candidate whose `kind` is unknown) holds its keys' values: never echo it
         else:
             msg = f"{msg} (got {_safe_repr(e.get('input'))})"
         lines.append(f"  {path}: {msg}")
-    return "\n".join(lines)
+    return _scrub("\n".join(lines), _secret_values(raw))
 
 
 def _safe_repr(value: object) -> str:
     # Values are echoed to help find typos, but never a long string that might be a pasted secret.
+    if isinstance(value, str) and looks_like_secret(value):
+        return "<a value shaped like a secret, not shown>"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+_SECRET_KEY = re.compile(r"(_env$|api_?key|secret|token|password|credential)", re.IGNORECASE)
+_PLAIN_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+def _secret_values(node: object, key: str = "") -> set[str]:
+    """Strings of the raw config that may be secrets: values of secret-named keys, and secret-shaped values."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for k, v in node.items():
+            found |= _secret_values(v, str(k))
+    elif isinstance(node, list):
+        for v in node:
+            found |= _secret_values(v, key)
+    elif isinstance(node, str) and len(node) >= 4 and (looks_like_secret(node) or (
+            _SECRET_KEY.search(key) and not _PLAIN_NAME.match(node))):  # a variable's name may be shown
+        found.add(node)
+    return found
+
+
+def _scrub(text: str, secrets: set[str]) -> str:
+    # Last line of defence: a message pydantic built around a value (e.g. an unknown union tag) loses it here.
+    for value in sorted(secrets, key=len, reverse=True):
+        text = text.replace(value, "<redacted>")
+        text = text.replace(repr(value), "<redacted>")
+    return text
 
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:

@@ -15,40 +15,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError
 
+from calibration.config import DecisionConfig
 from calibration.data import InputError, prepare
 from calibration.decision import MIGRATE, combine
 from calibration.pipeline import SamplerSettings, calibrate_dimension
-
-
-class DimensionSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(description="dimension name as in the labels table's 'dimension' column")
-    kind: Literal["pairwise", "binary", "ordinal"] = Field(description="how the dimension is judged")
-    gating: bool = Field(default=True, description="whether this dimension gates the migration verdict")
-
-
-class DecideSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    incumbent: str = Field(description="model name of the production (retiring) model")
-    candidates: list[str] = Field(default_factory=list,
-                                  description="candidate model names; empty = every other model in scores")
-    dimensions: list[DimensionSpec] = Field(description="dimensions to decide on")
-    margin: float = Field(ge=0.0, lt=0.5, description="non-inferiority margin M on the estimand's scale")
-    confidence: float = Field(gt=0.5, lt=1.0, description="confidence level C for the decision and intervals")
-    seed: int = Field(default=0, description="random seed (sampler, thinning, cross-fitting)")
-    segments: list[str] = Field(default_factory=list, description="traffic columns defining segments")
-    draws: int = Field(default=500, ge=50, description="NUTS draws per chain")
-    tune: int = Field(default=500, ge=50, description="NUTS tuning steps per chain")
-    chains: int = Field(default=2, ge=1, description="NUTS chains (>= 2 for R-hat)")
-    min_segment_n: int = Field(default=20, ge=1, description="scored requests a segment needs before its regression can block migrate")
-    design_adjustment: Literal["covariate", "weights", "none"] = Field(
-        default="covariate", description="how the model accounts for the labels' design (calibration.label_design); "
-        "'covariate' needs the design table given to decide_tables and is 'weights' without it")
 
 
 def read_table(path: str, what: str) -> pd.DataFrame:
@@ -72,37 +46,41 @@ def read_table(path: str, what: str) -> pd.DataFrame:
         raise InputError(f"{what} file {path}: cannot be read as Parquet or CSV ({type(e).__name__}: {e})") from e
 
 
-def read_labels(path: str, spec: DecideSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
+def read_labels(path: str, decision: DecisionConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The labels table's usable rows and its bad rows of the decided dimensions (quarantine rows naming the file,
     row, field and reason; jobs.label_checks.screen_labels), so one off-scale label does not end the decision."""
     from jobs.errors import ContractError
     from jobs.label_checks import screen_labels
 
     try:
-        checked = screen_labels(read_table(path, "labels"), path, {d.name: d.kind for d in spec.dimensions},
+        checked = screen_labels(read_table(path, "labels"), path, {d.name: d.kind for d in decision.dimensions},
                                 other_dimensions="keep")
     except ContractError as e:
         raise InputError(str(e)) from e
     return checked.valid, checked.quarantine
 
 
-def decide_tables(scores: pd.DataFrame, labels: pd.DataFrame, traffic: pd.DataFrame | None, spec: DecideSpec,
-                  design: pd.DataFrame | None = None) -> dict:
+def decide_tables(scores: pd.DataFrame, labels: pd.DataFrame, traffic: pd.DataFrame | None,
+                  decision: DecisionConfig, incumbent: str, candidates: list[str] | None = None,
+                  segments: list[str] | None = None, design: pd.DataFrame | None = None) -> dict:
     """Decision document (schema_version 1) for the given tables. Raises InputError on bad input.
 
+    ``decision`` is the run config's decision section (or `baton decide`'s flags); ``incumbent``, ``candidates``
+    (None or empty: every other model in scores) and ``segments`` (traffic columns) are facts of the run.
     ``design`` (request_id, model, inclusion_prob per candidate unit) is the labels' sampling design; without it
     the labels' own ``inclusion_prob`` column is used when present (calibration.data.prepare)."""
-    settings = SamplerSettings(draws=spec.draws, tune=spec.tune, chains=spec.chains, min_segment_n=spec.min_segment_n)
+    d = decision
+    settings = SamplerSettings(draws=d.draws, tune=d.tune, chains=d.chains, min_segment_n=d.min_segment_n)
     candidates_doc: dict[str, dict] = {}
     warnings: list[str] = []
     cand_names = None
-    for dim in spec.dimensions:
-        data = prepare(scores, labels, spec.incumbent, spec.candidates or None, dim.name, dim.kind,
-                       traffic=traffic, segment_cols=spec.segments or None, design=design,
-                       design_adjustment=spec.design_adjustment)
+    for dim in d.dimensions:
+        data = prepare(scores, labels, incumbent, candidates or None, dim.name, dim.kind,
+                       traffic=traffic, segment_cols=segments or None, design=design,
+                       design_adjustment=d.design_adjustment, metrics=dim.metrics)
         cand_names = data.candidates
         warnings += [f"{dim.name}: {w}" for w in data.warnings]
-        entries = calibrate_dimension(data, spec.margin, spec.confidence, seed=spec.seed, settings=settings,
+        entries = calibrate_dimension(data, d.margin, d.confidence, seed=d.seed, settings=settings,
                                       gating=dim.gating)
         for cand, entry in entries.items():
             candidates_doc.setdefault(cand, {"verdict": None, "reasons": [], "dimensions": {}})
@@ -120,7 +98,7 @@ def decide_tables(scores: pd.DataFrame, labels: pd.DataFrame, traffic: pd.DataFr
     return {
         "schema_version": 1,
         "created_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "incumbent": spec.incumbent, "margin": spec.margin, "confidence": spec.confidence, "seed": spec.seed,
+        "incumbent": incumbent, "margin": d.margin, "confidence": d.confidence, "seed": d.seed,
         "verdicts": verdicts, "candidates": candidates_doc, "results": results, "warnings": warnings,
         "candidate_order": cand_names,
     }
@@ -146,24 +124,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--design-adjustment", choices=["weights", "none"], default="weights",
                         help="labels with an inclusion_prob column: weight the model's likelihood and the baselines by "
                              "1/pi (weights), or ignore the design (none)")
+    parser.add_argument("--metric", action="append", default=[],
+                        help="use only this metric as a covariate (repeatable; default: every numeric metric)")
     parser.add_argument("--fail-unless-migrate", action="store_true",
                         help="exit 3 when any verdict is not migrate (for CI gates)")
 
 
+# DecisionConfig fields -> the flag that sets them, so an argument error names the flag the user typed
+_FLAGS = {"margin": "--margin", "confidence": "--confidence", "seed": "--seed", "draws": "--draws", "tune": "--tune",
+          "design_adjustment": "--design-adjustment", "dimensions": "--dimension", "metrics": "--metric",
+          "name": "--dimension", "kind": "--kind"}
+
+
+def decision_from_args(args: argparse.Namespace) -> DecisionConfig:
+    """The same DecisionConfig the run config's decision section builds, from the flags (ValidationError if bad)."""
+    dim = {"name": args.dimension, "kind": args.kind, "gating": not args.non_gating, "metrics": args.metric or None}
+    return DecisionConfig.model_validate({
+        "dimensions": [dim], "margin": args.margin, "confidence": args.confidence, "seed": args.seed,
+        "draws": args.draws, "tune": args.tune, "design_adjustment": args.design_adjustment,
+        "fail_unless_migrate": args.fail_unless_migrate})
+
+
+def _argument_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        field = next((str(p) for p in reversed(e["loc"]) if isinstance(p, str)), "")
+        path = ".".join(str(p) for p in e["loc"])
+        where = f"{_FLAGS.get(field, field)} (decision.{path})" if field else "arguments"
+        lines.append(f"{where}: {e['msg'].removeprefix('Value error, ')}")
+    return "; ".join(lines)
+
+
 def main(args: argparse.Namespace) -> int:
     try:
-        spec = DecideSpec(incumbent=args.incumbent, candidates=args.candidate,
-                          dimensions=[DimensionSpec(name=args.dimension, kind=args.kind, gating=not args.non_gating)],
-                          margin=args.margin, confidence=args.confidence, seed=args.seed, segments=args.segment,
-                          draws=args.draws, tune=args.tune, design_adjustment=args.design_adjustment)
-    except Exception as e:
-        print(f"baton decide: bad arguments: {e}", file=sys.stderr)
+        decision = decision_from_args(args)
+    except ValidationError as e:
+        print(f"baton decide: bad arguments: {_argument_errors(e)}", file=sys.stderr)
         return 2
     try:
         scores = read_table(args.scores, "scores")
-        labels, bad_labels = read_labels(args.labels, spec)
+        labels, bad_labels = read_labels(args.labels, decision)
         traffic = read_table(args.traffic, "traffic") if args.traffic else None
-        doc = _with_file_context(lambda: decide_tables(scores, labels, traffic, spec), args)
+        doc = _with_file_context(lambda: decide_tables(scores, labels, traffic, decision, args.incumbent,
+                                                       args.candidate, args.segment), args)
     except InputError as e:
         print(f"baton decide: {e}", file=sys.stderr)
         return 2
@@ -184,7 +187,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"{cand}: {v}  {args.dimension} estimate {e['estimate']} interval {e['interval']} "
               f"P(non-inferior) {e['p_noninferior']} labels {e['labels_used']} (+{e['labels_needed']} needed)")
     print(f"wrote {path}")
-    if args.fail_unless_migrate and any(v != MIGRATE for v in doc["verdicts"].values()):
+    if decision.fail_unless_migrate and any(v != MIGRATE for v in doc["verdicts"].values()):
         return 3
     return 0
 

@@ -32,34 +32,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     retry_errors_argument(parser)
     parser.add_argument("--fail-unless-migrate", action="store_true",
                         help=f"exit {EXIT_GATE} unless every candidate's verdict is migrate (for CI gates)")
+    parser.add_argument("--no-labels", action="store_true",
+                        help="no human labels yet: stop after scoring and say how to export requests to label "
+                             "(as labels.mode: none)")
 
 
 def main(args: argparse.Namespace) -> int:
     from jobs.replay import with_retry_flag
 
     cfg = with_retry_flag(load_config(args.config), args)
-    decision = run_pipeline(cfg, progress=not args.no_progress, config_uri=args.config)
+    decision = run_pipeline(cfg, progress=not args.no_progress, no_labels=args.no_labels, config_uri=args.config)
     gate = args.fail_unless_migrate or cfg.decision.fail_unless_migrate
-    if gate and any(v != "migrate" for v in decision["verdicts"].values()):
-        return EXIT_GATE
+    if gate and (decision is None or any(v != "migrate" for v in decision["verdicts"].values())):
+        return EXIT_GATE  # no decision (stopped before labels) passes no gate
     return EXIT_OK
 
 
-def run_pipeline(cfg: RunConfig, progress: bool = True, truth: dict | None = None,
-                 config_uri: str | None = None) -> dict:
-    """Run (or resume) every stage; returns the decision document. `truth` (demo only) goes into the report;
-    `config_uri` names the config in the commands an error suggests."""
+def run_pipeline(cfg: RunConfig, progress: bool = True, truth: dict | None = None, no_labels: bool = False,
+                 config_uri: str = "CONFIG") -> dict | None:
+    """Run (or resume) every stage; returns the decision document, or None when the run stops after scoring for
+    want of labels (``no_labels`` or labels.mode: none). `truth` (demo only) goes into the report; `config_uri`
+    names the config in the commands an error suggests."""
+    from jobs.preflight import preflight
+
     store = RunStore(cfg.store, cfg.run_id)
-    store.check_access()  # before any compute: a missing bucket or bad credentials fail here
+    # before any compute: paths, env vars, the store (bucket, credentials), inputs and labels fail here
+    preflight(cfg, store, no_labels=no_labels, source=config_uri)
     # One driver per run id: a second `baton run` waits (execution.lease_wait_s) or exits 2 naming the holder.
     with store.lease(cfg.execution.lease_ttl_s).acquire(cfg.execution.lease_wait_s) as lease:
-        return _run_stages(cfg, store, lease, progress, truth, config_uri)
+        return _run_stages(cfg, store, lease, progress, truth, no_labels, config_uri)
 
 
-def _run_stages(cfg: RunConfig, store: RunStore, lease, progress: bool, truth: dict | None,
-                config_uri: str | None) -> dict:
+def _run_stages(cfg: RunConfig, store: RunStore, lease, progress: bool, truth: dict | None, no_labels: bool,
+                config_uri: str) -> dict | None:
     from jobs.calibrate import decide_run
     from jobs.integrity import repair_run
+    from jobs.preflight import labels_off
     from jobs.replay import replay
     from jobs.report import write_report
     from jobs.sample import run_sample
@@ -85,6 +93,10 @@ def _run_stages(cfg: RunConfig, store: RunStore, lease, progress: bool, truth: d
     stage("replay", lambda: replay(cfg, store, progress=progress))
     stage("score", lambda: score(cfg, store, progress=progress))
     stage("recorded_scores", lambda: import_recorded_scores(cfg, store))
+    if labels_off(cfg, no_labels):
+        store.update_manifest(stages={"labels": {"mode": "none"}})
+        print_next_steps(store, config_uri)
+        return None
     stage("labels", lambda: import_labels(cfg, store))
     decision = stage("decide", lambda: decide_run(cfg, store))
     stage("report", lambda: write_report(cfg, store, decision, truth))
@@ -156,6 +168,17 @@ def import_labels(cfg: RunConfig, store: RunStore) -> dict:
     from jobs.label_import import import_labels_table
 
     return import_labels_table(cfg, store)
+
+
+def print_next_steps(store: RunStore, config_uri: str) -> None:
+    """A run without labels stops after scoring: say how to get them and finish the run."""
+    print(f"\nBaton run {store.run_id}: scored {store.count_rows('scores')} score rows; stopped before the decision "
+          f"because it has no human labels (labels.mode: none or --no-labels). Next:\n"
+          f"  1. export requests to label:  baton labels export --config {config_uri} --out LABEL_DIR\n"
+          f"  2. import the answers:        baton labels import --config {config_uri} LABEL_DIR/ANSWERS.csv\n"
+          f"     (or set labels.path to a labels table)\n"
+          f"  3. rerun with labels:         baton run --config {config_uri}   (without --no-labels or "
+          f"labels.mode: none; replay and scoring are not redone)")
 
 
 def print_verdicts(decision: dict, store: RunStore) -> None:

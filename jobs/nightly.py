@@ -104,11 +104,15 @@ def metric_means(store: RunStore) -> pd.DataFrame:
                          for (m, k), (s, c) in sums.items()], columns=["model", "metric", "value"])
 
 
-def run_night(cfg: RunConfig, day: str, progress: bool = True) -> tuple[dict, pd.DataFrame]:
+def run_night(cfg: RunConfig, day: str, progress: bool = True,
+              config_uri: str = "CONFIG") -> tuple[dict | None, pd.DataFrame]:
+    """The night's run and its history rows; (None, no rows) when the run stops after scoring for want of labels."""
     from jobs.migrate import run_pipeline
 
     night = night_config(cfg, day)
-    decision = run_pipeline(night, progress=progress)
+    decision = run_pipeline(night, progress=progress, config_uri=config_uri)
+    if decision is None:
+        return None, pd.DataFrame()
     store = RunStore(night.store, night.run_id)
     rows = history_rows(decision, day, night.run_id, metric_means(store))
     write_history(store, day, rows)
@@ -117,9 +121,10 @@ def run_night(cfg: RunConfig, day: str, progress: bool = True) -> tuple[dict, pd
 
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    decision, rows = run_night(cfg, args.date, progress=not args.no_progress)
+    decision, rows = run_night(cfg, args.date, progress=not args.no_progress, config_uri=args.config)
     print(f"history: {len(rows)} row(s) for {args.date}")
-    if args.fail_unless_migrate and any(v != "migrate" for v in decision["verdicts"].values()):
+    gate = args.fail_unless_migrate or cfg.decision.fail_unless_migrate
+    if gate and (decision is None or any(v != "migrate" for v in decision["verdicts"].values())):
         return EXIT_GATE
     return EXIT_OK
 

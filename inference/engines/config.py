@@ -7,16 +7,29 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
+# Shapes of well-known keys (OpenAI/Stripe sk-, Hugging Face hf_, AWS key ids, GitHub, Slack, GitLab, Google),
+# matched case-insensitively so that an upper-cased paste is refused too; HF_TOKEN and the like stay names.
+_SECRET_SHAPES = re.compile(
+    r"^(?:sk-|hf_[a-z0-9]{16,}|(?:akia|asia|aida|aroa|agpa|anpa|anva|aipa)[a-z0-9]{16}$|gh[pousr]_[a-z0-9]{16,}"
+    r"|github_pat_|xox[abposr]-|glpat-|aiza[0-9a-z_-]{20,})", re.IGNORECASE)
+# A word of a variable name is short; a 20+ character run mixing letters and digits is a key.
+_KEY_LIKE_WORD = re.compile(r"(?=[A-Z0-9]*[0-9])(?=[A-Z0-9]*[A-Z])[A-Z0-9]{20,}")
+
+
+def looks_like_secret(value: str) -> bool:
+    """Whether a string has the shape of an API key or token rather than of a variable name."""
+    return bool(_SECRET_SHAPES.match(value) or _KEY_LIKE_WORD.search(value.upper()))
 
 
 def check_env_name(value: str | None) -> str | None:
     """Secrets are passed by reference: the field must hold an environment variable's NAME, not a key."""
     if value is None:
         return value
-    if not _ENV_NAME.match(value):
+    if not _ENV_NAME.match(value) or looks_like_secret(value):
         # Never echo the value: it may be the secret itself pasted by mistake.
-        raise ValueError("must be the NAME of an environment variable (letters, digits, underscore), not a secret value")
+        raise ValueError("must be the NAME of an environment variable (upper-case letters, digits and underscores, "
+                         "e.g. OPENAI_API_KEY), not a secret value")
     return value
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from calibration.simulate import simulate_pairwise
-from jobs.decide import DecideSpec, DimensionSpec, decide_tables
+from calibration.config import DecisionConfig
+from jobs.decide import decide_tables
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data"
@@ -91,9 +92,9 @@ def test_segment_regression_blocks_migrate():
     # candidate better overall, much worse in one region; plenty of labels so the regression is credible
     sim = simulate_pairwise(7, n_requests=900, n_labels=300, candidates=("cand-a",), cand_effect=(1.0,),
                             judge_bias=(0.0,), seg_effects=(0.6, 0.6, -2.4), segments=("eu", "us", "apac"))
-    spec = DecideSpec(incumbent="incumbent", dimensions=[DimensionSpec(name="quality", kind="pairwise")],
-                      margin=0.05, confidence=0.9, segments=["region"], draws=400, tune=400)
-    doc = decide_tables(sim.scores, sim.labels, sim.traffic, spec)
+    decision = DecisionConfig(dimensions=[{"name": "quality", "kind": "pairwise"}], margin=0.05, confidence=0.9,
+                              draws=400, tune=400)
+    doc = decide_tables(sim.scores, sim.labels, sim.traffic, decision, "incumbent", segments=["region"])
     e = doc["candidates"]["cand-a"]["dimensions"]["quality"]
     assert sim.truth["cand-a"] > 0.5 and sim.truth_seg["cand-a"]["region=apac"] < 0.3
     assert e["p_noninferior"] >= 0.9
@@ -129,3 +130,32 @@ def test_labels_with_a_design(tmp_path):
     plain = t.labels["value"].mean()
     hajek = (t.labels["value"] / t.labels["inclusion_prob"]).sum() / (1 / t.labels["inclusion_prob"]).sum()
     assert abs(e["human_only"]["estimate"] - hajek) < 1e-3 and abs(hajek - plain) > 0.01
+
+
+def test_margin_bound_depends_on_the_kind(tmp_path):
+    """`--margin 0.6` on a pairwise dimension is refused before any table is read (exit 2, naming the flag and the
+    config key); on a binary dimension the same margin is inside the scale (a difference of rates)."""
+    r = _run("--scores", SCORES, "--labels", LABELS, *[a if a != "0.05" else "0.6" for a in BASE],
+             "--out", tmp_path / "o")
+    assert r.returncode == 2, r.stderr
+    assert "--margin (decision.margin)" in r.stderr and "below 0.5 for pairwise dimension 'quality'" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "o").exists()
+    binary = DecisionConfig(dimensions=[{"name": "ok", "kind": "binary"}], margin=0.6)
+    assert binary.margin == 0.6
+
+
+def test_metrics_restrict_the_covariates():
+    """`dimensions[].metrics` (`--metric`): only the named metrics enter the calibration; an unknown one is bad
+    input naming it."""
+    import pytest
+
+    from calibration.data import InputError, prepare
+
+    sim = simulate_pairwise(3, n_requests=60, n_labels=20, candidates=("cand-a",), cand_effect=(0.3,), judge_bias=(0.8,))
+    metric_names = sorted(sim.scores["metric"].unique())
+    assert len(metric_names) >= 2
+    keep = metric_names[:1]
+    data = prepare(sim.scores, sim.labels, "incumbent", None, "quality", "pairwise", metrics=keep)
+    assert data.raw_metric_names == keep
+    with pytest.raises(InputError, match="no-such-metric"):
+        prepare(sim.scores, sim.labels, "incumbent", None, "quality", "pairwise", metrics=["no-such-metric"])

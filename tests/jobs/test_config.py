@@ -113,3 +113,51 @@ def test_shipped_example_config_is_valid():
     cfg = load_config(str(Path(__file__).resolve().parents[2] / "examples" / "run.yaml"))
     assert [c.kind for c in cfg.candidates] == ["openai", "vllm"]
     assert cfg.scoring.judge.enabled and any(d.name == "style" for d in cfg.scoring.judge.dimensions)
+
+
+def test_margin_bound_depends_on_the_dimension_kind():
+    """One validator for every entry point: 0 <= M < 0.5 pairwise, < 1 binary; an ordinal scale without declared
+    levels is checked against the labels before the run (tests/jobs/test_cli.py)."""
+    with pytest.raises(ConfigError, match=r"decision.margin: .*5.0 must be below 0.5 for pairwise dimension 'quality'"):
+        parse_config(_with("decision.margin", 5.0))
+    for bad in (-0.1, float("inf"), float("nan")):
+        with pytest.raises(ConfigError, match="decision.margin"):
+            parse_config(_with("decision.margin", bad))
+    binary = _with("decision.dimensions", [{"name": "ok", "kind": "binary"}])
+    binary["decision"]["margin"] = 0.7
+    assert parse_config(binary).decision.margin == 0.7
+    binary["decision"]["margin"] = 1.0
+    with pytest.raises(ConfigError, match="below 1 for binary dimension 'ok'"):
+        parse_config(binary)
+    mixed = _with("decision.dimensions", [{"name": "ok", "kind": "binary"}, {"name": "quality", "kind": "pairwise"}])
+    mixed["decision"]["margin"] = 0.7
+    with pytest.raises(ConfigError, match="pairwise dimension 'quality'"):
+        parse_config(mixed)
+    ordinal = _with("decision.dimensions", [{"name": "stars", "kind": "ordinal"}])
+    ordinal["decision"]["margin"] = 2.0
+    assert parse_config(ordinal).decision.margin == 2.0
+
+
+def test_one_decision_config_for_the_run_and_baton_decide():
+    import argparse
+
+    from calibration.config import DecisionConfig
+    from jobs import config, decide
+
+    assert config.DecisionConfig is DecisionConfig
+    assert not hasattr(decide, "DecideSpec") and not hasattr(decide, "DimensionSpec")
+    parser = argparse.ArgumentParser()
+    decide.add_arguments(parser)
+    args = parser.parse_args(["--scores", "s", "--labels", "l", "--incumbent", "a", "--dimension", "quality",
+                              "--kind", "binary", "--margin", "0.3", "--confidence", "0.8", "--out", "o",
+                              "--metric", "judge.abs.quality", "--fail-unless-migrate"])
+    built = decide.decision_from_args(args)
+    assert isinstance(built, DecisionConfig) and built.margin == 0.3 and built.fail_unless_migrate
+    assert built.dimensions[0].metrics == ["judge.abs.quality"]
+
+
+def test_labels_mode():
+    assert parse_config(BASE).labels.mode == "required"
+    assert parse_config(_with("labels", {"mode": "none"})).labels.mode == "none"
+    with pytest.raises(ConfigError, match="labels.mode"):
+        parse_config(_with("labels", {"mode": "later"}))

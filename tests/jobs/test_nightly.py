@@ -89,3 +89,24 @@ def test_rerun_replaces_the_nights_rows_and_a_new_night_adds_its_own(tmp_path):
     a = both[both["candidate"] == "cand-a"]
     assert (a["estimate"] > 0.5).all()  # cand-a wins 70% on both nights
     assert "judge.pairwise.quality.ab" in a["candidate_metric_means"].iat[0]
+
+
+def test_config_fail_unless_migrate_gates_the_night(tmp_path, capsys):
+    """`decision.fail_unless_migrate: true` in the config gates a nightly run as it gates `baton run` (exit 3):
+    cand-b wins 40% of the time, so it is not migrated."""
+    import ray
+
+    from jobs.cli import main
+
+    day = "2026-11-25"
+    _night(tmp_path, day, 120, 3)
+    _config(tmp_path, day)
+    path = tmp_path / f"nightly-{day}.yaml"
+    raw = yaml.safe_load(path.read_text())
+    raw["decision"]["fail_unless_migrate"] = True
+    path.write_text(yaml.safe_dump(raw))
+    try:
+        assert main(["nightly", "--config", str(path), "--date", day, "--no-progress"]) == 3
+    finally:
+        ray.shutdown()
+    assert "history: 2 row(s)" in capsys.readouterr().out

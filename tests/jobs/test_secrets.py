@@ -73,3 +73,59 @@ def test_no_secret_in_store_tables_or_logs(ray_local, s3_bucket, caplog, capfd):
     for text in (caplog.text, out, err):
         assert API_SECRET not in text
         assert S3_SECRET not in text
+
+
+# -- config errors never show a pasted key; env-var names must look like names --------------------------------------
+PASTED = "sk-proj-Zq4xW9vB2nT7kL1mP8rS3dF6"
+HF_KEY = "hf_AbCdEfGhIjKlMnOpQrStUvWxYz0123"
+
+
+def _raw(candidate: dict, **over) -> dict:
+    raw = {"run_id": "secrets", "traffic": {"path": "t.jsonl"}, "incumbent": {"name": "inc"},
+           "candidates": [candidate], "decision": {"dimensions": [{"name": "quality", "kind": "pairwise"}]}}
+    raw.update(over)
+    return raw
+
+
+@pytest.mark.parametrize("raw", [
+    # the reported case: the key pasted as api_key_env, and `kind` mistyped (a union/discriminator error)
+    _raw({"api_key_env": PASTED, "name": "c", "kind": "opnai", "model": "m", "base_url": "http://127.0.0.1:9/v1"}),
+    _raw({"name": "c", "kind": PASTED, "model": "m", "base_url": "http://127.0.0.1:9/v1"}),
+    _raw({"name": "c", "kind": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1", "api_key": PASTED}),
+    _raw({"name": "c", "kind": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1", "api_key_env": PASTED,
+          "rpm": "fast"}),
+    _raw({"name": "c", "kind": "recorded", "path": "r.jsonl"}, store={"secret_access_key_env": PASTED}),
+    _raw({"name": "c", "kind": "recorded", "path": "r.jsonl"},
+         scoring={"judge": {"enabled": True, "engine": {"api_key_env": PASTED, "name": "j", "kind": "openia",
+                                                        "model": "m", "base_url": "http://127.0.0.1:9/v1"}}}),
+], ids=["typo-kind", "key-as-kind", "unknown-key", "other-error", "store", "judge-typo-kind"])
+def test_config_errors_never_contain_a_pasted_key(tmp_path, capsys, raw):
+    import yaml
+
+    from jobs.cli import main
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert main(["validate", "--config", str(path), "--no-store"]) == 2
+    out, err = capsys.readouterr()
+    assert "invalid run config" in err
+    for part in (PASTED, PASTED[:12], PASTED[-12:]):
+        assert part not in err and part not in out
+
+
+@pytest.mark.parametrize("name", [HF_KEY, HF_KEY.upper(), "AKIAIOSFODNN7EXAMPLE", "ghp_" + "a1B2" * 9,
+                                  "SK_LIVE_4EC39HQLYJWDARJTT1TZTR", "openai_api_key"])
+def test_secret_shaped_env_names_are_refused(name):
+    from jobs.errors import ConfigError
+
+    for raw in (_raw({"name": "c", "kind": "openai", "model": "m", "base_url": "http://x", "api_key_env": name}),
+                _raw({"name": "c", "kind": "recorded", "path": "r.jsonl"}, store={"access_key_id_env": name})):
+        with pytest.raises(ConfigError, match="must be the NAME of an environment variable") as info:
+            parse_config(raw)
+        assert name not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["OPENAI_API_KEY", "HF_TOKEN", "AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN", "SK_API_KEY"])
+def test_ordinary_env_names_are_accepted(name):
+    cfg = parse_config(_raw({"name": "c", "kind": "openai", "model": "m", "base_url": "http://x", "api_key_env": name}))
+    assert cfg.candidates[0].api_key_env == name
