@@ -30,7 +30,7 @@ def decision_spec(cfg: RunConfig) -> DecideSpec:
         dimensions=[DimensionSpec(name=x.name, kind=x.kind, gating=x.gating) for x in d.dimensions],
         margin=d.margin, confidence=d.confidence, seed=d.seed, segments=list(cfg.traffic.segments),
         draws=d.draws, tune=d.tune, chains=d.chains, min_segment_n=d.min_segment_n,
-        design_adjustment=d.design_adjustment,
+        design_adjustment=d.design_adjustment, basis=d.basis,
     )
 
 

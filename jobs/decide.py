@@ -2,7 +2,7 @@
 
     baton decide --scores SCORES --labels LABELS --incumbent NAME --candidate NAME [--candidate NAME ...]
                  --dimension NAME --kind pairwise|binary|ordinal --margin M --confidence C --out DIR [--seed N]
-                 [--traffic TRAFFIC --segment COL ...] [--fail-unless-migrate]
+                 [--traffic TRAFFIC --segment COL ...] [--basis population|scored] [--fail-unless-migrate]
 
 Exit codes: 0 written (whatever the verdict), 2 bad input (message on stderr names file, row, column),
 3 with --fail-unless-migrate when some verdict is not ``migrate``.
@@ -46,6 +46,9 @@ class DecideSpec(BaseModel):
     tune: int = Field(default=500, ge=50, description="NUTS tuning steps per chain")
     chains: int = Field(default=2, ge=1, description="NUTS chains (>= 2 for R-hat)")
     min_segment_n: int = Field(default=20, ge=1, description="scored requests a segment needs before its regression can block migrate")
+    basis: Literal["population", "scored"] = Field(
+        default="population", description="draws the verdict uses: 'population' (future traffic) or 'scored' "
+        "(the scored requests, a night judged as that night); decision.json keeps both intervals")
     design_adjustment: Literal["covariate", "weights", "none"] = Field(
         default="covariate", description="how the model accounts for the labels' design (calibration.label_design); "
         "'covariate' needs the design table given to decide_tables and is 'weights' without it")
@@ -89,7 +92,7 @@ def decide_tables(scores: pd.DataFrame, labels: pd.DataFrame, traffic: pd.DataFr
         cand_names = data.candidates
         warnings += [f"{dim.name}: {w}" for w in data.warnings]
         entries = calibrate_dimension(data, spec.margin, spec.confidence, seed=spec.seed, settings=settings,
-                                      gating=dim.gating)
+                                      gating=dim.gating, basis=spec.basis)
         for cand, entry in entries.items():
             candidates_doc.setdefault(cand, {"verdict": None, "reasons": [], "dimensions": {}})
             candidates_doc[cand]["dimensions"][dim.name] = entry
@@ -132,6 +135,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--design-adjustment", choices=["weights", "none"], default="weights",
                         help="labels with an inclusion_prob column: weight the model's likelihood and the baselines by "
                              "1/pi (weights), or ignore the design (none)")
+    parser.add_argument("--basis", choices=["population", "scored"], default="population",
+                        help="decide for the future traffic (population, default) or for the scored requests only")
     parser.add_argument("--fail-unless-migrate", action="store_true",
                         help="exit 3 when any verdict is not migrate (for CI gates)")
 
@@ -141,7 +146,8 @@ def main(args: argparse.Namespace) -> int:
         spec = DecideSpec(incumbent=args.incumbent, candidates=args.candidate,
                           dimensions=[DimensionSpec(name=args.dimension, kind=args.kind, gating=not args.non_gating)],
                           margin=args.margin, confidence=args.confidence, seed=args.seed, segments=args.segment,
-                          draws=args.draws, tune=args.tune, design_adjustment=args.design_adjustment)
+                          draws=args.draws, tune=args.tune, design_adjustment=args.design_adjustment,
+                          basis=args.basis)
     except Exception as e:
         print(f"baton decide: bad arguments: {e}", file=sys.stderr)
         return 2
@@ -162,8 +168,9 @@ def main(args: argparse.Namespace) -> int:
     tmp.replace(path)
     for cand, v in doc["verdicts"].items():
         e = doc["candidates"][cand]["dimensions"][args.dimension]
-        print(f"{cand}: {v}  {args.dimension} estimate {e['estimate']} interval {e['interval']} "
-              f"P(non-inferior) {e['p_noninferior']} labels {e['labels_used']} (+{e['labels_needed']} needed)")
+        print(f"{cand}: {v}  {args.dimension} estimate {e['estimate']} interval {e['interval']} (scored) "
+              f"{e['interval_population']} (population) P(non-inferior) {e['p_noninferior']} ({e['basis']}) "
+              f"labels {e['labels_used']} (+{e['labels_needed']} needed)")
     print(f"wrote {path}")
     if args.fail_unless_migrate and any(v != MIGRATE for v in doc["verdicts"].values()):
         return 3
