@@ -97,9 +97,9 @@ def human_only(data: CalibrationData, c: int, alpha: float, mask: np.ndarray | N
         return {**out, "n": n, "N": n_pop, "method": "hajek"}
     if n >= 2:
         s2 = float(y[ok].var(ddof=1))
+        # population variance (1 - n/N) s^2/n + s^2/N = s^2/n: the classical CLT interval (ppi_py's
+        # classical_mean_ci, up to its ddof=0 standard deviation)
         out = two_intervals(float(y[ok].mean()), fpc(n, n_pop) * s2 / n, s2, n_pop, alpha)
-        lo, hi = classical_mean_ci(y[ok], alpha=alpha)  # ppi_py's classical interval: the traffic's, as a check
-        out["interval_population"] = [float(lo), float(hi)]
         return {**out, "n": n, "N": n_pop}
     if data.kind != "pairwise":  # unpaired: candidate labels and incumbent labels on different requests
         a, b = obs[:, c + 1], obs[:, 0]

@@ -38,6 +38,11 @@ def _r(x, nd=4):
 BASES = ("population", "scored")
 
 
+def _check_basis(basis: str) -> None:
+    if basis not in BASES:
+        raise ValueError(f"basis must be one of {BASES}, got {basis!r}")
+
+
 def calibrate_dimension(data: CalibrationData, margin: float, confidence: float, seed: int = 0,
                         settings: SamplerSettings | None = None, gating: bool = True,
                         basis: str = "population") -> dict[str, dict]:
@@ -46,8 +51,7 @@ def calibrate_dimension(data: CalibrationData, margin: float, confidence: float,
     ``basis``: which draws the verdict, P(non-inferior), P(superior) and labels_needed come from: ``population``
     (the future traffic the scored requests were sampled from; the default, since migrating is a decision about
     future traffic) or ``scored`` (the scored requests themselves, for a night judged as that night)."""
-    if basis not in BASES:
-        raise ValueError(f"basis must be one of {BASES}, got {basis!r}")
+    _check_basis(basis)
     st = settings or SamplerSettings()
     idata, params = fit([data], draws=st.draws, tune=st.tune, chains=st.chains, seed=seed, cores=st.cores)
     diag = sampler_diagnostics(idata)
@@ -72,6 +76,7 @@ def summarise_dimension(data: CalibrationData, p: dict[str, np.ndarray], diag: d
                         rng: np.random.Generator | None = None) -> dict[str, dict]:
     """The entries of :func:`calibrate_dimension` from one block's posterior draws ``p`` (so a benchmark can fit
     many replicates in one vectorised model and decide each)."""
+    _check_basis(basis)
     rng = rng or np.random.default_rng(seed)
     diag = dict(diag)
     diag["ppc"] = heldout_check(data, p)

@@ -101,7 +101,7 @@ def test_tables_carry_the_decisions_figures(rendered, decision, parse_html):
     # Truth printed beside the estimate, with whether each interval covers it.
     truth_row = [r for r in dom.by_id("baselines-table").find_all("tr") if "quality" in r.all_text()][0]
     cells = [td.all_text() for td in truth_row.find_all("td")]
-    assert cells[0] == "cand-a" and cells[7] == "0.565" and cells[8:] == ["yes", "yes"]
+    assert cells[0] == "cand-a" and cells[7] == "0.565" and cells[8:10] == ["yes", "yes"]
     dis = dom.by_id("disagreements").all_text()
     assert "PPI++ interval excludes the Bayesian estimate" in dis and "judge says <script>" in dis
 
