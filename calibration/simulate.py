@@ -131,12 +131,17 @@ def coverage_study(n_reps: int, seed0: int = 0, confidence: float = 0.9, kind: s
             est = aggregate(d, thin_params(params, b, 1000, rng), rng)
             for ci, c in enumerate(d.candidates):
                 lo, hi = np.quantile(est.fp[:, ci], [a, 1 - a])
+                plo, phi = np.quantile(est.pop[:, ci], [a, 1 - a])
+                # like with like: human_only's `interval` is for the scored requests (finite-population correction)
                 ho = human_only(d, ci, 1 - confidence)
+                hp = ho.get("interval_population") or ho["interval"]
                 truth = t.truth[c]
                 rows.append({"rep": r, "candidate": c, "truth": truth, "estimate": float(est.fp[:, ci].mean()),
                              "covered": bool(lo <= truth <= hi), "width": float(hi - lo),
                              "human_covered": bool(ho["interval"][0] <= truth <= ho["interval"][1]),
-                             "human_width": float(ho["interval"][1] - ho["interval"][0]), "fit_divergences": div})
+                             "human_width": float(ho["interval"][1] - ho["interval"][0]),
+                             "width_population": float(phi - plo), "human_width_population": float(hp[1] - hp[0]),
+                             "fit_divergences": div})
     return pd.DataFrame(rows)
 
 
