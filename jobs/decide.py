@@ -103,7 +103,8 @@ def decide_tables(scores: pd.DataFrame, labels: pd.DataFrame, traffic: pd.DataFr
         for name, e in doc["dimensions"].items():
             doc["reasons"] += [f"{name}: {r}" for r in e.pop("reasons")]
             results.append({"candidate": cand, "dimension": name, **{k: e[k] for k in (
-                "estimate", "interval", "p_noninferior", "p_superior", "verdict", "labels_used", "labels_needed",
+                "estimate", "interval", "interval_population", "basis", "p_noninferior", "p_superior", "verdict",
+                "labels_used", "labels_needed",
                 "human_only", "ppi", "judge_only")}})
         verdicts[cand] = doc["verdict"]
     return {

@@ -124,3 +124,28 @@ def test_verdict_function_guards_only_block_migrate():
     assert decision.dimension_verdict(0.99, 0.9, True, [], fired)[0] == decision.MORE
     assert decision.dimension_verdict(0.01, 0.9, True, [], fired)[0] == decision.REJECT
     assert decision.dimension_verdict(0.99, 0.9, True, [], [{"name": "g", "fired": False}])[0] == decision.MIGRATE
+
+
+def test_basis_is_a_config_field_and_a_cli_flag():
+    import argparse
+
+    from pydantic import ValidationError
+
+    from jobs.config import DecisionConfig
+    from jobs.decide import DecideSpec, add_arguments
+
+    dims = [{"name": "quality", "kind": "pairwise"}]
+    assert DecisionConfig(dimensions=dims).basis == "population"
+    assert DecisionConfig(dimensions=dims, basis="scored").basis == "scored"
+    with pytest.raises(ValidationError):
+        DecisionConfig(dimensions=dims, basis="tonight")
+    spec = dict(incumbent="i", dimensions=[{"name": "quality", "kind": "pairwise"}], margin=0.05, confidence=0.9)
+    assert DecideSpec(**spec).basis == "population"
+    with pytest.raises(ValidationError):
+        DecideSpec(**spec, basis="tonight")
+    ap = argparse.ArgumentParser()
+    add_arguments(ap)
+    req = ["--scores", "s", "--labels", "l", "--incumbent", "i", "--dimension", "q", "--kind", "pairwise",
+           "--margin", "0.05", "--confidence", "0.9", "--out", "o"]
+    assert ap.parse_args(req).basis == "population"
+    assert ap.parse_args(req + ["--basis", "scored"]).basis == "scored"
