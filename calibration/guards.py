@@ -93,3 +93,21 @@ def evaluate(dv: dict, ppc: dict, bayes_interval: list[float], ppi: dict, thr_ni
                     "detail": f"Bayesian interval {[round(v, 3) for v in bayes_interval]} vs PPI++ "
                               f"{[round(v, 3) for v in ppi[key]]}"})
     return out
+
+
+def labels_needed(dv: dict, thr_ni: float, confidence: float, available: int, basis: str) -> int:
+    """Extra labelled requests after which the design-valid interval would likely support non-inferiority (when
+    the ``design_valid`` guard is what blocks migrate, the model's own labels_needed is 0): its standard error
+    shrinks like 1/sqrt(labels), so ``n (z_C se / gap)^2 - n`` more; all still-unlabelled requests ``available``
+    when its estimate is not above the threshold."""
+    se = dv.get("se_population" if basis == "population" else "se")
+    if dv.get("estimate") is None or not se:
+        return int(available)
+    gap = dv["estimate"] - thr_ni
+    z = norm.ppf(confidence)
+    if gap <= 0:
+        return int(available)
+    if gap >= z * se:
+        return 0
+    n = dv["n"]
+    return int(min(available, max(1, int(np.ceil(n * (z * se / gap) ** 2 - n)))))

@@ -131,6 +131,9 @@ def summarise_dimension(data: CalibrationData, p: dict[str, np.ndarray], diag: d
         available = int(max(0, n_scored - labels_used))
         need = decision.labels_needed(basis_draws, thr_ni, confidence, labels_used, available) \
             if verdict == decision.MORE and diag["converged"] and not regress else 0
+        if verdict == decision.MORE and unguarded == decision.MIGRATE and any(
+                g["fired"] and g["name"] == "design_valid" for g in checks):
+            need = max(need, guards.labels_needed(dv, thr_ni, confidence, available, basis))
         need_seg = regress[0] if regress else (max(seg_score, key=seg_score.get) if need and seg_score else None)
         if need:
             reasons.append(f"about {need} more labelled requests would likely settle it"

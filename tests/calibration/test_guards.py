@@ -62,6 +62,8 @@ def test_guard_flips_a_wrong_migrate_in_a_misspecified_world():
     assert any("guard blocks migrate" in r for r in e["reasons"])
     dv = e["design_valid"]
     assert dv["interval"][0] <= t.truth["cand-inferior"] <= dv["interval"][1]
+    # the model alone would need no more labels; the guard's labels_needed is the design-valid interval's
+    assert e["labels_needed"] > 0
 
 
 def test_guards_do_not_fire_in_a_well_specified_world():
@@ -117,6 +119,15 @@ def test_predictive_check_guard_fires_only_beyond_noise():
     far = {"interval": [0.3, 0.4], "interval_population": [0.3, 0.4]}
     assert {g["name"]: g for g in guards.evaluate(dv, ok, [0.55, 0.65], far, 0.45, 0.9, "population")}[
         "interval_agreement"]["fired"]
+
+
+def test_design_valid_labels_needed():
+    dv = {"estimate": 0.5, "se": 0.04, "se_population": 0.05, "n": 50}
+    # gap 0.05, z_0.9 = 1.2816: 50 (1.2816 * 0.05 / 0.05)^2 - 50 = 32.1 -> 33 on the population basis
+    assert guards.labels_needed(dv, 0.45, 0.9, 300, "population") == 33
+    assert guards.labels_needed(dv, 0.45, 0.9, 10, "population") == 10
+    assert guards.labels_needed({**dv, "estimate": 0.44}, 0.45, 0.9, 300, "scored") == 300
+    assert guards.labels_needed({**dv, "estimate": 0.6}, 0.45, 0.9, 300, "scored") == 0
 
 
 def test_verdict_function_guards_only_block_migrate():
