@@ -204,9 +204,9 @@ def difference_intervals(data: CalibrationData, c: int, alpha: float, yhat: np.n
     scored = data.estimand_mask()[:, c]
     every = scored | ok
     n, n_pop = int(ok.sum()), int(every.sum())
-    if n < 2 or n_pop <= n:
+    if n < 2:  # (every scored request labelled is fine: the scored variance is then 0)
         return {"estimate": None, "interval": None, "interval_population": None,
-                "note": "too few labelled/unlabelled requests"}
+                "note": "too few labelled requests"}
     lam = power_lambda(y[ok], yhat[ok]) if tune else 1.0
     pi = data.target_pi(c)[ok] if data.design_weighted else np.full(n, n / n_pop)
     r = design.difference_estimate(lam * yhat[every], y[ok], lam * yhat[ok], pi, confidence=1 - alpha)

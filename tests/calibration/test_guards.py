@@ -160,3 +160,12 @@ def test_basis_is_a_config_field_and_a_cli_flag():
            "--margin", "0.05", "--confidence", "0.9", "--out", "o"]
     assert ap.parse_args(req).basis == "population"
     assert ap.parse_args(req + ["--basis", "scored"]).basis == "scored"
+
+
+def test_design_valid_interval_when_every_scored_request_is_labelled():
+    _, d = _data("well_specified", n_requests=60, n_labels=60, n_annot=1)
+    pred = np.full((d.n_req, d.n_models), 0.5)
+    dv = guards.design_valid(d, 0, 0.1, pred)
+    y, ok = baselines.target_values(d, baselines.cell_matrix(d), 0)
+    assert dv["estimate"] == pytest.approx(y[ok].mean()) and dv["interval"][0] == pytest.approx(dv["interval"][1])
+    assert dv["interval_population"][1] > dv["interval_population"][0]
