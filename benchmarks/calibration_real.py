@@ -105,12 +105,15 @@ def run_case(name, scores, labels, kind, incumbent, dimension, ns, draws_per_n, 
             out = calibrate_dimension(data, 0.05, CONF, seed=rep, settings=settings)
             for cand, e in out.items():
                 t = truth[cand]
-                for method, iv in (("bayes", e["interval"]), ("human_only", e["human_only"]["interval"]),
-                                   ("ppi", (e["ppi"] or {}).get("interval"))):
+                # like with like: every `interval` is for the scored requests (the baselines with the
+                # finite-population correction); the population widths are kept beside them
+                for method, src in (("bayes", e), ("human_only", e["human_only"]), ("ppi", e["ppi"] or {})):
+                    iv, ivp = src.get("interval"), src.get("interval_population")
                     if iv is None:
                         continue
                     rows.append({"case": name, "n": n, "rep": rep, "candidate": cand, "method": method,
-                                 "covered": iv[0] <= t <= iv[1], "width": iv[1] - iv[0]})
+                                 "covered": iv[0] <= t <= iv[1], "width": iv[1] - iv[0],
+                                 "width_population": (ivp[1] - ivp[0]) if ivp else np.nan})
             print(f"  {name} n={n} rep={rep} fit+aggregate {time.time() - t0:.1f}s "
                   f"converged={e['diagnostics']['converged']}", file=sys.stderr, flush=True)
     return pd.DataFrame(rows)
@@ -143,6 +146,7 @@ def main() -> int:
     print(by_n.round(3).to_string())
     cov = df[df.method == "bayes"].groupby(["case", "n"])["covered"].mean()
     w = df.groupby(["case", "n", "method"])["width"].mean().unstack()
+    wp = df.groupby(["case", "n", "method"])["width_population"].mean().unstack()
     figures = {
         "coverage_bayes_by_case_n": {f"{c}/n={n}": round(float(v), 3) for (c, n), v in cov.items()},
         "coverage_human_only_by_case_n": {f"{c}/n={n}": round(float(v), 3) for (c, n), v in
@@ -151,6 +155,11 @@ def main() -> int:
                                    df[df.method == "ppi"].groupby(["case", "n"])["covered"].mean().items()},
         "width_by_case_n": {f"{c}/n={n}": {m: round(float(w.loc[(c, n), m]), 4) for m in w.columns}
                             for (c, n) in w.index},
+        "width_ratio_bayes_over_human_only": {
+            "scored": {f"{c}/n={n}": round(float(w.loc[(c, n), "bayes"] / w.loc[(c, n), "human_only"]), 3)
+                       for (c, n) in w.index},
+            "population": {f"{c}/n={n}": round(float(wp.loc[(c, n), "bayes"] / wp.loc[(c, n), "human_only"]), 3)
+                           for (c, n) in wp.index}},
     }
     meets = bool((cov >= 0.85).all() and (w["bayes"] <= w["human_only"] * 1.0001).all())
     print(json.dumps({"benchmark": "calibration_real", **figures, "seconds": round(time.time() - t0, 1),

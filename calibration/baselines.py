@@ -13,6 +13,15 @@ When the labels come from a design with unequal inclusion probabilities (stratif
 active), the plain mean and PPI++ would be biased towards the over-sampled units. Then human_only is the Hajek
 mean and ppi the design-weighted difference estimator (active inference, Zrnic & Candes 2024), both in
 calibration.design, with ``method`` saying which was used.
+
+Like with like: the Bayesian ``interval`` is for the N scored requests (finite population) and
+``interval_population`` for the traffic they were drawn from, so every baseline reports both. For the scored
+requests the labelled ones are a sample without replacement of the N, hence the finite-population correction
+``1 - n/N`` on the variance (Cochran 1977, sec. 2.6; for PPI++ the SRS difference estimator of Sarndal, Swensson
+& Wretman 1992, eq. 6.3.1, with the power-tuned lambda); for the population the superpopulation variance, i.e. the
+scored-requests variance plus ``S_y^2 / N`` for having drawn the N (the same decomposition as
+calibration.estimands). Without the correction a "narrower than labels alone" claim is flattered by
+``sqrt(1 - n/N)``.
 """
 from __future__ import annotations
 
@@ -52,29 +61,57 @@ def target_values(data: CalibrationData, obs: np.ndarray, c: int) -> tuple[np.nd
     return y, np.isfinite(y)
 
 
+def fpc(n: int, n_pop: int) -> float:
+    """Finite-population correction ``1 - n/N`` of a sample of n from N without replacement (Cochran 1977)."""
+    return float(max(0.0, 1.0 - n / n_pop)) if n_pop > 0 else 1.0
+
+
+def two_intervals(est: float, var_scored: float, s2: float, n_pop: int, alpha: float) -> dict:
+    """Normal intervals for the scored requests (variance ``var_scored``) and for the traffic (plus ``s2 / N``,
+    the variance of the mean of N requests drawn from it)."""
+    z = norm.ppf(1 - alpha / 2)
+    var_pop = var_scored + s2 / max(n_pop, 1)
+    se, se_pop = float(np.sqrt(max(var_scored, 0.0))), float(np.sqrt(max(var_pop, 0.0)))
+    return {"estimate": float(est), "interval": [est - z * se, est + z * se], "se": se,
+            "interval_population": [est - z * se_pop, est + z * se_pop], "se_population": se_pop}
+
+
+def _weighted_var(y: np.ndarray, w: np.ndarray) -> float:
+    m = np.sum(w * y) / w.sum()
+    return float(np.sum(w * (y - m) ** 2) / w.sum() * len(y) / max(len(y) - 1, 1))
+
+
 def human_only(data: CalibrationData, c: int, alpha: float, mask: np.ndarray | None = None) -> dict:
+    """Labels alone, for the scored requests (``interval``, with the finite-population correction) and for the
+    traffic (``interval_population``, the classical CLT interval)."""
     obs = cell_matrix(data)
     if mask is not None:
         obs = np.where(mask[:, None], obs, np.nan)
     y, ok = target_values(data, obs, c)
     n = int(ok.sum())
+    n_pop = int(max(data.estimand_mask()[:, c].sum(), n))
     if n >= 2 and data.design_weighted:
-        r = design.hajek_estimate(y[ok], data.target_pi(c)[ok], confidence=1 - alpha)
-        return {"estimate": r["estimate"], "interval": list(r["interval"]), "n": n, "method": "hajek"}
+        pi = data.target_pi(c)[ok]
+        r = design.hajek_estimate(y[ok], pi, confidence=1 - alpha)  # design variance: already for the scored
+        out = two_intervals(r["estimate"], r["se"] ** 2, _weighted_var(y[ok], 1.0 / pi), n_pop, alpha)
+        return {**out, "n": n, "N": n_pop, "method": "hajek"}
     if n >= 2:
-        lo, hi = classical_mean_ci(y[ok], alpha=alpha)
-        return {"estimate": float(y[ok].mean()), "interval": [float(lo), float(hi)], "n": n}
+        s2 = float(y[ok].var(ddof=1))
+        # population variance (1 - n/N) s^2/n + s^2/N = s^2/n: the classical CLT interval (ppi_py's
+        # classical_mean_ci, up to its ddof=0 standard deviation)
+        out = two_intervals(float(y[ok].mean()), fpc(n, n_pop) * s2 / n, s2, n_pop, alpha)
+        return {**out, "n": n, "N": n_pop}
     if data.kind != "pairwise":  # unpaired: candidate labels and incumbent labels on different requests
         a, b = obs[:, c + 1], obs[:, 0]
         a, b = a[np.isfinite(a)], b[np.isfinite(b)]
         if len(a) >= 2 and len(b) >= 2:
             est = a.mean() - b.mean()
-            se = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
-            z = norm.ppf(1 - alpha / 2)
-            return {"estimate": float(est), "interval": [float(est - z * se), float(est + z * se)],
-                    "n": int(min(len(a), len(b))), "paired": False}
+            va, vb = a.var(ddof=1), b.var(ddof=1)
+            var = fpc(len(a), n_pop) * va / len(a) + fpc(len(b), n_pop) * vb / len(b)
+            out = two_intervals(float(est), var, va + vb, n_pop, alpha)
+            return {**out, "n": int(min(len(a), len(b))), "N": n_pop, "paired": False}
     est = float(y[ok].mean()) if n else float("nan")
-    return {"estimate": est, "interval": _wide(data), "n": n}
+    return {"estimate": est, "interval": _wide(data), "interval_population": _wide(data), "n": n, "N": n_pop}
 
 
 def judge_columns(data: CalibrationData) -> list[int]:
@@ -141,21 +178,60 @@ def crossfit_predictions(data: CalibrationData, obs: np.ndarray, seed: int, fold
     return pred.reshape(R, M)
 
 
+def target_predictions(data: CalibrationData, pred: np.ndarray, c: int) -> np.ndarray:
+    """Per-request predicted target for candidate c from per-cell predictions (n_req, n_models)."""
+    return pred[:, c] if data.kind == "pairwise" else pred[:, c + 1] - pred[:, 0]
+
+
+def power_lambda(y: np.ndarray, yhat: np.ndarray) -> float:
+    """Variance-minimising weight of the prediction in ``y - lambda yhat`` (Cov / Var, clipped to [0, 1] as in
+    PPI++'s power tuning, Angelopoulos, Duchi & Zrnic 2023)."""
+    v = float(np.var(yhat, ddof=1)) if len(yhat) > 1 else 0.0
+    if v <= 1e-12:
+        return 0.0
+    return float(np.clip(np.cov(y, yhat, ddof=1)[0, 1] / v, 0.0, 1.0))
+
+
+def difference_intervals(data: CalibrationData, c: int, alpha: float, yhat: np.ndarray, y: np.ndarray,
+                         ok: np.ndarray, tune: bool = True) -> dict:
+    """Prediction-powered (difference) estimate of the candidate's estimand with both intervals.
+
+    ``theta = mean_scored(lambda yhat) + HT mean of (y - lambda yhat)`` over the labelled requests (Sarndal,
+    Swensson & Wretman 1992, eq. 6.3.1): unbiased for the scored requests' mean under the labels' design whatever
+    the predictor; its design variance (calibration.design, Hajek-Deville, which is ``(1 - n/N) s_r^2 / n`` under
+    simple random sampling) gives ``interval``; adding ``S_y^2 / N`` gives ``interval_population``.
+    """
+    scored = data.estimand_mask()[:, c]
+    every = scored | ok
+    n, n_pop = int(ok.sum()), int(every.sum())
+    if n < 2:  # (every scored request labelled is fine: the scored variance is then 0)
+        return {"estimate": None, "interval": None, "interval_population": None,
+                "note": "too few labelled requests"}
+    lam = power_lambda(y[ok], yhat[ok]) if tune else 1.0
+    pi = data.target_pi(c)[ok] if data.design_weighted else np.full(n, n / n_pop)
+    r = design.difference_estimate(lam * yhat[every], y[ok], lam * yhat[ok], pi, confidence=1 - alpha)
+    out = two_intervals(r["estimate"], r["se"] ** 2, _weighted_var(y[ok], 1.0 / pi), n_pop, alpha)
+    return {**out, "n": n, "N": n_pop, "lambda": round(lam, 4)}
+
+
 def ppi(data: CalibrationData, c: int, alpha: float, pred: np.ndarray) -> dict:
-    """PPI++ interval for the candidate's estimand with the cross-fitted predictions ``pred`` (n_req, n_models)."""
+    """PPI++ for the candidate's estimand with the cross-fitted predictions ``pred`` (n_req, n_models).
+
+    ``interval`` (scored requests): the power-tuned difference estimator with its finite-population design
+    variance (:func:`difference_intervals`). ``interval_population``: ``ppi_py.ppi_mean_ci`` (superpopulation
+    PPI++) for simple random samples, the design-based variance plus ``S_y^2 / N`` under a weighted design."""
     obs = cell_matrix(data)
     y, ok = target_values(data, obs, c)
-    yhat = pred[:, c] if data.kind == "pairwise" else pred[:, c + 1] - pred[:, 0]
+    yhat = target_predictions(data, pred, c)
     scored = data.estimand_mask()[:, c]
     unl = ~ok & scored
     if ok.sum() < 2 or unl.sum() < 1:
-        return {"estimate": None, "interval": None, "note": "too few labelled/unlabelled requests"}
+        return {"estimate": None, "interval": None, "interval_population": None,
+                "note": "too few labelled/unlabelled requests"}
+    out = difference_intervals(data, c, alpha, yhat, y, ok)
     if data.design_weighted:
-        every = scored | ok
-        r = design.difference_estimate(yhat[every], y[ok], yhat[ok], data.target_pi(c)[ok], confidence=1 - alpha)
-        return {"estimate": r["estimate"], "interval": list(r["interval"]), "n": int(ok.sum()),
-                "method": "design-weighted difference"}
+        return {**out, "method": "design-weighted difference"}
     # ppi_mean_ci's interval is symmetric around the PPI++ point estimate, so its midpoint is that estimate
     lo, hi = ppi_mean_ci(y[ok], yhat[ok], yhat[unl], alpha=alpha)
-    lo, hi = float(np.ravel(lo)[0]), float(np.ravel(hi)[0])
-    return {"estimate": (lo + hi) / 2, "interval": [lo, hi], "n": int(ok.sum())}
+    out["interval_population"] = [float(np.ravel(lo)[0]), float(np.ravel(hi)[0])]
+    return out

@@ -66,6 +66,7 @@ class DecisionConfig(_Strict):
     chains: int = Field(2, ge=1, description="NUTS chains (at least 2 for R-hat).")
     min_segment_n: int = Field(20, ge=1, description="Scored requests a segment needs before its credible regression can block migrate.")
     fail_unless_migrate: bool = Field(False, description="Exit non-zero unless every candidate's verdict is migrate (for CI gates).")
+    basis: Literal["population", "scored"] = Field("population", description="Which posterior the verdicts, P(non-inferior), P(superior) and labels_needed use: 'population' (the future traffic the scored requests were sampled from) or 'scored' (the scored requests themselves, for a night judged as that night). decision.json keeps both intervals.")
     design_adjustment: Literal["covariate", "weights", "none"] = Field("covariate", description="How the calibration accounts for labels chosen with unequal probabilities (`baton labels export --design active|stratified`): 'covariate' puts log pi in the model (labels weigh the same; efficient), 'weights' weights each label's likelihood by 1/pi (robust, wider), 'none' ignores the design (baselines unweighted too). See docs/labels.md.")
 
     @field_validator("margin")

@@ -6,7 +6,8 @@ Abrams & Myles 2004, ch. 6): with margin M and confidence C,
 - ``migrate``: P(non-inferior) >= C on the dimension, the sampler converged, and no segment credibly regresses
   beyond the margin (P_segment(non-inferior) <= 1 - C);
 - ``reject``: P(non-inferior) <= 1 - C (credibly inferior) on a converged run;
-- otherwise ``more_labels``.
+- otherwise ``more_labels``; and a ``migrate`` becomes ``more_labels`` when a guard that does not trust the model
+  fires (calibration.guards).
 A candidate's verdict combines its gating dimensions: reject if any rejects, migrate if all migrate.
 """
 from __future__ import annotations
@@ -28,7 +29,19 @@ def prob_above(draws: np.ndarray, thr: float) -> float:
 
 
 def dimension_verdict(p_noninferior: float, confidence: float, converged: bool,
-                      regressing_segments: list[str]) -> tuple[str, list[str]]:
+                      regressing_segments: list[str], guards: list[dict] | None = None) -> tuple[str, list[str]]:
+    """Verdict and reasons; a fired guard (calibration.guards) turns ``migrate`` into ``more_labels``."""
+    verdict, reasons = _model_verdict(p_noninferior, confidence, converged, regressing_segments)
+    fired = [g for g in guards or [] if g.get("fired")]
+    if verdict == MIGRATE and fired:
+        reasons.append("the model says non-inferior but a guard blocks migrate: "
+                       + "; ".join(f"{g['name']} ({g.get('detail') or g.get('value')})" for g in fired))
+        return MORE, reasons
+    return verdict, reasons
+
+
+def _model_verdict(p_noninferior: float, confidence: float, converged: bool,
+                   regressing_segments: list[str]) -> tuple[str, list[str]]:
     reasons = []
     eps = 1e-9  # 1 - 0.9 is 0.0999...98 in floating point: compare with a tolerance
     if not converged:

@@ -20,10 +20,16 @@ ESS_MIN = 100.0
 DIVERGENT_SHARE_MAX = 0.005  # a handful of divergences (< 0.5% of draws) with good R-hat/ESS is tolerated, reported
 
 
-def sampler_diagnostics(idata) -> dict:
+def sampler_diagnostics(idata, block: int | None = None) -> dict:
+    """Convergence of the fit; with ``block``, of that block's parameters only (every free variable's first
+    dimension is the block), as a replicate of a vectorised multi-block fit would have on its own. Divergences are
+    the whole fit's."""
     names = [v for v in FREE_VARS if v in idata.posterior]
-    rhat = az.rhat(idata, var_names=names)
-    ess = az.ess(idata, var_names=names, method="bulk")
+    post = idata.posterior[names]
+    if block is not None:
+        post = post.map(lambda a: a.isel({a.dims[2]: block}))
+    rhat = az.rhat(post)
+    ess = az.ess(post, method="bulk")
     r_max = float(max(np.nanmax(rhat[v].to_numpy()) for v in names))
     e_min = float(min(np.nanmin(ess[v].to_numpy()) for v in names))
     divergent = idata.sample_stats["diverging"].to_numpy()
@@ -47,7 +53,8 @@ def category_probs(data: CalibrationData, p: dict[str, np.ndarray], req: np.ndar
     return np.clip(np.diff(cum, axis=2), 1e-12, 1.0)
 
 
-def heldout_check(data: CalibrationData, p: dict[str, np.ndarray]) -> dict:
+def _loo(data: CalibrationData, p: dict[str, np.ndarray]):
+    """PSIS-LOO predictive category probabilities of each labelled cell: (req, mod, counts, p_loo, pareto k)."""
     K = data.n_cat
     key = data.lab_req.astype(np.int64) * data.n_models + data.lab_model
     uniq, inv = np.unique(key, return_inverse=True)
@@ -59,11 +66,30 @@ def heldout_check(data: CalibrationData, p: dict[str, np.ndarray]) -> dict:
     lw, k = az.psislw(-loglik.T)  # (C, D)
     w = np.exp(lw)
     p_loo = np.einsum("cd,dck->ck", w, probs)
+    return req, mod, counts, p_loo, k
+
+
+def loo_cell_means(data: CalibrationData, p: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(req, mod, mean label) of each labelled cell under its PSIS-LOO predictive: the Bayesian prediction of a
+    labelled request from a fit that did not see it (an n-fold cross-fit at the cost of one fit)."""
+    req, mod, _, p_loo, _ = _loo(data, p)
+    return req, mod, p_loo @ data.cat_values.astype(float)
+
+
+def heldout_check(data: CalibrationData, p: dict[str, np.ndarray]) -> dict:
+    K = data.n_cat
+    req, mod, counts, p_loo, k = _loo(data, p)
     n_ann = counts.sum()
-    log_score = float((counts * np.log(np.clip(p_loo, 1e-12, 1))).sum() / n_ann)
-    acc = float(counts[np.arange(len(uniq)), p_loo.argmax(axis=1)].sum() / n_ann)
+    cell_model = (counts * np.log(np.clip(p_loo, 1e-12, 1))).sum(axis=1)
+    log_score = float(cell_model.sum() / n_ann)
+    acc = float(counts[np.arange(len(req)), p_loo.argmax(axis=1)].sum() / n_ann)
     freq = (counts.sum(axis=0) + 0.5) / (n_ann + 0.5 * K)
-    base = float((counts * np.log(freq)[None, :]).sum() / n_ann)
+    cell_base = (counts * np.log(freq)[None, :]).sum(axis=1)
+    base = float(cell_base.sum() / n_ann)
+    # standard error of the per-annotation difference, from the per-cell differences (paired, as in loo_compare)
+    diff = (cell_model - cell_base) / counts.sum(axis=1).mean()
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("inf")
     return {"method": "psis-loo over labelled requests", "heldout_log_score": round(log_score, 4),
             "heldout_accuracy": round(acc, 4), "baseline_log_score": round(base, 4),
-            "pareto_k_max": round(float(np.max(k)), 3), "n_cells": int(len(uniq))}
+            "log_score_diff_se": round(se, 4) if np.isfinite(se) else None,
+            "pareto_k_max": round(float(np.max(k)), 3), "n_cells": int(len(req))}

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from calibration import baselines, decision, design
+from calibration import baselines, decision, design, guards
 from calibration.data import CalibrationData
 from calibration.diagnostics import heldout_check, sampler_diagnostics
 from calibration.estimands import aggregate, thin_params
@@ -35,9 +35,23 @@ def _r(x, nd=4):
     return None if x is None else round(float(x), nd)
 
 
+BASES = ("population", "scored")
+
+
+def _check_basis(basis: str) -> None:
+    if basis not in BASES:
+        raise ValueError(f"basis must be one of {BASES}, got {basis!r}")
+
+
 def calibrate_dimension(data: CalibrationData, margin: float, confidence: float, seed: int = 0,
-                        settings: SamplerSettings | None = None, gating: bool = True) -> dict[str, dict]:
-    """Decision-schema ``dimensions[<name>]`` entry for each candidate."""
+                        settings: SamplerSettings | None = None, gating: bool = True,
+                        basis: str = "population") -> dict[str, dict]:
+    """Decision-schema ``dimensions[<name>]`` entry for each candidate.
+
+    ``basis``: which draws the verdict, P(non-inferior), P(superior) and labels_needed come from: ``population``
+    (the future traffic the scored requests were sampled from; the default, since migrating is a decision about
+    future traffic) or ``scored`` (the scored requests themselves, for a night judged as that night)."""
+    _check_basis(basis)
     st = settings or SamplerSettings()
     idata, params = fit([data], draws=st.draws, tune=st.tune, chains=st.chains, seed=seed, cores=st.cores)
     diag = sampler_diagnostics(idata)
@@ -46,26 +60,42 @@ def calibrate_dimension(data: CalibrationData, margin: float, confidence: float,
                             cores=st.cores, target_accept=0.99)
         diag = sampler_diagnostics(idata)
         diag["retried"] = True
+    calib = {}
+    if "beta_mu" in idata.posterior:
+        bm = idata.posterior["beta_mu"].to_numpy()[:, :, 0, :].reshape(-1, len(data.feature_names))
+        for j, f in enumerate(data.feature_names):
+            calib[f] = {"mean": _r(bm[:, j].mean()), "interval": [_r(v) for v in _interval(bm[:, j], confidence)]}
     rng = np.random.default_rng(seed)
     p = thin_params(params, 0, st.max_posterior_draws, rng)
+    return summarise_dimension(data, p, diag, margin, confidence, seed, st, gating, basis, calib, rng)
+
+
+def summarise_dimension(data: CalibrationData, p: dict[str, np.ndarray], diag: dict, margin: float,
+                        confidence: float, seed: int, st: SamplerSettings, gating: bool = True,
+                        basis: str = "population", calib: dict | None = None,
+                        rng: np.random.Generator | None = None) -> dict[str, dict]:
+    """The entries of :func:`calibrate_dimension` from one block's posterior draws ``p`` (so a benchmark can fit
+    many replicates in one vectorised model and decide each)."""
+    _check_basis(basis)
+    rng = rng or np.random.default_rng(seed)
+    diag = dict(diag)
     diag["ppc"] = heldout_check(data, p)
     est = aggregate(data, p, rng)
     alpha = 1 - confidence
     thr_ni, thr_sup = decision.thresholds(data.kind, margin)
     obs = baselines.cell_matrix(data)
     pred = baselines.crossfit_predictions(data, obs, seed)
-    calib = {}
-    if "beta_mu" in idata.posterior:
-        bm = idata.posterior["beta_mu"].to_numpy()[:, :, 0, :].reshape(-1, len(data.feature_names))
-        for j, f in enumerate(data.feature_names):
-            calib[f] = {"mean": _r(bm[:, j].mean()), "interval": [_r(v) for v in _interval(bm[:, j], confidence)]}
+    bayes_pred = guards.predictive_means(data, p)
+    on_pop = basis == "population"
+    calib = calib or {}
     out = {}
     emask = data.estimand_mask()
     for ci, cand in enumerate(data.candidates):
         n_scored = int(emask[:, ci].sum())
         draws = est.fp[:, ci]
-        p_ni = decision.prob_above(draws, thr_ni)
-        p_sup = decision.prob_above(draws, thr_sup)
+        basis_draws = est.pop[:, ci] if on_pop else draws  # the verdict's draws; `draws` stay the scored ones
+        p_ni = decision.prob_above(basis_draws, thr_ni)
+        p_sup = decision.prob_above(basis_draws, thr_sup)
         y, ok = baselines.target_values(data, obs, ci)
         labels_used = int(ok.sum()) if data.kind == "pairwise" else int(
             (np.isfinite(obs[:, ci + 1]) | np.isfinite(obs[:, 0])).sum())
@@ -76,42 +106,52 @@ def calibrate_dimension(data: CalibrationData, margin: float, confidence: float,
             sd = est.fp_seg[:, ci, s]
             in_s = (data.seg_idx == s) & emask[:, ci]
             p_ni_s = decision.prob_above(sd, thr_ni)
-            # Regression is judged on the segment's quality in the traffic (population draws), not only on the
-            # handful of requests that happened to be scored in it.
+            # Regression is judged on the decision's basis, like the overall verdict: by default the segment's
+            # quality in the traffic (population draws), not only the handful of requests scored in it.
             p_ni_pop = decision.prob_above(est.pop_seg[:, ci, s], thr_ni)
+            p_ni_gate = p_ni_pop if on_pop else p_ni_s
             gates = int(in_s.sum()) >= st.min_segment_n
             segs[name] = {"estimate": _r(sd.mean()), "interval": [_r(v) for v in _interval(sd, confidence)],
                           "interval_population": [_r(v) for v in _interval(est.pop_seg[:, ci, s], confidence)],
                           "p_noninferior": _r(p_ni_s), "p_noninferior_population": _r(p_ni_pop),
                           "p_superior": _r(decision.prob_above(sd, thr_sup)),
                           "labels_used": int((ok & in_s).sum()), "n_scored": int(in_s.sum()), "gating": gates}
-            if gates and p_ni_pop <= 1 - confidence + 1e-9:
+            if gates and p_ni_gate <= 1 - confidence + 1e-9:
                 regress.append(name)
             seg_score[name] = in_s.mean() * sd.std() / np.sqrt(max(1, (ok & in_s).sum()) + 1)
-        verdict, reasons = decision.dimension_verdict(p_ni, confidence, diag["converged"], regress)
+        ho = baselines.human_only(data, ci, alpha)
+        pp = baselines.ppi(data, ci, alpha, pred)
+        interval = _interval(draws, confidence)
+        interval_pop = _interval(est.pop[:, ci], confidence)
+        dv = guards.design_valid(data, ci, alpha, bayes_pred)
+        checks = guards.evaluate(dv, diag["ppc"], interval_pop if on_pop else interval, pp, thr_ni, confidence,
+                                 basis)
+        unguarded, _ = decision.dimension_verdict(p_ni, confidence, diag["converged"], regress)
+        verdict, reasons = decision.dimension_verdict(p_ni, confidence, diag["converged"], regress, checks)
         available = int(max(0, n_scored - labels_used))
-        need = decision.labels_needed(draws, thr_ni, confidence, labels_used, available) if verdict == decision.MORE \
-            and diag["converged"] and not regress else 0
+        need = decision.labels_needed(basis_draws, thr_ni, confidence, labels_used, available) \
+            if verdict == decision.MORE and diag["converged"] and not regress else 0
+        if verdict == decision.MORE and unguarded == decision.MIGRATE and any(
+                g["fired"] and g["name"] == "design_valid" for g in checks):
+            need = max(need, guards.labels_needed(dv, thr_ni, confidence, available, basis))
         need_seg = regress[0] if regress else (max(seg_score, key=seg_score.get) if need and seg_score else None)
         if need:
             reasons.append(f"about {need} more labelled requests would likely settle it"
                            + (f" (most useful in segment {need_seg})" if need_seg else ""))
-        ho = baselines.human_only(data, ci, alpha)
-        pp = baselines.ppi(data, ci, alpha, pred)
-        interval = _interval(draws, confidence)
         disagreement = None
         if pp.get("interval") and (pp["interval"][1] < interval[0] or pp["interval"][0] > interval[1]):
             disagreement = (f"Bayesian interval {[_r(v) for v in interval]} and PPI++ interval "
                             f"{[_r(v) for v in pp['interval']]} do not overlap: check the calibration model")
             reasons.append(disagreement)
-        thin = draws if len(draws) <= 1000 else draws[:: int(np.ceil(len(draws) / 1000))]
+        thin = basis_draws if len(basis_draws) <= 1000 else basis_draws[:: int(np.ceil(len(basis_draws) / 1000))]
         des = _design_summary(data, ci, ok)
         out[cand] = {
             "kind": data.kind, "gating": gating, "n_scored": n_scored,
             "estimate": _r(draws.mean()), "interval": [_r(v) for v in interval],
-            "interval_population": [_r(v) for v in _interval(est.pop[:, ci], confidence)],
+            "interval_population": [_r(v) for v in interval_pop], "basis": basis,
             "threshold_noninferior": _r(thr_ni), "threshold_superior": _r(thr_sup),
             "p_noninferior": _r(p_ni), "p_superior": _r(p_sup), "verdict": verdict, "reasons": reasons,
+            "verdict_unguarded": unguarded, "guards": checks, "design_valid": _round_dict(dv),
             "labels_used": labels_used, "labels_needed": int(need), "labels_needed_segment": need_seg,
             "human_only": _round_dict(ho), "judge_only": _round_dict(baselines.judge_only(data, ci, alpha,
                                                                                           data.judge_raw)),

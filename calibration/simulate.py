@@ -131,12 +131,17 @@ def coverage_study(n_reps: int, seed0: int = 0, confidence: float = 0.9, kind: s
             est = aggregate(d, thin_params(params, b, 1000, rng), rng)
             for ci, c in enumerate(d.candidates):
                 lo, hi = np.quantile(est.fp[:, ci], [a, 1 - a])
+                plo, phi = np.quantile(est.pop[:, ci], [a, 1 - a])
+                # like with like: human_only's `interval` is for the scored requests (finite-population correction)
                 ho = human_only(d, ci, 1 - confidence)
+                hp = ho.get("interval_population") or ho["interval"]
                 truth = t.truth[c]
                 rows.append({"rep": r, "candidate": c, "truth": truth, "estimate": float(est.fp[:, ci].mean()),
                              "covered": bool(lo <= truth <= hi), "width": float(hi - lo),
                              "human_covered": bool(ho["interval"][0] <= truth <= ho["interval"][1]),
-                             "human_width": float(ho["interval"][1] - ho["interval"][0]), "fit_divergences": div})
+                             "human_width": float(ho["interval"][1] - ho["interval"][0]),
+                             "width_population": float(phi - plo), "human_width_population": float(hp[1] - hp[0]),
+                             "fit_divergences": div})
     return pd.DataFrame(rows)
 
 
@@ -178,3 +183,64 @@ def simulate_design(seed: int, design_name: str = "active", n_requests: int = 60
     return SimTables(scores, labels, traffic, {candidate: float(label.mean())},
                      {candidate: {f"region={r}": float(label[region == r].mean()) for r in ("high", "low")}},
                      pd.DataFrame({"request_id": rid, "model": candidate, "inclusion_prob": pi}))
+
+
+MISSPEC_WORLDS = ("well_specified", "segment_judge", "nonlinear", "style")
+
+
+def simulate_misspec(seed: int, world: str = "well_specified", n_requests: int = 400, n_labels: int = 50,
+                     n_annot: int = 3, candidates=("cand-inferior", "cand-ok"), cand_effect=(-0.4, 0.2),
+                     segments=("eu", "us", "apac"), seg_sd: float = 0.2, tie: float = 0.8, judge_noise: float = 0.3,
+                     position_bias: float = 0.3) -> SimTables:
+    """Pairwise worlds for the guards benchmark: the human side is :func:`simulate_pairwise`'s (latent preference
+    ``l = a_c + u_{c,s} + e``, three annotators), the judge is misspecified for the calibration model.
+
+    With the default effects the human win rate is about 0.43 for ``cand-inferior`` (inferior beyond a 0.05 margin)
+    and 0.54 for ``cand-ok``. Worlds (``jl`` is the judge's latent, cut at +-``tie`` into 1 / 0.5 / 0 like the
+    humans, in two position orders):
+    - ``well_specified``: ``jl = l + N(0, judge_noise)``, what the model assumes (a linear logit relation);
+    - ``segment_judge``: judge quality differs by segment: in the last segment the judge does not see the answer's
+      quality and prefers the candidate (``jl = 1.5 + N(0, judge_noise)``), elsewhere as well_specified;
+    - ``nonlinear``: a continuous judge score, a non-linear (cubic, saturating) function of the preference:
+      ``x = tanh(l^3 / 2) + N(0, 0.15)``, plus a 3-level verdict of ``sign(l) l^2``;
+    - ``style``: the judge favours the candidate's style: on a random half of the requests the candidate answers in
+      a style the humans mildly dislike (``l -= 0.3``) and the judge likes (``jl += 2``); the style is not a metric.
+    """
+    if world not in MISSPEC_WORLDS:
+        raise ValueError(f"world must be one of {MISSPEC_WORLDS}, got {world!r}")
+    rng = np.random.default_rng(seed)
+    rid = np.array([f"r{i:06d}" for i in range(n_requests)], dtype=object)
+    seg = rng.integers(0, len(segments), n_requests)
+    traffic = pd.DataFrame({"request_id": rid, "region": np.array(segments, dtype=object)[seg]})
+    score_parts, label_parts, truth, truth_seg = [], [], {}, {}
+    for ci, c in enumerate(candidates):
+        u = rng.normal(0, seg_sd, len(segments))
+        lat = cand_effect[ci] + u[seg] + rng.normal(0, 1, n_requests)
+        judge_lat = lat.copy()
+        if world == "style":
+            styled = rng.random(n_requests) < 0.5
+            lat = lat - 0.3 * styled
+            judge_lat = lat + 2.0 * styled
+        ann = _ordinal3(np.repeat(lat[:, None], n_annot, axis=1), tie, rng)
+        per_req = ann.mean(axis=1)
+        truth[c] = float(per_req.mean())
+        truth_seg[c] = {f"region={s}": float(per_req[seg == k].mean()) for k, s in enumerate(segments)
+                        if (seg == k).any()}
+        if world == "segment_judge":
+            blind = seg == len(segments) - 1
+            judge_lat = np.where(blind, 1.5, judge_lat)
+        if world == "nonlinear":
+            judge_lat = np.sign(lat) * lat**2
+            x = np.tanh(lat**3 / 2) + rng.normal(0, 0.15, n_requests)
+            score_parts.append(pd.DataFrame({"request_id": rid, "model": c, "metric": "judge.score.quality",
+                                             "value": x}))
+        for name, pos in (("judge.pairwise.quality.ab", position_bias), ("judge.pairwise.quality.ba", -position_bias)):
+            jl = judge_lat + pos + rng.normal(0, judge_noise, n_requests)
+            v = np.where(jl > tie, 1.0, np.where(jl < -tie, 0.0, 0.5))
+            score_parts.append(pd.DataFrame({"request_id": rid, "model": c, "metric": name, "value": v}))
+        pick = rng.choice(n_requests, n_labels, replace=False)
+        label_parts.append(pd.DataFrame({
+            "request_id": np.repeat(rid[pick], n_annot), "model": c, "dimension": "quality",
+            "value": ann[pick].ravel(), "annotator": np.tile([f"a{j}" for j in range(n_annot)], n_labels)}))
+    return SimTables(pd.concat(score_parts, ignore_index=True), pd.concat(label_parts, ignore_index=True),
+                     traffic, truth, truth_seg)

@@ -2,7 +2,7 @@
 
     baton decide --scores SCORES --labels LABELS --incumbent NAME --candidate NAME [--candidate NAME ...]
                  --dimension NAME --kind pairwise|binary|ordinal --margin M --confidence C --out DIR [--seed N]
-                 [--traffic TRAFFIC --segment COL ...] [--fail-unless-migrate]
+                 [--traffic TRAFFIC --segment COL ...] [--basis population|scored] [--fail-unless-migrate]
 
 Exit codes: 0 written (whatever the verdict), 2 bad input (message on stderr names file, row, column),
 3 with --fail-unless-migrate when some verdict is not ``migrate``.
@@ -81,7 +81,7 @@ def decide_tables(scores: pd.DataFrame, labels: pd.DataFrame, traffic: pd.DataFr
         cand_names = data.candidates
         warnings += [f"{dim.name}: {w}" for w in data.warnings]
         entries = calibrate_dimension(data, d.margin, d.confidence, seed=d.seed, settings=settings,
-                                      gating=dim.gating)
+                                      gating=dim.gating, basis=d.basis)
         for cand, entry in entries.items():
             candidates_doc.setdefault(cand, {"verdict": None, "reasons": [], "dimensions": {}})
             candidates_doc[cand]["dimensions"][dim.name] = entry
@@ -92,7 +92,8 @@ def decide_tables(scores: pd.DataFrame, labels: pd.DataFrame, traffic: pd.DataFr
         for name, e in doc["dimensions"].items():
             doc["reasons"] += [f"{name}: {r}" for r in e.pop("reasons")]
             results.append({"candidate": cand, "dimension": name, **{k: e[k] for k in (
-                "estimate", "interval", "p_noninferior", "p_superior", "verdict", "labels_used", "labels_needed",
+                "estimate", "interval", "interval_population", "basis", "p_noninferior", "p_superior", "verdict",
+                "labels_used", "labels_needed",
                 "human_only", "ppi", "judge_only")}})
         verdicts[cand] = doc["verdict"]
     return {
@@ -126,6 +127,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "1/pi (weights), or ignore the design (none)")
     parser.add_argument("--metric", action="append", default=[],
                         help="use only this metric as a covariate (repeatable; default: every numeric metric)")
+    parser.add_argument("--basis", choices=["population", "scored"], default="population",
+                        help="decide for the future traffic (population, default) or for the scored requests only")
     parser.add_argument("--fail-unless-migrate", action="store_true",
                         help="exit 3 when any verdict is not migrate (for CI gates)")
 
@@ -133,7 +136,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # DecisionConfig fields -> the flag that sets them, so an argument error names the flag the user typed
 _FLAGS = {"margin": "--margin", "confidence": "--confidence", "seed": "--seed", "draws": "--draws", "tune": "--tune",
           "design_adjustment": "--design-adjustment", "dimensions": "--dimension", "metrics": "--metric",
-          "name": "--dimension", "kind": "--kind"}
+          "name": "--dimension", "kind": "--kind", "basis": "--basis"}
 
 
 def decision_from_args(args: argparse.Namespace) -> DecisionConfig:
@@ -142,7 +145,7 @@ def decision_from_args(args: argparse.Namespace) -> DecisionConfig:
     return DecisionConfig.model_validate({
         "dimensions": [dim], "margin": args.margin, "confidence": args.confidence, "seed": args.seed,
         "draws": args.draws, "tune": args.tune, "design_adjustment": args.design_adjustment,
-        "fail_unless_migrate": args.fail_unless_migrate})
+        "fail_unless_migrate": args.fail_unless_migrate, "basis": args.basis})
 
 
 def _argument_errors(err: ValidationError) -> str:
@@ -184,8 +187,9 @@ def main(args: argparse.Namespace) -> int:
     tmp.replace(path)
     for cand, v in doc["verdicts"].items():
         e = doc["candidates"][cand]["dimensions"][args.dimension]
-        print(f"{cand}: {v}  {args.dimension} estimate {e['estimate']} interval {e['interval']} "
-              f"P(non-inferior) {e['p_noninferior']} labels {e['labels_used']} (+{e['labels_needed']} needed)")
+        print(f"{cand}: {v}  {args.dimension} estimate {e['estimate']} interval {e['interval']} (scored) "
+              f"{e['interval_population']} (population) P(non-inferior) {e['p_noninferior']} ({e['basis']}) "
+              f"labels {e['labels_used']} (+{e['labels_needed']} needed)")
     print(f"wrote {path}")
     if decision.fail_unless_migrate and any(v != MIGRATE for v in doc["verdicts"].values()):
         return 3

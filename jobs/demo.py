@@ -91,10 +91,13 @@ def main(args: argparse.Namespace) -> int:
         d = body["dimensions"]["quality"]
         t = truth[cand]["quality"]
         inside = d["interval"][0] <= t["value"] <= d["interval"][1]
+        fired = [g["name"] for g in d.get("guards", []) if g.get("fired")]
         print(f"  {cand}: full-human win rate {t['value']:.3f} over {t['n_items']} items "
-              f"({'inside' if inside else 'OUTSIDE'} the interval); "
-              f"labels used {d['labels_used']}; verdict {body['verdict']} - the full labels say "
-              f"{'non-inferior' if t['noninferior'] else 'inferior'} at margin {args.margin}")
+              f"({'inside' if inside else 'OUTSIDE'} the scored-requests interval {d['interval']}; "
+              f"population interval {d['interval_population']}); verdict basis {d.get('basis', 'scored')}, "
+              f"P(non-inferior) {d['p_noninferior']}; labels used {d['labels_used']}; verdict {body['verdict']}"
+              + (f" (guards fired: {', '.join(fired)})" if fired else "")
+              + f" - the full labels say {'non-inferior' if t['noninferior'] else 'inferior'} at margin {args.margin}")
     return EXIT_OK
 
 

@@ -256,16 +256,17 @@ def _results(cands: list[Candidate]) -> Section:
         return s
     s.para("Pairwise: win rate of the candidate over the incumbent (non-inferior above 0.5 − margin). "
            "Binary and ordinal: candidate mean − incumbent mean on the same requests (non-inferior above −margin). "
-           "Interval: for the scored requests; population interval: also for sampling them from traffic.")
+           "Interval: for the scored requests; population interval: also for sampling them from traffic. "
+           "Basis: which of the two the verdict and the probabilities use (population: the future traffic).")
     rows = [
         [d.candidate, d.name, d.kind, "yes" if d.gating else "no", fest(d.bayes), fiv(d.interval_population),
-         fnum(d.threshold_noninferior), fnum(d.p_noninferior), fnum(d.p_superior), _vcell(d.verdict),
-         fint(d.n_scored), fint(d.labels_used)]
+         d.basis or "—", fnum(d.threshold_noninferior), fnum(d.p_noninferior), fnum(d.p_superior),
+         _vcell(d.verdict), fint(d.n_scored), fint(d.labels_used)]
         for d in dims
     ]
     s.table("results-table", ["candidate", "dimension", "kind", "gating", "estimate [interval]",
-                              "population interval", "non-inferior above", "P(non-inferior)", "P(superior)",
-                              "verdict", "scored", "labels"], rows)
+                              "population interval", "basis", "non-inferior above", "P(non-inferior)",
+                              "P(superior)", "verdict", "scored", "labels"], rows)
     return s
 
 
@@ -310,18 +311,27 @@ def _baselines(cands: list[Candidate]) -> Section:
            "uncorrected. PPI++: prediction-powered inference (Angelopoulos et al. 2023) combining both. When the "
            "labels came from a design with unequal inclusion probabilities (active, or stratified with Neyman "
            "allocation), human-only is the Hajek-weighted mean and the PPI++ column the design-weighted difference "
-           "estimator, marked with their method.")
+           "estimator, marked with their method. Intervals are compared like with like: the first table is for the "
+           "scored requests (baselines with the finite-population correction), the second for the traffic.")
     headers = ["candidate", "dimension", "Bayesian", "human-only", "labels (human-only)", "judge-only", "PPI++"]
     if have_truth:
         headers += ["truth (full human)", "Bayesian covers truth", "PPI++ covers truth"]
+    headers += ["width / human-only", "width / PPI++"]
     rows = []
     for d in dims:
         r = [d.candidate, d.name, fest(d.bayes), fest(d.human_only),
              fint(d.human_only.n if d.human_only else None), fest(d.judge_only), fest(d.ppi)]
         if have_truth:
             r += [fest(d.truth), _covers(d.truth, d.bayes), _covers(d.truth, d.ppi)]
-        rows.append(r)
+        rows.append(r + [fnum(d.width_ratio(d.human_only, False)), fnum(d.width_ratio(d.ppi, False))])
     s.table("baselines-table", headers, rows)
+    s.sub("For the traffic (population intervals)")
+    s.table("baselines-population-table",
+            ["candidate", "dimension", "Bayesian", "human-only", "PPI++", "width / human-only", "width / PPI++"],
+            [[d.candidate, d.name, fiv(d.interval_population),
+              fiv(d.human_only.interval_population if d.human_only else None),
+              fiv(d.ppi.interval_population if d.ppi else None),
+              fnum(d.width_ratio(d.human_only, True)), fnum(d.width_ratio(d.ppi, True))] for d in dims])
     if not any(d.human_only or d.judge_only or d.ppi for d in dims):
         s.missing("no baseline estimate in the decision")
     return s
@@ -456,6 +466,15 @@ def _diagnostics(cands: list[Candidate]) -> Section:
                                       "converged", "held-out log score", "held-out accuracy"], rows, row_cls=cls)
         if any(d.converged is False for d in dims):
             s.para("A dimension whose sampler did not converge never supports a migrate verdict.", "warning")
+    s.sub("Guards (checks that do not trust the model; a fired guard blocks migrate)")
+    grows = [[d.candidate, d.name, str(g.get("name", "")), "FIRED" if g.get("fired") else "no",
+              fnum(g.get("value")), fnum(g.get("threshold")), str(g.get("detail", ""))]
+             for d in dims for g in d.guards]
+    if grows:
+        s.table("guards-table", ["candidate", "dimension", "guard", "fired", "value", "threshold", "detail"], grows,
+                row_cls=["unconverged" if r[3] == "FIRED" else "" for r in grows])
+    else:
+        s.para("No guard in the decision.")
     s.sub("Disagreements between methods")
     dis = [d for d in dims if d.disagreement]
     if dis:

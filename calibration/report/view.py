@@ -67,6 +67,7 @@ class Estimate:
     interval: tuple[float, float] | None = None
     n: float | None = None
     method: str | None = None  # a baseline's estimator when it is not the default (e.g. "hajek")
+    interval_population: tuple[float, float] | None = None  # for the traffic; ``interval`` is the scored requests'
 
     @classmethod
     def from_any(cls, x: Any) -> Estimate | None:
@@ -76,7 +77,8 @@ class Estimate:
             if est is None and iv is None:
                 return None
             method = x.get("method")
-            return cls(est, iv, num(x.get("n")), method if isinstance(method, str) else None)
+            return cls(est, iv, num(x.get("n")), method if isinstance(method, str) else None,
+                       interval(x.get("interval_population")))
         v = num(x)
         return None if v is None else cls(v)
 
@@ -119,6 +121,19 @@ class Dim:
     diagnostics: dict
     calibration: dict
     draws: list[float]
+    basis: str | None = None  # which draws the verdict used: "population" or "scored"
+    guards: list[dict] = field(default_factory=list)  # calibration.guards: name, fired, value, threshold, detail
+    verdict_unguarded: str | None = None
+
+    def width_ratio(self, baseline: Estimate | None, population: bool) -> float | None:
+        """Bayesian interval width over a baseline's on the same estimand (scored requests or population)."""
+        if baseline is None or self.bayes is None:
+            return None
+        b = self.interval_population if population else self.bayes.interval
+        h = baseline.interval_population if population else baseline.interval
+        if b is None or h is None or h[1] - h[0] <= 0:
+            return None
+        return (b[1] - b[0]) / (h[1] - h[0])
 
     @property
     def converged(self) -> bool | None:
@@ -219,6 +234,10 @@ def candidates(decision: Mapping, extras: Mapping) -> list[Candidate]:
                     diagnostics=dict(_mapping(d.get("diagnostics"))),
                     calibration=dict(_mapping(d.get("calibration"))),
                     draws=draws,
+                    basis=None if d.get("basis") in (None, "") else str(d.get("basis")),
+                    guards=[dict(g) for g in d.get("guards") or [] if isinstance(g, Mapping)],
+                    verdict_unguarded=None if d.get("verdict_unguarded") is None else _verdict(
+                        d.get("verdict_unguarded")),
                 )
             )
         out.append(cand)

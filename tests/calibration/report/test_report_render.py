@@ -101,7 +101,7 @@ def test_tables_carry_the_decisions_figures(rendered, decision, parse_html):
     # Truth printed beside the estimate, with whether each interval covers it.
     truth_row = [r for r in dom.by_id("baselines-table").find_all("tr") if "quality" in r.all_text()][0]
     cells = [td.all_text() for td in truth_row.find_all("td")]
-    assert cells[0] == "cand-a" and cells[7] == "0.565" and cells[8:] == ["yes", "yes"]
+    assert cells[0] == "cand-a" and cells[7] == "0.565" and cells[8:10] == ["yes", "yes"]
     dis = dom.by_id("disagreements").all_text()
     assert "PPI++ interval excludes the Bayesian estimate" in dis and "judge says <script>" in dis
 
@@ -212,3 +212,26 @@ def test_flat_results_only_document_still_reports(decision, parse_html):
     q = decision["candidates"]["cand-a"]["dimensions"]["quality"]
     assert f"{q['estimate']:.3f} {_iv(q['interval'])}" in dom.by_id("results-table").all_text()
     assert len(dom.by_id("forest-plot").find_all("svg")) == 3
+
+
+def test_guards_basis_and_like_with_like_widths(decision, parse_html):
+    doc = copy.deepcopy(decision)
+    d = doc["candidates"]["cand-a"]["dimensions"]["quality"]
+    d["basis"] = "population"
+    d["interval"], d["interval_population"] = [0.50, 0.60], [0.48, 0.62]
+    d["human_only"].update({"interval": [0.45, 0.65], "interval_population": [0.40, 0.68]})
+    d["guards"] = [{"name": "design_valid", "fired": True, "value": 0.62, "threshold": 0.9, "detail": "too wide"},
+                   {"name": "predictive_check", "fired": False, "value": 0.05, "threshold": -0.02, "detail": "ok"}]
+    md, page = render_report(doc)
+    dom = parse_html(page)
+    row = [r for r in dom.by_id("results-table").find_all("tr") if "0.500, 0.600" in r.all_text()][0]
+    assert "population" in row.all_text()
+    # width ratio against human-only on the same estimand: scored 0.10/0.20, population 0.14/0.28
+    base_row = [r for r in dom.by_id("baselines-table").find_all("tr") if "0.500, 0.600" in r.all_text()][0]
+    assert "0.500" in [td.all_text() for td in base_row.find_all("td")][-2:]
+    pop_row = [r for r in dom.by_id("baselines-population-table").find_all("tr")
+               if "0.480, 0.620" in r.all_text()][0]
+    assert [td.all_text() for td in pop_row.find_all("td")][-2] == "0.500"
+    guards = dom.by_id("guards-table").all_text()
+    assert "design_valid" in guards and "FIRED" in guards and "too wide" in guards
+    assert "| cand-a | quality | design_valid | FIRED |" in md
