@@ -81,8 +81,8 @@ def test_missing_local_input_files_exit_2_naming_the_file(tmp_path, capsys):
     from jobs.migrate import import_labels
     from jobs.store import RunStore
 
-    cfg = load_config(str(_config(tmp_path, labels={"path": str(tmp_path / "labels.csv")})))
-    with pytest.raises(BatonError, match="labels.csv: does not exist") as info:
+    cfg = load_config(str(_config(tmp_path, labels={"path": str(tmp_path / "absent-labels.csv")})))
+    with pytest.raises(BatonError, match="absent-labels.csv: does not exist") as info:
         import_labels(cfg, RunStore(cfg.store, cfg.run_id))
     assert info.value.exit_code == EXIT_BAD_INPUT
 

@@ -8,7 +8,7 @@ import boto3
 import pytest
 
 from jobs.config import parse_config
-from jobs.replay import replay
+from jobs.replay import ReplayFailed, replay
 from jobs.store import RunStore
 from tests.support.fixtures import start_local_ray, traffic_frame, write_traffic
 from tests.support.openai_server import OpenAIServer
@@ -55,7 +55,10 @@ def test_no_secret_in_store_tables_or_logs(ray_local, s3_bucket, caplog, capfd):
         store.check_access()
         write_traffic(store, traffic_frame(6), shard_rows=3)
         store.update_manifest(config=cfg.model_dump(mode="json"))
-        replay(cfg, store, progress=False)
+        # every answer of the rejected candidate failed: the run stops after replay, naming the kind, never the key
+        with pytest.raises(ReplayFailed, match="'auth'") as info:
+            replay(cfg, store, progress=False)
+        assert API_SECRET not in str(info.value)
     responses = store.read_table("responses")
     assert responses.loc[responses["model"] == "accepted", "error"].isna().all()
     rejected = responses[responses["model"] == "rejected"]
