@@ -27,7 +27,7 @@ def decision_spec(cfg: RunConfig) -> DecideSpec:
     return DecideSpec(
         incumbent=cfg.incumbent.name,
         candidates=[c.name for c in cfg.candidates],
-        dimensions=[DimensionSpec(name=x.name, kind=x.kind, gating=x.gating) for x in d.dimensions],
+        dimensions=[DimensionSpec(name=x.name, kind=x.kind, gating=x.gating, levels=x.levels) for x in d.dimensions],
         margin=d.margin, confidence=d.confidence, seed=d.seed, segments=list(cfg.traffic.segments),
         draws=d.draws, tune=d.tune, chains=d.chains, min_segment_n=d.min_segment_n,
         design_adjustment=d.design_adjustment,

@@ -30,6 +30,7 @@ class DimensionSpec(BaseModel):
     name: str = Field(description="dimension name as in the labels table's 'dimension' column")
     kind: Literal["pairwise", "binary", "ordinal"] = Field(description="how the dimension is judged")
     gating: bool = Field(default=True, description="whether this dimension gates the migration verdict")
+    levels: list[float] | None = Field(default=None, description="ordinal scale's declared levels; None: labels' range")
 
 
 class DecideSpec(BaseModel):
@@ -85,7 +86,7 @@ def decide_tables(scores: pd.DataFrame, labels: pd.DataFrame, traffic: pd.DataFr
     for dim in spec.dimensions:
         data = prepare(scores, labels, spec.incumbent, spec.candidates or None, dim.name, dim.kind,
                        traffic=traffic, segment_cols=spec.segments or None, design=design,
-                       design_adjustment=spec.design_adjustment)
+                       design_adjustment=spec.design_adjustment, levels=dim.levels)
         cand_names = data.candidates
         warnings += [f"{dim.name}: {w}" for w in data.warnings]
         entries = calibrate_dimension(data, spec.margin, spec.confidence, seed=spec.seed, settings=settings,
@@ -126,6 +127,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--traffic", default=None, help="optional traffic table with segment columns")
     parser.add_argument("--segment", action="append", default=[], help="segment column of --traffic (repeatable)")
+    parser.add_argument("--levels", type=_levels, default=None,
+                        help="ordinal dimension's declared levels, comma-separated (e.g. 1,2,3,4,5)")
     parser.add_argument("--non-gating", action="store_true", help="report the dimension without gating on it")
     parser.add_argument("--draws", type=int, default=500, help="NUTS draws per chain")
     parser.add_argument("--tune", type=int, default=500, help="NUTS tuning steps per chain")
@@ -136,10 +139,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="exit 3 when any verdict is not migrate (for CI gates)")
 
 
+def _levels(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--levels: expected numbers separated by commas, got {text!r}") from None
+
+
 def main(args: argparse.Namespace) -> int:
     try:
         spec = DecideSpec(incumbent=args.incumbent, candidates=args.candidate,
-                          dimensions=[DimensionSpec(name=args.dimension, kind=args.kind, gating=not args.non_gating)],
+                          dimensions=[DimensionSpec(name=args.dimension, kind=args.kind, gating=not args.non_gating,
+                                                      levels=args.levels)],
                           margin=args.margin, confidence=args.confidence, seed=args.seed, segments=args.segment,
                           draws=args.draws, tune=args.tune, design_adjustment=args.design_adjustment)
     except Exception as e:
