@@ -11,7 +11,7 @@
 Baseline beside each: the human-only interval on the same labels with the finite-population correction
 sqrt(1 - n/N) (calibration.simulate.fpc_interval), so both intervals target the scored requests' value.
 Goal (issue 13): coverage in [0.85, 0.95] at nominal 0.90 and mean width no larger than human-only.
-Usage: python benchmarks/calibration_coverage.py [--reps 200] [--kinds pairwise,binary,ordinal] [--no-unpaired]
+Usage: python benchmarks/calibration_coverage.py [--reps 200] [--kinds pairwise,binary,ordinal] [--variants paired,unpaired]
 Progress (cumulative figures after each vectorised fit) goes to stderr; the last stdout line is the JSON summary.
 """
 from __future__ import annotations
@@ -42,7 +42,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=200, help="replicates per kind (and per paired/unpaired fit)")
     ap.add_argument("--kinds", default="pairwise,binary,ordinal")
-    ap.add_argument("--no-unpaired", action="store_true", help="skip the absolute kinds' fit without the paired effect")
+    ap.add_argument("--variants", default="paired,unpaired",
+                    help="absolute kinds: fit with the paired request effect, without it, or both")
     ap.add_argument("--blocks-per-fit", type=int, default=25)
     ap.add_argument("--draws", type=int, default=300)
     ap.add_argument("--tune", type=int, default=300)
@@ -50,7 +51,7 @@ def main() -> int:
     args = ap.parse_args()
     out, ok = {}, True
     for kind in args.kinds.split(","):
-        variants = [True] if kind == "pairwise" or args.no_unpaired else [True, False]
+        variants = [True] if kind == "pairwise" else [v == "paired" for v in args.variants.split(",")]
         for paired in variants:
             name = kind if kind == "pairwise" else f"{kind}_{'paired' if paired else 'unpaired'}"
             t0 = time.time()

@@ -7,6 +7,7 @@ For a labelled cell (request r, row model m, segment s) with standardised metric
     beta[m] = beta_mu + tau * z[m]                   per-model slopes, partially pooled (non-centred)
     u[m, s] = sigma_seg * w[m, s]                    segment offsets per model, partially pooled
     + e_cell ~ N(0, sigma_item)                      request-level effect shared by its annotators
+    + v[r] ~ N(0, sigma_req)                         absolute dimensions: shared by the row models of request r
     alpha[0] = 0 (the cut-points carry the intercept), alpha[m > 0] free
 
 Every annotator's label is a likelihood term (counts per cell and category), so disagreement between annotators

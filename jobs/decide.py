@@ -2,7 +2,7 @@
 
     baton decide --scores SCORES --labels LABELS --incumbent NAME --candidate NAME [--candidate NAME ...]
                  --dimension NAME --kind pairwise|binary|ordinal --margin M --confidence C --out DIR [--seed N]
-                 [--traffic TRAFFIC --segment COL ...] [--fail-unless-migrate]
+                 [--traffic TRAFFIC --segment COL ...] [--levels 1,2,3,4,5] [--fail-unless-migrate]
 
 Exit codes: 0 written (whatever the verdict), 2 bad input (message on stderr names file, row, column),
 3 with --fail-unless-migrate when some verdict is not ``migrate``.

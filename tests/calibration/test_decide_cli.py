@@ -127,3 +127,31 @@ def test_labels_with_a_design(tmp_path):
     plain = t.labels["value"].mean()
     hajek = (t.labels["value"] / t.labels["inclusion_prob"]).sum() / (1 / t.labels["inclusion_prob"]).sum()
     assert abs(e["human_only"]["estimate"] - hajek) < 1e-3 and abs(hajek - plain) > 0.01
+
+
+def test_levels_flag_declares_the_scale_and_rejects_labels_outside(tmp_path, capsys):
+    import argparse
+
+    import pytest
+
+    from jobs.decide import add_arguments, main
+
+    rid = [f"q{i}" for i in range(8)]
+    scores = pd.DataFrame({"request_id": rid * 2, "model": ["inc"] * 8 + ["cand"] * 8, "metric": "judge.abs.style",
+                           "value": [float(i % 4) for i in range(16)]})
+    labels = pd.DataFrame({"request_id": rid[:4] * 2, "model": ["inc"] * 4 + ["cand"] * 4, "dimension": "style",
+                           "value": [2, 3, 4, 3, 3, 6, 4, 2]})
+    sp, lp = tmp_path / "scores.csv", tmp_path / "labels.csv"
+    scores.to_csv(sp, index=False)
+    labels.to_csv(lp, index=False)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--scores", str(sp), "--labels", str(lp), "--incumbent", "inc", "--candidate", "cand", "--dimension",
+            "style", "--kind", "ordinal", "--margin", "0.1", "--confidence", "0.9", "--out", str(tmp_path / "o")]
+    assert main(parser.parse_args([*base, "--levels", "1,2,3,4,5"])) == 2
+    err = capsys.readouterr().err
+    assert str(lp) in err and "row 5" in err and "'value'" in err and "6.0" in err
+    with pytest.raises(SystemExit) as e:
+        parser.parse_args([*base, "--levels", "low,high"])
+    assert e.value.code == 2
+    assert not (tmp_path / "o" / "decision.json").exists()
