@@ -120,8 +120,11 @@ def _model_moments(Xm: np.ndarray, seg: np.ndarray, p: dict[str, np.ndarray], m:
     np.subtract(var1, between, out=var1)
     var1 *= np.float32(1.0 / k)
     var1 += between
-    between *= tm["share"][:, None]  # the shared request effect's part of the between-request variance
-    np.sqrt(between, out=between)
+    if tm["share"].any():
+        between *= tm["share"][:, None]  # the shared request effect's part of the between-request variance
+        np.sqrt(between, out=between)
+    else:  # no shared effect (pairwise, or unpaired): nothing in common, a memset rather than two passes
+        between.fill(0.0)
     return e1, var1, between
 
 
@@ -192,6 +195,7 @@ def aggregate(data: CalibrationData, p: dict[str, np.ndarray], rng: np.random.Ge
         n_seg[c] = np.bincount(seg_all, weights=emask[:, c], minlength=S)[:S]
     terms = [_model_terms(p, m, data.cat_values) for m in range(M)]
     drawn = _drawn_request_effects(data, p)
+    paired = data.kind != "pairwise" and bool(np.any(p.get("req_sigma", np.zeros(1)) > 0))
     cond_terms = [_model_terms(p, m, data.cat_values, shared=False) for m in range(M)] if drawn else None
     for r0 in range(0, N, chunk):
         sl = slice(r0, min(N, r0 + chunk))
@@ -222,7 +226,9 @@ def aggregate(data: CalibrationData, p: dict[str, np.ndarray], rng: np.random.Ge
                 diff, dvar = e1[c], var[c]
             else:
                 # paired: the shared request effect moves both cells together and cancels in the difference
-                diff, dvar = e1[c + 1] - e1[0], var[c + 1] + var[0] - 2.0 * shared[c + 1] * shared[0]
+                diff, dvar = e1[c + 1] - e1[0], var[c + 1] + var[0]
+                if paired:
+                    dvar -= 2.0 * shared[c + 1] * shared[0]
             mk = emask[sl, c]
             for acc, a in ((s1, diff), (s2, diff * diff), (nv, dvar)):
                 if S <= 64:  # (D, R) @ (R, S): sums per segment over this candidate's estimand requests
