@@ -155,3 +155,15 @@ def test_levels_flag_declares_the_scale_and_rejects_labels_outside(tmp_path, cap
         parser.parse_args([*base, "--levels", "low,high"])
     assert e.value.code == 2
     assert not (tmp_path / "o" / "decision.json").exists()
+
+
+def test_config_levels_reach_the_decision_spec():
+    from jobs.calibrate import decision_spec
+    from jobs.config import parse_config
+
+    raw = {"run_id": "r1", "traffic": {"path": "traffic.jsonl"}, "incumbent": {"name": "old"},
+           "candidates": [{"name": "new-rec", "kind": "recorded", "path": "rec.jsonl"}],
+           "decision": {"dimensions": [{"name": "style", "kind": "ordinal", "levels": [1, 2, 3, 4, 5]},
+                                       {"name": "quality", "kind": "pairwise"}]}}
+    spec = decision_spec(parse_config(raw))
+    assert spec.dimensions[0].levels == [1.0, 2.0, 3.0, 4.0, 5.0] and spec.dimensions[1].levels is None
