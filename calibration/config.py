@@ -27,6 +27,7 @@ class DimensionConfig(_Strict):
     kind: Literal["pairwise", "binary", "ordinal"] = Field(..., description="Pairwise win rate, or an absolute binary/ordinal score.")
     gating: bool = Field(True, description="Whether this dimension must be non-inferior to migrate.")
     metrics: list[str] | None = Field(None, min_length=1, description="Metric names used as covariates (None: every numeric metric).")
+    levels: list[float] | None = Field(None, min_length=2, description="Ordinal dimensions: the declared scale, e.g. [1, 2, 3, 4, 5] (every level can be predicted even when no label uses it; a label outside it is an error). None: the range of the labels seen.")
 
 
 def margin_bound(dim: DimensionConfig) -> float | None:

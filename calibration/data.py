@@ -137,6 +137,24 @@ def category_values(kind: str, values: np.ndarray) -> np.ndarray:
     return uniq
 
 
+def declared_levels(kind: str, levels, dimension: str) -> np.ndarray:
+    """The declared scale of an ordinal dimension as sorted category values.
+
+    Declaring the scale matters because the categories are otherwise the range of the labels seen: with no label
+    at 1, no posterior draw could ever predict a 1, and the estimand would be confined to the observed range."""
+    if kind != "ordinal":
+        raise InputError(f"dimension {dimension!r}: levels apply to ordinal dimensions only (kind is {kind!r})")
+    try:
+        vals = np.asarray([float(v) for v in levels], dtype=float)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"dimension {dimension!r}: levels must be numbers, got {levels!r}") from e
+    uniq = np.unique(vals)
+    if len(uniq) < 2 or not np.isfinite(uniq).all() or len(uniq) != len(vals):
+        raise InputError(f"dimension {dimension!r}: levels must be at least two distinct finite numbers, "
+                         f"got {list(levels)!r}")
+    return uniq
+
+
 def _segments(traffic: pd.DataFrame | None, segment_cols: list[str] | None, request_ids: np.ndarray):
     if not segment_cols:
         return np.zeros(len(request_ids), dtype=np.int64), ["all"], []
@@ -186,6 +204,7 @@ def prepare(
     design: pd.DataFrame | None = None,
     design_adjustment: str = "covariate",
     metrics: list[str] | None = None,
+    levels: list[float] | None = None,
 ) -> CalibrationData:
     """Validate and reshape the long tables (see docs/contracts) into a :class:`CalibrationData`.
 
@@ -194,7 +213,8 @@ def prepare(
     present. ``design_adjustment`` says how the model accounts for an unequal-probability design
     (calibration.label_design): ``covariate`` (needs ``design``; otherwise ``weights``), ``weights`` or ``none``
     (every label alike, design ignored everywhere). ``metrics`` restricts the covariates (and the judge-only
-    baseline) to those metric names; None: every metric in scores."""
+    baseline) to those metric names; None: every metric in scores. ``levels`` declares an ordinal dimension's scale (e.g. 1..5):
+    every level is a category even when no label uses it, and a label outside it is an error."""
     if design_adjustment not in ADJUSTMENTS:
         raise InputError(f"design adjustment must be one of {ADJUSTMENTS}, got {design_adjustment!r}")
     if kind not in KINDS:
@@ -312,7 +332,10 @@ def prepare(
         dims = sorted(labels["dimension"].astype(str).unique())
         raise InputError(f"labels: no rows with dimension == {dimension!r} (column 'dimension' has {dims})")
     lval = _numeric(lab["value"], "labels", "value", allow_nan=False)
-    cat_values = category_values(kind, lval)
+    cat_values = declared_levels(kind, levels, dimension) if levels is not None else category_values(kind, lval)
+    if levels is None and kind == "ordinal":
+        warns.append(f"ordinal dimension {dimension!r} declares no levels: categories taken as the labels' range "
+                     f"{cat_values.tolist()} (declare them with --levels / dimensions[].levels)")
     cat = np.searchsorted(cat_values, lval)
     cat = np.clip(cat, 0, len(cat_values) - 1)
     off = ~np.isclose(cat_values[cat], lval)
@@ -425,6 +448,10 @@ def _design(raw: np.ndarray, names: list[str], max_features: int,
     _, first = np.unique(np.round(head.T, 9), axis=0, return_index=True)
     first = np.sort(first)
     cols, out_names = [cols[i] for i in first], [out_names[i] for i in first]
+    # log pi of the labels' design stays a covariate of its own: folded into principal components it would no
+    # longer be the term the model conditions on (and decision.json reports as 'covariate')
+    kept = [(c, n) for c, n in zip(cols, out_names) if n == LOG_PI]
+    cols, out_names = [c for c, n in zip(cols, out_names) if n != LOG_PI], [n for n in out_names if n != LOG_PI]
     if len(cols) > max_features:
         step = max(1, (n_req * n_mod) // 200000)
         sub = np.stack([c.reshape(-1)[::step] for c in cols], axis=1)
@@ -438,7 +465,8 @@ def _design(raw: np.ndarray, names: list[str], max_features: int,
         mu, sd = flat.mean(axis=0), flat.std(axis=0)
         A -= mu
         A /= sd
-        return A.astype(np.float32), [f"pc{i + 1}" for i in range(max_features)]
+        cols, out_names = [A[:, :, i] for i in range(max_features)], [f"pc{i + 1}" for i in range(max_features)]
+    cols, out_names = cols + [c for c, _ in kept], out_names + [n for _, n in kept]
     A = np.empty((n_req, n_mod, len(cols)), dtype=np.float32)
     for j, c in enumerate(cols):
         A[:, :, j] = c

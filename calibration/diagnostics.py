@@ -14,7 +14,7 @@ from scipy.special import expit
 
 from calibration.data import CalibrationData
 
-FREE_VARS = ("cut", "alpha_free", "beta_mu", "beta_tau", "beta_z", "seg_sigma", "seg_z", "item_sigma")
+FREE_VARS = ("cut", "alpha_free", "beta_mu", "beta_tau", "beta_z", "seg_sigma", "seg_z", "item_sigma", "req_sigma")
 RHAT_MAX = 1.05
 ESS_MIN = 100.0
 DIVERGENT_SHARE_MAX = 0.005  # a handful of divergences (< 0.5% of draws) with good R-hat/ESS is tolerated, reported
@@ -47,7 +47,8 @@ def category_probs(data: CalibrationData, p: dict[str, np.ndarray], req: np.ndar
     eta = np.einsum("cf,dcf->dc", x, p["beta"][:, mod, :]) + p["alpha"][:, mod] \
         + p["seg_effect"][:, mod, data.seg_idx[req]]
     # marginal over the request effect (logistic-normal approximation, see estimands.cell_moments)
-    scale = 1.0 / np.sqrt(1.0 + np.pi * p.get("item_sigma", np.zeros(len(eta))) ** 2 / 8.0)
+    s2 = p.get("item_sigma", np.zeros(len(eta))) ** 2 + p.get("req_sigma", np.zeros(len(eta))) ** 2
+    scale = 1.0 / np.sqrt(1.0 + np.pi * s2 / 8.0)
     le = expit((p["cut"][:, None, :] - eta[:, :, None]) * scale[:, None, None])  # P(label <= k)
     cum = np.concatenate([np.zeros(le.shape[:2] + (1,)), le, np.ones(le.shape[:2] + (1,))], axis=2)
     return np.clip(np.diff(cum, axis=2), 1e-12, 1.0)

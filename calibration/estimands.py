@@ -39,24 +39,41 @@ def thin_params(params: dict[str, np.ndarray], block: int, max_draws: int, rng: 
     return {k: v[idx, block] for k, v in params.items()}
 
 
-def _model_terms(p: dict[str, np.ndarray], m: int, cat_values: np.ndarray) -> dict:
-    """Per-draw float32 coefficients of one row model, computed once for all chunks of requests."""
+def _effect_variances(p: dict[str, np.ndarray], D: int, shared: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per draw: the variance of a new cell's random effects (request-cell ``item`` plus, when ``shared``, the
+    request effect shared by the row models of an absolute dimension) and the share of it the row models of one
+    request have in common (``sigma_req^2 / total``; zero without the shared effect)."""
+    item2 = p.get("item_sigma", np.zeros(D)).astype(np.float32) ** 2
+    req2 = p.get("req_sigma", np.zeros(D)).astype(np.float32) ** 2 if shared else np.zeros(D, np.float32)
+    s2 = item2 + req2
+    return s2, np.where(s2 > 0, req2 / np.maximum(s2, 1e-30), 0.0).astype(np.float32)
+
+
+def _model_terms(p: dict[str, np.ndarray], m: int, cat_values: np.ndarray, shared: bool = True) -> dict:
+    """Per-draw float32 coefficients of one row model, computed once for all chunks of requests.
+
+    ``shared=False``: the request effect is not integrated (its draw is known: a request labelled for another
+    row model, see :func:`aggregate`)."""
     v = cat_values.astype(np.float32)
     beta = p["beta"][:, m, :].astype(np.float32)  # (D, F)
     D = beta.shape[0]
-    s2 = p.get("item_sigma", np.zeros(D)).astype(np.float32) ** 2
+    s2, share = _effect_variances(p, D, shared)
     scale = (1.0 / np.sqrt(1.0 + np.pi * s2 / 8.0)).astype(np.float32)
     hs = (0.5 * scale)[:, None]  # half the scale: tanh takes half the scaled linear predictor
     shift = (p["alpha"][:, m, None] + p["seg_effect"][:, m, :]).astype(np.float32)  # (D, S): alpha + u_s
-    return {"v": v, "dv": np.diff(v), "dv2": np.diff(v * v), "s2": s2, "scale": scale, "D": D,
+    return {"v": v, "dv": np.diff(v), "dv2": np.diff(v * v), "s2": s2, "share": share, "hs": hs, "scale": scale, "D": D,
             "F": beta.shape[1], "S": shift.shape[1], "beta_h": beta * hs, "shift_h": shift * hs,
             "coef_h": np.ascontiguousarray(np.concatenate([beta, shift], axis=1) * hs),
             "half_cut": p["cut"].astype(np.float32) * hs}
 
 
 def _model_moments(Xm: np.ndarray, seg: np.ndarray, p: dict[str, np.ndarray], m: int, cat_values: np.ndarray,
-                   k: float, terms: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`cell_moments` for one row model: (draw, request) float32 arrays, contiguous.
+                   k: float, terms: dict | None = None,
+                   offset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`cell_moments` for one row model: (draw, request) float32 arrays, contiguous: mean, variance, and the
+    sd of the part shared with the request's other row models (``dE[y]/dv * sigma_req``, delta method, at most
+    the between-request sd), whose products give the covariance of two row models' cells of one request.
+    ``offset`` (draw, request): a known shift of the linear predictor (a drawn shared request effect).
 
     The logistic is evaluated as logistic(x) = (1 + tanh(x / 2)) / 2 (identical function; float32 ``tanh`` is a
     SIMD loop, ~10x faster than ``scipy.special.expit``), and the category sums are accumulated in place."""
@@ -72,6 +89,8 @@ def _model_moments(Xm: np.ndarray, seg: np.ndarray, p: dict[str, np.ndarray], m:
     else:
         z = tm["beta_h"] @ Xm.astype(np.float32, copy=False).T if F else np.zeros((D, R), dtype=np.float32)
         z += tm["shift_h"][:, seg]
+    if offset is not None:
+        z += tm["hs"] * offset
     # e1 = v0 + sum_j dv_j * g_j, e2 = v0^2 + sum_j dv2_j * g_j, slope = sum_j dv_j g_j (1 - g_j), with
     # g_j = P(label > category j) = (1 + t_j) / 2 and t_j = tanh(half scaled (eta - cut_j)).
     e1 = np.full_like(z, v[0] + 0.5 * dv.sum())
@@ -101,7 +120,12 @@ def _model_moments(Xm: np.ndarray, seg: np.ndarray, p: dict[str, np.ndarray], m:
     np.subtract(var1, between, out=var1)
     var1 *= np.float32(1.0 / k)
     var1 += between
-    return e1, var1
+    if tm["share"].any():
+        between *= tm["share"][:, None]  # the shared request effect's part of the between-request variance
+        np.sqrt(between, out=between)
+    else:  # no shared effect (pairwise, or unpaired): nothing in common, a memset rather than two passes
+        between.fill(0.0)
+    return e1, var1, between
 
 
 def cell_moments(X: np.ndarray, seg: np.ndarray, p: dict[str, np.ndarray], cat_values: np.ndarray,
@@ -114,7 +138,35 @@ def cell_moments(X: np.ndarray, seg: np.ndarray, p: dict[str, np.ndarray], cat_v
     has variance Var_between + (Var_one_annotation - Var_between) / k.
     """
     parts = [_model_moments(X[:, m, :], seg, p, m, cat_values, k) for m in range(X.shape[1])]
-    return np.stack([a for a, _ in parts], axis=2), np.stack([b for _, b in parts], axis=2)
+    return np.stack([a for a, _, _ in parts], axis=2), np.stack([b for _, b, _ in parts], axis=2)
+
+
+def _drawn_request_effects(data: CalibrationData, p: dict[str, np.ndarray]):
+    """(sorted labelled requests, (draw, request) drawn shared effect ``v``) when the fit has the shared request
+    effect (calibration.models), else None. A request labelled for one row model only has its other cells
+    predicted given that draw of ``v`` rather than integrated over its prior: the incumbent's label informs the
+    candidate's prediction on the same request (exact within the model; only the cell's own effect is then
+    integrated, with the same logistic-normal approximation)."""
+    v = p.get("req_effect")
+    if data.kind == "pairwise" or v is None or v.shape[-1] == 0 or len(data.lab_req) == 0:
+        return None
+    reqs = np.unique(data.lab_req)
+    return reqs, np.ascontiguousarray(v[:, :len(reqs)], dtype=np.float32)
+
+
+def _condition_on_drawn_effects(moments, sl: slice, drawn, data: CalibrationData, p: dict[str, np.ndarray], m: int,
+                                k: float, terms: dict) -> None:
+    """Overwrite, in place, the (mean, variance, shared sd) of row model ``m``'s cells on labelled requests of the
+    chunk ``sl`` with their moments given the drawn shared effect (no covariance left to share)."""
+    reqs, v = drawn
+    lo, hi = np.searchsorted(reqs, [sl.start, sl.stop])
+    if hi == lo:
+        return
+    r = reqs[lo:hi]
+    a, b, _ = _model_moments(data.X[r, m, :], np.asarray(data.seg_idx)[r], p, m, data.cat_values, k, terms,
+                             offset=v[:, lo:hi])
+    loc = r - sl.start
+    moments[0][:, loc], moments[1][:, loc], moments[2][:, loc] = a, b, 0.0
 
 
 def aggregate(data: CalibrationData, p: dict[str, np.ndarray], rng: np.random.Generator, chunk: int | None = None,
@@ -142,19 +194,26 @@ def aggregate(data: CalibrationData, p: dict[str, np.ndarray], rng: np.random.Ge
     for c in range(C):
         n_seg[c] = np.bincount(seg_all, weights=emask[:, c], minlength=S)[:S]
     terms = [_model_terms(p, m, data.cat_values) for m in range(M)]
+    drawn = _drawn_request_effects(data, p)
+    paired = data.kind != "pairwise" and bool(np.any(p.get("req_sigma", np.zeros(1)) > 0))
+    cond_terms = [_model_terms(p, m, data.cat_values, shared=False) for m in range(M)] if drawn else None
     for r0 in range(0, N, chunk):
         sl = slice(r0, min(N, r0 + chunk))
         seg = seg_all[sl]
         R = len(seg)
-        e1, var = [], []
+        e1, var, shared = [], [], []
         for m in range(M):
-            a, b = _model_moments(data.X[sl, m, :], seg, p, m, data.cat_values, k_pred, terms[m])
+            a, b, g = _model_moments(data.X[sl, m, :], seg, p, m, data.cat_values, k_pred, terms[m])
+            if drawn:
+                _condition_on_drawn_effects((a, b, g), sl, drawn, data, p, m, k_pred, cond_terms[m])
             lab = np.flatnonzero(np.isfinite(obs[sl, m]))
             if len(lab):  # a labelled cell contributes its observed mean label, exactly
                 a[:, lab] = obs[sl, m][lab][None, :]
                 b[:, lab] = 0.0
+                g[:, lab] = 0.0
             e1.append(a)
             var.append(b)
+            shared.append(g)
         if S <= 64:
             onehot = np.zeros((R, S), dtype=np.float32)
             onehot[np.arange(R), seg] = 1.0
@@ -166,14 +225,17 @@ def aggregate(data: CalibrationData, p: dict[str, np.ndarray], rng: np.random.Ge
             if data.kind == "pairwise":
                 diff, dvar = e1[c], var[c]
             else:
+                # paired: the shared request effect moves both cells together and cancels in the difference
                 diff, dvar = e1[c + 1] - e1[0], var[c + 1] + var[0]
+                if paired:
+                    dvar -= 2.0 * shared[c + 1] * shared[0]
             mk = emask[sl, c]
             for acc, a in ((s1, diff), (s2, diff * diff), (nv, dvar)):
                 if S <= 64:  # (D, R) @ (R, S): sums per segment over this candidate's estimand requests
                     acc[:, c, :] += a @ (onehot * mk[:, None])
                 else:
                     acc[:, c, seg_ids] += np.add.reduceat((a * mk[None, :])[:, order], starts, axis=1)
-        del e1, var
+        del e1, var, shared
     ns = np.maximum(n_seg, 1.0)
     mean_s = s1 / ns
     pop_var_s = np.maximum(s2 / ns - mean_s**2, 0.0) / ns

@@ -7,6 +7,7 @@ For a labelled cell (request r, row model m, segment s) with standardised metric
     beta[m] = beta_mu + tau * z[m]                   per-model slopes, partially pooled (non-centred)
     u[m, s] = sigma_seg * w[m, s]                    segment offsets per model, partially pooled
     + e_cell ~ N(0, sigma_item)                      request-level effect shared by its annotators
+    + v[r] ~ N(0, sigma_req)                         absolute dimensions: shared by the row models of request r
     alpha[0] = 0 (the cut-points carry the intercept), alpha[m > 0] free
 
 Every annotator's label is a likelihood term (counts per cell and category), so disagreement between annotators
@@ -64,8 +65,56 @@ def cell_weights(d: CalibrationData, first_row: np.ndarray) -> np.ndarray:
     return w * (kish_n_eff(w) / w.sum())
 
 
-def build_model(blocks: list[CalibrationData]) -> pm.Model:
-    """Ordered-logistic calibration model over independent blocks sharing shapes (models, features, segments)."""
+def paired_requests(blocks: list[CalibrationData]) -> bool:
+    """Whether the shared request effect is identified: an absolute dimension with some request labelled for two
+    or more row models (the incumbent's and a candidate's answers to the same request)."""
+    for d in blocks:
+        if d.kind == "pairwise" or d.n_models < 2 or len(d.lab_req) == 0:
+            continue
+        cells = np.unique(d.lab_req.astype(np.int64) * d.n_models + d.lab_model)
+        if np.bincount(cells // d.n_models).max() >= 2:
+            return True
+    return False
+
+
+def _request_effect(model: pm.Model, c: dict, B: int):
+    """Per-request effect shared by the row models of one request (absolute dimensions): ``v[r] ~ N(0, sigma_req)``.
+
+    Incumbent and candidate answer the same requests, so a hard request lowers both labels; without this term the
+    two cells of a request count as independent and the paired difference is as uncertain as an unpaired one. One
+    ``v`` per labelled request (every labelled request, so a request with one model labelled informs the other's
+    prediction through it, calibration.estimands); ``sigma_req`` is identified by requests labelled for both.
+    Non-centred. Returns the (cell,) term to add to the linear predictor."""
+    key = c["block"].astype(np.int64) * (int(c["req"].max()) + 1) + c["req"]
+    uniq, inv = np.unique(key, return_inverse=True)
+    model.add_coord("labelled_request", np.arange(len(uniq)))
+    sig = pm.HalfNormal("req_sigma", 1.0, dims="block")
+    z = pm.Normal("req_z", 0.0, 1.0, dims="labelled_request")
+    return sig[c["block"]] * z[inv]
+
+
+def request_effects(idata, blocks: list[CalibrationData]) -> np.ndarray:
+    """(draw, block, max labelled requests) posterior draws of the shared request effect ``v``, in the order of
+    ``np.unique(block.lab_req)`` per block (zero-padded; an empty last axis without the effect)."""
+    post = idata.posterior
+    n = post["cut"].shape[0] * post["cut"].shape[1]
+    sizes = [len(np.unique(d.lab_req)) for d in blocks]
+    out = np.zeros((n, len(blocks), max(sizes) if "req_z" in post else 0), dtype=np.float32)
+    if "req_z" not in post:
+        return out
+    z = post["req_z"].to_numpy().reshape(n, -1)
+    sig = post["req_sigma"].to_numpy().reshape(n, -1)
+    start = 0
+    for b, k in enumerate(sizes):  # labelled requests are numbered block by block, in request order
+        out[:, b, :k] = z[:, start:start + k] * sig[:, b, None]
+        start += k
+    return out
+
+
+def build_model(blocks: list[CalibrationData], paired: bool = True) -> pm.Model:
+    """Ordered-logistic calibration model over independent blocks sharing shapes (models, features, segments).
+
+    ``paired``: add the shared request effect of absolute dimensions when identified (:func:`paired_requests`)."""
     d0 = blocks[0]
     B, M, F, S, K = len(blocks), d0.n_models, d0.X.shape[2], len(d0.segment_names), d0.n_cat
     for d in blocks:
@@ -117,6 +166,8 @@ def build_model(blocks: list[CalibrationData]) -> pm.Model:
             sig_item = pm.HalfNormal("item_sigma", 1.0, dims="block")
             item_z = pm.Normal("item_z", 0.0, 1.0, dims="cell")
             eta = eta + sig_item[blk] * item_z
+        if paired and paired_requests(blocks):
+            eta = eta + _request_effect(model, c, B)
         p = pm.OrderedLogistic.compute_p(eta, cut[blk])
         loglik = pt.sum(counts * pt.log(pt.clip(p, 1e-12, 1.0)), axis=1)
         pm.Potential("labels", pt.sum(weight * loglik) if weighted else pt.sum(loglik))
@@ -124,9 +175,9 @@ def build_model(blocks: list[CalibrationData]) -> pm.Model:
 
 
 def fit(blocks: list[CalibrationData], draws: int = 500, tune: int = 500, chains: int = 2, seed: int = 0,
-        cores: int | None = None, target_accept: float = 0.95):
+        cores: int | None = None, target_accept: float = 0.95, paired: bool = True):
     """NUTS fit; returns (idata, params) with params as numpy arrays (draw, block, ...), chains stacked."""
-    model = build_model(blocks)
+    model = build_model(blocks, paired=paired)
     with model:
         idata = pm.sample(draws=draws, tune=tune, chains=chains, cores=cores or min(chains, 2), random_seed=seed,
                           progressbar=False, compute_convergence_checks=False, target_accept=target_accept)
@@ -151,4 +202,6 @@ def extract_params(idata, blocks: list[CalibrationData]) -> dict[str, np.ndarray
         "beta": get("beta", (B, M, F)),
         "seg_effect": get("seg_effect", (B, M, S)),
         "item_sigma": get("item_sigma", (B,)),
+        "req_sigma": get("req_sigma", (B,)),
+        "req_effect": request_effects(idata, blocks),
     }

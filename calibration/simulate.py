@@ -8,8 +8,10 @@ ab order shows the candidate first); a garbage share of verdicts is missing. A s
 ``0.3 l + N(0, 1)``. The finite-population truth is the mean over all requests of the mean of all ``n_annot``
 annotators' labels, of which only ``n_labels`` requests per candidate are revealed.
 
-Absolute (binary) world: per (request, model) a latent quality ``q = a_m + u_{m,s} + e``, annotator labels
-Bernoulli(logistic(q + noise)), a judge score ``q + bias_m + N(0, noise)`` and a length ratio only for candidates.
+Absolute (binary, ordinal) worlds: per (request, model) a latent quality ``q = a_m + u_{m,s} + d_r + e`` whose
+request difficulty ``d_r`` is shared by the incumbent's and the candidates' answers (paired), annotator labels
+``q + logistic noise`` cut at 0 (binary) or at four cut-points (ordinal 1..5), a judge score ``q + bias_m + N(0,
+noise)`` and a length ratio only for candidates.
 """
 from __future__ import annotations
 
@@ -69,31 +71,41 @@ def simulate_pairwise(seed: int, n_requests: int = 400, n_labels: int = 60, n_an
                      traffic, truth, truth_seg)
 
 
-def simulate_binary(seed: int, n_requests: int = 400, n_labels: int = 60, n_annot: int = 1,
-                    candidates=("cand-a",), model_effect=(0.0, 0.2), judge_bias=(0.0, 0.6), judge_noise=0.8,
-                    segments=("eu", "us"), seg_sd=0.3, incumbent: str = "incumbent") -> SimTables:
-    """Binary absolute dimension ``correctness``; model 0 of the effects is the incumbent."""
+ORDINAL_CUTS = (-2.0, -0.7, 0.7, 2.0)  # latent cut-points of the ordinal world's 1..5 scale
+ABSOLUTE_DIMENSION = {"binary": "correctness", "ordinal": "style"}
+
+
+def simulate_absolute(seed: int, kind: str = "binary", n_requests: int = 400, n_labels: int = 60, n_annot: int = 1,
+                      candidates=("cand-a",), model_effect=(0.0, 0.2), judge_bias=(0.0, 0.6), judge_noise=0.8,
+                      segments=("eu", "us"), seg_sd=0.3, shared_sd: float = 1.0, cell_sd: float = 0.7,
+                      cuts=ORDINAL_CUTS, incumbent: str = "incumbent") -> SimTables:
+    """Absolute dimension (``binary`` correctness or ``ordinal`` 1..5 style) where incumbent and candidates answer
+    the same requests: quality ``q = a_m + u_{m,s} + d_r + N(0, cell_sd)`` with a request difficulty
+    ``d_r ~ N(0, shared_sd)`` shared by every model's answer. Annotators label ``q + logistic noise`` cut at 0
+    (binary) or at ``cuts`` (ordinal, 1 + number of cuts exceeded). A judge scores ``q + bias_m + N(0, noise)``;
+    a length ratio exists only for candidates. ``n_labels`` requests are labelled for every model (paired)."""
     rng = np.random.default_rng(seed)
     rid = np.array([f"r{i:06d}" for i in range(n_requests)], dtype=object)
     seg = rng.integers(0, len(segments), n_requests)
     traffic = pd.DataFrame({"request_id": rid, "region": np.array(segments, dtype=object)[seg]})
-    difficulty = rng.normal(0, 1, n_requests)
+    difficulty = rng.normal(0, shared_sd, n_requests)
     models = [incumbent, *candidates]
+    dim = ABSOLUTE_DIMENSION[kind]
     score_parts, label_parts, means = [], [], {}
     pick = rng.choice(n_requests, n_labels, replace=False)
     for mi, m in enumerate(models):
         u = rng.normal(0, seg_sd, len(segments))
-        q = model_effect[mi] + u[seg] + difficulty + 0.7 * rng.normal(0, 1, n_requests)
-        ann = (rng.random((n_requests, n_annot)) < expit(q)[:, None]).astype(float)
+        q = model_effect[mi] + u[seg] + difficulty + cell_sd * rng.normal(0, 1, n_requests)
+        z = q[:, None] + rng.logistic(size=(n_requests, n_annot))
+        ann = (z > 0).astype(float) if kind == "binary" else 1.0 + (z[:, :, None] > np.asarray(cuts)).sum(axis=2)
         means[m] = ann.mean(axis=1)
         js = q + judge_bias[mi] + rng.normal(0, judge_noise, n_requests)
-        score_parts.append(pd.DataFrame({"request_id": rid, "model": m, "metric": "judge.abs.correctness",
-                                         "value": js}))
+        score_parts.append(pd.DataFrame({"request_id": rid, "model": m, "metric": f"judge.abs.{dim}", "value": js}))
         if mi > 0:
             score_parts.append(pd.DataFrame({"request_id": rid, "model": m, "metric": "check.length_ratio",
                                              "value": rng.lognormal(0, 0.3, n_requests)}))
         label_parts.append(pd.DataFrame({
-            "request_id": np.repeat(rid[pick], n_annot), "model": m, "dimension": "correctness",
+            "request_id": np.repeat(rid[pick], n_annot), "model": m, "dimension": dim,
             "value": ann[pick].ravel(), "annotator": np.tile([f"a{j}" for j in range(n_annot)], n_labels)}))
     truth, truth_seg = {}, {}
     for c in candidates:
@@ -104,27 +116,44 @@ def simulate_binary(seed: int, n_requests: int = 400, n_labels: int = 60, n_anno
                      traffic, truth, truth_seg)
 
 
+def simulate_binary(seed: int, **kwargs) -> SimTables:
+    """Binary absolute dimension ``correctness`` (:func:`simulate_absolute`); model 0 of the effects is the
+    incumbent."""
+    return simulate_absolute(seed, "binary", **kwargs)
+
+
+def simulate_ordinal(seed: int, **kwargs) -> SimTables:
+    """Ordinal absolute dimension ``style`` on a 1..5 scale (:func:`simulate_absolute`)."""
+    return simulate_absolute(seed, "ordinal", **kwargs)
+
+
 def coverage_study(n_reps: int, seed0: int = 0, confidence: float = 0.9, kind: str = "pairwise",
-                   draws: int = 500, tune: int = 500, blocks_per_fit: int = 25, **sim_kwargs) -> pd.DataFrame:
+                   draws: int = 500, tune: int = 500, blocks_per_fit: int = 25, paired: bool = True,
+                   on_fit=None, **sim_kwargs) -> pd.DataFrame:
     """Seeded repeated simulation: one row per (replicate, candidate) with coverage and widths.
 
     Replicates are fitted as independent blocks of one vectorised model (``blocks_per_fit`` per NUTS run), which
-    is exactly the per-replicate posterior because the blocks share no parameter.
+    is exactly the per-replicate posterior because the blocks share no parameter. ``paired=False`` fits absolute
+    dimensions without the shared request effect (for comparison). The human-only interval beside it carries the
+    finite-population correction, so both target the scored requests' value (``human_fpc_*``; ``human_*`` is the
+    plain population interval). ``on_fit(rows so far)`` is called after each vectorised fit.
     """
     from calibration.baselines import human_only
     from calibration.data import prepare
     from calibration.estimands import aggregate, thin_params
     from calibration.models import fit
 
-    sim = simulate_pairwise if kind == "pairwise" else simulate_binary
-    dim = "quality" if kind == "pairwise" else "correctness"
+    sim = {"pairwise": simulate_pairwise, "binary": simulate_binary, "ordinal": simulate_ordinal}[kind]
+    dim = "quality" if kind == "pairwise" else ABSOLUTE_DIMENSION[kind]
+    levels = [1, 2, 3, 4, 5] if kind == "ordinal" else None
     rows = []
     a = (1 - confidence) / 2
     for start in range(0, n_reps, blocks_per_fit):
         reps = list(range(start, min(n_reps, start + blocks_per_fit)))
         tabs = [sim(seed0 + r, **sim_kwargs) for r in reps]
-        blocks = [prepare(t.scores, t.labels, "incumbent", None, dim, kind, t.traffic, ["region"]) for t in tabs]
-        idata, params = fit(blocks, draws=draws, tune=tune, seed=seed0 + start)
+        blocks = [prepare(t.scores, t.labels, "incumbent", None, dim, kind, t.traffic, ["region"], levels=levels)
+                  for t in tabs]
+        idata, params = fit(blocks, draws=draws, tune=tune, seed=seed0 + start, paired=paired)
         div = int(idata.sample_stats["diverging"].to_numpy().sum())
         rng = np.random.default_rng(seed0 + start)
         for b, (r, t, d) in enumerate(zip(reps, tabs, blocks)):
@@ -135,13 +164,17 @@ def coverage_study(n_reps: int, seed0: int = 0, confidence: float = 0.9, kind: s
                 # like with like: human_only's `interval` is for the scored requests (finite-population correction)
                 ho = human_only(d, ci, 1 - confidence)
                 hp = ho.get("interval_population") or ho["interval"]
+                hf = ho["interval"]  # already for the scored requests: baselines.human_only applies sqrt(1 - n/N)
                 truth = t.truth[c]
                 rows.append({"rep": r, "candidate": c, "truth": truth, "estimate": float(est.fp[:, ci].mean()),
                              "covered": bool(lo <= truth <= hi), "width": float(hi - lo),
                              "human_covered": bool(ho["interval"][0] <= truth <= ho["interval"][1]),
                              "human_width": float(ho["interval"][1] - ho["interval"][0]),
                              "width_population": float(phi - plo), "human_width_population": float(hp[1] - hp[0]),
+                             "human_fpc_covered": bool(hf[0] <= truth <= hf[1]), "human_fpc_width": hf[1] - hf[0],
                              "fit_divergences": div})
+        if on_fit is not None:  # progress: the rows so far, after each vectorised fit
+            on_fit(pd.DataFrame(rows))
     return pd.DataFrame(rows)
 
 

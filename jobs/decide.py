@@ -2,7 +2,8 @@
 
     baton decide --scores SCORES --labels LABELS --incumbent NAME --candidate NAME [--candidate NAME ...]
                  --dimension NAME --kind pairwise|binary|ordinal --margin M --confidence C --out DIR [--seed N]
-                 [--traffic TRAFFIC --segment COL ...] [--basis population|scored] [--fail-unless-migrate]
+                 [--traffic TRAFFIC --segment COL ...] [--levels 1,2,3,4,5] [--basis population|scored]
+                 [--fail-unless-migrate]
 
 Exit codes: 0 written (whatever the verdict), 2 bad input (message on stderr names file, row, column),
 3 with --fail-unless-migrate when some verdict is not ``migrate``.
@@ -54,6 +55,7 @@ def read_labels(path: str, decision: DecisionConfig) -> tuple[pd.DataFrame, pd.D
 
     try:
         checked = screen_labels(read_table(path, "labels"), path, {d.name: d.kind for d in decision.dimensions},
+                                levels={d.name: d.levels for d in decision.dimensions if d.levels},
                                 other_dimensions="keep")
     except ContractError as e:
         raise InputError(str(e)) from e
@@ -77,7 +79,8 @@ def decide_tables(scores: pd.DataFrame, labels: pd.DataFrame, traffic: pd.DataFr
     for dim in d.dimensions:
         data = prepare(scores, labels, incumbent, candidates or None, dim.name, dim.kind,
                        traffic=traffic, segment_cols=segments or None, design=design,
-                       design_adjustment=d.design_adjustment, metrics=dim.metrics)
+                       design_adjustment=d.design_adjustment, metrics=dim.metrics,
+                       levels=dim.levels)
         cand_names = data.candidates
         warnings += [f"{dim.name}: {w}" for w in data.warnings]
         entries = calibrate_dimension(data, d.margin, d.confidence, seed=d.seed, settings=settings,
@@ -119,6 +122,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--traffic", default=None, help="optional traffic table with segment columns")
     parser.add_argument("--segment", action="append", default=[], help="segment column of --traffic (repeatable)")
+    parser.add_argument("--levels", type=_levels, default=None,
+                        help="ordinal dimension's declared levels, comma-separated (e.g. 1,2,3,4,5)")
     parser.add_argument("--non-gating", action="store_true", help="report the dimension without gating on it")
     parser.add_argument("--draws", type=int, default=500, help="NUTS draws per chain")
     parser.add_argument("--tune", type=int, default=500, help="NUTS tuning steps per chain")
@@ -133,15 +138,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="exit 3 when any verdict is not migrate (for CI gates)")
 
 
+def _levels(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--levels: expected numbers separated by commas, got {text!r}") from None
+
+
 # DecisionConfig fields -> the flag that sets them, so an argument error names the flag the user typed
 _FLAGS = {"margin": "--margin", "confidence": "--confidence", "seed": "--seed", "draws": "--draws", "tune": "--tune",
           "design_adjustment": "--design-adjustment", "dimensions": "--dimension", "metrics": "--metric",
-          "name": "--dimension", "kind": "--kind", "basis": "--basis"}
+          "name": "--dimension", "kind": "--kind", "basis": "--basis", "levels": "--levels"}
 
 
 def decision_from_args(args: argparse.Namespace) -> DecisionConfig:
     """The same DecisionConfig the run config's decision section builds, from the flags (ValidationError if bad)."""
-    dim = {"name": args.dimension, "kind": args.kind, "gating": not args.non_gating, "metrics": args.metric or None}
+    dim = {"name": args.dimension, "kind": args.kind, "gating": not args.non_gating, "metrics": args.metric or None,
+           "levels": args.levels}
     return DecisionConfig.model_validate({
         "dimensions": [dim], "margin": args.margin, "confidence": args.confidence, "seed": args.seed,
         "draws": args.draws, "tune": args.tune, "design_adjustment": args.design_adjustment,

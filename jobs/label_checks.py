@@ -27,11 +27,11 @@ KIND_VALUES = {"pairwise": (0.0, 0.5, 1.0), "binary": (0.0, 1.0)}
 
 # -- bad rows -------------------------------------------------------------------------------------------------
 def screen_labels(df: pd.DataFrame, source: str, kinds: dict[str, str], *, requests=None, models=None,
-                  other_dimensions: str = "quarantine") -> Checked:
+                  other_dimensions: str = "quarantine", levels: dict[str, list[float]] | None = None) -> Checked:
     """The labels table's usable rows and, for the others, quarantine rows (``row`` = position in ``df``).
 
     Beyond the contract (jobs.contracts.validate_labels: ids, numeric value): a value off the dimension's kind
-    (pairwise 0 / 0.5 / 1, binary 0 / 1, ordinal any finite number: its scale is not known here), a dimension not
+    (pairwise 0 / 0.5 / 1, binary 0 / 1, ordinal one of its declared ``levels``, else any finite number), a dimension not
     in ``kinds`` (``other_dimensions="keep"`` passes those rows through untouched, for `baton decide` on one
     dimension of a wider table), a request_id not in ``requests`` and a model not in ``models`` (when given).
     A table without the contract's columns is a ContractError naming the file and column."""
@@ -57,6 +57,8 @@ def screen_labels(df: pd.DataFrame, source: str, kinds: dict[str, str], *, reque
                                            f"{sorted(kinds)}")
     for name, kind in kinds.items():
         allowed = KIND_VALUES.get(kind)
+        if kind == "ordinal" and (levels or {}).get(name):
+            allowed = tuple(float(v) for v in levels[name])
         off = ~np.isfinite(value) if allowed is None else ~np.isin(value, allowed)
         add((dim == name).to_numpy() & off, "value",
             lambda r, k=kind, a=allowed: f"value {float(r['value']):g} is off the {k} scale of dimension {r['dimension']!r}"

@@ -412,6 +412,7 @@ def import_labels_table(cfg: RunConfig, store: RunStore) -> dict:
         traffic = store.read_table("traffic", columns=["request_id"])
         checked = screen_labels(
             read_table_file(uri, opts), uri, {d.name: d.kind for d in cfg.decision.dimensions},
+            levels={d.name: d.levels for d in cfg.decision.dimensions if d.levels},
             requests=traffic["request_id"].astype(str) if len(traffic) else None,
             models=[cfg.incumbent.name, *(c.name for c in cfg.candidates)])
         meta = {"source": uri, "fingerprint": fp, "origin": TABLE_ORIGIN}

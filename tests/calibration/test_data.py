@@ -77,3 +77,50 @@ def test_segments_from_traffic():
     assert any("no segment value" in w for w in d.warnings)
     with pytest.raises(InputError, match="traffic: missing required column"):
         prepare(scores, labels, "inc", ["cand"], "correctness", "binary", traffic=traffic, segment_cols=["app"])
+
+
+def _ordinal_labels(values):
+    return pd.DataFrame({"request_id": [f"q{i}" for i in range(len(values))], "model": "cand",
+                         "dimension": "style", "value": values})
+
+
+def test_declared_levels_are_the_categories():
+    scores, _ = _tables()
+    labels = _ordinal_labels([2, 3, 4, 3])
+    d = prepare(scores, labels, "inc", ["cand"], "style", "ordinal", levels=[1, 2, 3, 4, 5])
+    # no label at 1 or 5, yet both are categories a draw can predict
+    assert list(d.cat_values) == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert list(d.cat_values[d.lab_cat]) == [2.0, 3.0, 4.0, 3.0]
+    undeclared = prepare(scores, labels, "inc", ["cand"], "style", "ordinal")
+    assert list(undeclared.cat_values) == [2.0, 3.0, 4.0]
+    assert any("declares no levels" in w for w in undeclared.warnings)
+
+
+def test_label_outside_declared_levels_names_table_row_and_column():
+    scores, _ = _tables()
+    labels = _ordinal_labels([2, 3, 6, 3])
+    with pytest.raises(InputError, match=r"labels: row 2, column 'value': 6.0 is not a valid ordinal label "
+                                         r"\(expected one of \[1.0, 2.0, 3.0, 4.0, 5.0\]\)"):
+        prepare(scores, labels, "inc", ["cand"], "style", "ordinal", levels=[1, 2, 3, 4, 5])
+    with pytest.raises(InputError, match="levels apply to ordinal dimensions only"):
+        prepare(scores, _tables()[1], "inc", ["cand"], "correctness", "binary", levels=[0, 1])
+    with pytest.raises(InputError, match="at least two distinct"):
+        prepare(scores, labels, "inc", ["cand"], "style", "ordinal", levels=[1, 1])
+
+
+def test_design_covariate_stays_out_of_principal_components():
+    rng = np.random.default_rng(0)
+    n, rid = 60, [f"q{i:02d}" for i in range(60)]
+    scores = pd.concat([pd.DataFrame({"request_id": rid, "model": "cand", "metric": f"check.m{j}",
+                                      "value": rng.normal(size=n)}) for j in range(12)], ignore_index=True)
+    pi = np.where(np.arange(n) < 30, 0.1, 0.4)  # an unequal-probability design over all units
+    design = pd.DataFrame({"request_id": rid, "model": "cand", "inclusion_prob": pi})
+    pick = [0, 5, 31, 40, 45, 50]
+    labels = pd.DataFrame({"request_id": [rid[i] for i in pick], "model": "cand", "dimension": "quality",
+                           "value": [1.0, 0.5, 0.0, 1.0, 1.0, 0.5], "inclusion_prob": pi[pick]})
+    d = prepare(scores, labels, "inc", ["cand"], "quality", "pairwise", design=design)
+    assert d.design_adjustment == "covariate"
+    # 12 metric columns -> 8 principal components, and log pi beside them, unmixed
+    assert d.feature_names == [f"pc{i}" for i in range(1, 9)] + ["design.log_pi"]
+    logpi = d.X[:, 0, -1]
+    assert np.corrcoef(logpi, np.log(pi))[0, 1] == pytest.approx(1.0)

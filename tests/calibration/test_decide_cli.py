@@ -159,3 +159,46 @@ def test_metrics_restrict_the_covariates():
     assert data.raw_metric_names == keep
     with pytest.raises(InputError, match="no-such-metric"):
         prepare(sim.scores, sim.labels, "incumbent", None, "quality", "pairwise", metrics=["no-such-metric"])
+
+
+def test_levels_flag_declares_the_scale_and_rejects_labels_outside(tmp_path, capsys):
+    import argparse
+
+    import pytest
+
+    from jobs.decide import add_arguments, main
+
+    rid = [f"q{i}" for i in range(8)]
+    scores = pd.DataFrame({"request_id": rid * 2, "model": ["inc"] * 8 + ["cand"] * 8, "metric": "judge.abs.style",
+                           "value": [float(i % 4) for i in range(16)]})
+    labels = pd.DataFrame({"request_id": rid[:4] * 2, "model": ["inc"] * 4 + ["cand"] * 4, "dimension": "style",
+                           "value": [2, 3, 4, 3, 3, 6, 4, 2]})
+    sp, lp = tmp_path / "scores.csv", tmp_path / "labels.csv"
+    scores.to_csv(sp, index=False)
+    labels.to_csv(lp, index=False)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--scores", str(sp), "--labels", str(lp), "--incumbent", "inc", "--candidate", "cand", "--dimension",
+            "style", "--kind", "ordinal", "--margin", "0.1", "--confidence", "0.9", "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as e:
+        parser.parse_args([*base, "--levels", "low,high"])
+    assert e.value.code == 2
+    assert not (tmp_path / "o" / "decision.json").exists()
+    # a label outside the declared scale is quarantined naming file, row and field; the decision uses the rest
+    assert main(parser.parse_args([*base, "--levels", "1,2,3,4,5", "--draws", "50", "--tune", "50"])) == 0
+    err = capsys.readouterr().err
+    quarantine = pd.read_csv(tmp_path / "o" / "quarantine.csv")
+    assert quarantine["row"].tolist() == [5] and quarantine["field"].tolist() == ["value"]
+    assert "6" in quarantine["reason"].iat[0] and str(lp) in err
+    assert (tmp_path / "o" / "decision.json").exists()
+
+
+def test_config_levels_reach_the_decision_config():
+    from jobs.config import parse_config
+
+    raw = {"run_id": "r1", "traffic": {"path": "traffic.jsonl"}, "incumbent": {"name": "old"},
+           "candidates": [{"name": "new-rec", "kind": "recorded", "path": "rec.jsonl"}],
+           "decision": {"dimensions": [{"name": "style", "kind": "ordinal", "levels": [1, 2, 3, 4, 5]},
+                                       {"name": "quality", "kind": "pairwise"}]}}
+    decision = parse_config(raw).decision
+    assert decision.dimensions[0].levels == [1.0, 2.0, 3.0, 4.0, 5.0] and decision.dimensions[1].levels is None

@@ -1,0 +1,81 @@
+"""Paired absolute dimensions: a request effect shared by the incumbent's and the candidate's answers.
+
+The predictive variance of a request's candidate-minus-incumbent difference is checked against Monte Carlo
+draws of the model itself (no sampler); the model's structure (which terms exist) with PyMC's graph; how a
+request labelled for one model informs the other's prediction through the drawn effect, with the real aggregate.
+"""
+import numpy as np
+import pytest
+
+from calibration.data import prepare
+from calibration.estimands import _model_moments, aggregate
+from calibration.models import build_model, paired_requests
+from calibration.simulate import simulate_binary, simulate_pairwise
+
+
+def _params(K, sv, se, alphas=(0.0, 0.4)):
+    return {"cut": np.linspace(-1.5, 1.5, K - 1)[None], "alpha": np.array([alphas]), "beta": np.ones((1, 2, 1)),
+            "seg_effect": np.zeros((1, 2, 1)), "item_sigma": np.array([se]), "req_sigma": np.array([sv])}
+
+
+@pytest.mark.parametrize("cat", [np.array([0.0, 1.0]), np.arange(1.0, 6.0)], ids=["binary", "ordinal"])
+@pytest.mark.parametrize("sv,se", [(1.0, 0.0), (1.0, 0.5), (0.5, 0.5)])
+def test_difference_variance_uses_the_shared_effect(cat, sv, se):
+    X = np.linspace(-2, 2, 6)[:, None].astype(np.float32)
+    seg = np.zeros(6, int)
+    p = _params(len(cat), sv, se)
+    (e0, v0, g0), (e1, v1, g1) = (_model_moments(X, seg, p, m, cat, 1.0) for m in (0, 1))
+    approx = (v1 + v0 - 2 * g1 * g0)[0]
+    # Monte Carlo of the model: one draw of the shared v per request, the cells' own effects and annotator noise
+    rng = np.random.default_rng(0)
+    n = 200_000
+    v = rng.normal(0, sv, (n, 1))
+    ys = []
+    for a in (0.0, 0.4):
+        lat = X[:, 0][None] + a + v + rng.normal(0, se, (n, 6)) + rng.logistic(size=(n, 6))
+        ys.append(cat[(lat[:, :, None] > p["cut"][0]).sum(axis=2)])
+    mc = (ys[1] - ys[0]).var(axis=0)
+    # logistic-normal + delta method: within a few percent of the spread (a little more in the far tails)
+    assert approx == pytest.approx(mc, rel=0.07, abs=0.03 * mc.max())
+    assert e1[0] == pytest.approx(ys[1].mean(axis=0), abs=0.01)
+    indep = (v1 + v0)[0]  # the cells taken as independent (before): too wide where the effect matters
+    if sv >= 1.0:
+        assert (indep[1:5] > 1.1 * mc[1:5]).all()
+
+
+def _paired_data(n_requests=40, n_labels=10, drop_candidate=()):
+    t = simulate_binary(3, n_requests=n_requests, n_labels=n_labels)
+    lab = t.labels
+    lab = lab[~((lab.model == "cand-a") & lab.request_id.isin(drop_candidate))]
+    return t, prepare(t.scores, lab, "incumbent", None, "correctness", "binary")
+
+
+def test_shared_effect_only_where_identified():
+    _, d = _paired_data()
+    assert paired_requests([d])
+    names = {v.name for v in build_model([d]).free_RVs}
+    assert {"req_sigma", "req_z"} <= names
+    assert "req_sigma" not in {v.name for v in build_model([d], paired=False).free_RVs}
+    t = simulate_pairwise(0, n_requests=40, n_labels=10)  # pairwise rows are already differences
+    dp = prepare(t.scores, t.labels, "incumbent", None, "quality", "pairwise")
+    assert not paired_requests([dp]) and "req_sigma" not in {v.name for v in build_model([dp]).free_RVs}
+    t, d1 = _paired_data()
+    only_inc = prepare(t.scores, t.labels[t.labels.model == "incumbent"], "incumbent", None, "correctness", "binary")
+    assert not paired_requests([only_inc])  # no request labelled for both: sigma_req not identified
+
+
+def test_one_labelled_model_informs_the_other_through_the_drawn_effect():
+    t, d = _paired_data()
+    labelled = sorted(set(d.request_ids[d.lab_req]))
+    _, d = _paired_data(drop_candidate=labelled[:4])  # four requests labelled for the incumbent only
+    n_lab = len(np.unique(d.lab_req))
+    D, F, S = 200, d.X.shape[2], len(d.segment_names)
+    base = {"cut": np.zeros((D, 1)), "alpha": np.zeros((D, 2)), "beta": np.zeros((D, 2, F)),
+            "seg_effect": np.zeros((D, 2, S)), "item_sigma": np.zeros(D), "req_sigma": np.ones(D)}
+    est = {}
+    for shift in (-2.0, 2.0):
+        p = {**base, "req_effect": np.full((D, n_lab), shift, dtype=np.float32)}
+        est[shift] = aggregate(d, p, np.random.default_rng(0)).fp[:, 0].mean()
+    # a hard request (v = -2) for the incumbent is hard for the candidate too: the candidate's predicted label on
+    # the four requests follows v, so the difference moves by about 4 * (expit(2) - expit(-2)) / 40
+    assert est[2.0] - est[-2.0] == pytest.approx(4 * (0.8808 - 0.1192) / 40, rel=0.05)
