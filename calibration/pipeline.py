@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from calibration import baselines, decision, design
+from calibration import baselines, decision, design, segments
 from calibration.data import CalibrationData
 from calibration.diagnostics import heldout_check, sampler_diagnostics
 from calibration.estimands import aggregate, thin_params
@@ -36,8 +36,12 @@ def _r(x, nd=4):
 
 
 def calibrate_dimension(data: CalibrationData, margin: float, confidence: float, seed: int = 0,
-                        settings: SamplerSettings | None = None, gating: bool = True) -> dict[str, dict]:
-    """Decision-schema ``dimensions[<name>]`` entry for each candidate."""
+                        settings: SamplerSettings | None = None, gating: bool = True,
+                        gating_dimensions: int = 1) -> dict[str, dict]:
+    """Decision-schema ``dimensions[<name>]`` entry for each candidate.
+
+    ``gating_dimensions``: how many gating dimensions the candidate's verdict combines; the segment rule of each
+    is set so that all of them together falsely block at most 1 - C (calibration.segments)."""
     st = settings or SamplerSettings()
     idata, params = fit([data], draws=st.draws, tune=st.tune, chains=st.chains, seed=seed, cores=st.cores)
     diag = sampler_diagnostics(idata)
@@ -69,33 +73,19 @@ def calibrate_dimension(data: CalibrationData, margin: float, confidence: float,
         y, ok = baselines.target_values(data, obs, ci)
         labels_used = int(ok.sum()) if data.kind == "pairwise" else int(
             (np.isfinite(obs[:, ci + 1]) | np.isfinite(obs[:, 0])).sum())
-        segs, regress, seg_score = {}, [], {}
-        for s, name in enumerate(data.segment_names):
-            if len(data.segment_names) == 1:
-                break
-            sd = est.fp_seg[:, ci, s]
-            in_s = (data.seg_idx == s) & emask[:, ci]
-            p_ni_s = decision.prob_above(sd, thr_ni)
-            # Regression is judged on the segment's quality in the traffic (population draws), not only on the
-            # handful of requests that happened to be scored in it.
-            p_ni_pop = decision.prob_above(est.pop_seg[:, ci, s], thr_ni)
-            gates = int(in_s.sum()) >= st.min_segment_n
-            segs[name] = {"estimate": _r(sd.mean()), "interval": [_r(v) for v in _interval(sd, confidence)],
-                          "interval_population": [_r(v) for v in _interval(est.pop_seg[:, ci, s], confidence)],
-                          "p_noninferior": _r(p_ni_s), "p_noninferior_population": _r(p_ni_pop),
-                          "p_superior": _r(decision.prob_above(sd, thr_sup)),
-                          "labels_used": int((ok & in_s).sum()), "n_scored": int(in_s.sum()), "gating": gates}
-            if gates and p_ni_pop <= 1 - confidence + 1e-9:
-                regress.append(name)
-            seg_score[name] = in_s.mean() * sd.std() / np.sqrt(max(1, (ok & in_s).sum()) + 1)
+        # Segments: one joint rule over the gating segments of all gating dimensions (calibration.segments).
+        gate = segments.gate_segments(data, est, ci, ok, emask[:, ci], thr_ni, thr_sup, confidence,
+                                      segments.family_level(confidence, gating_dimensions), st.min_segment_n)
+        segs, regress = gate.entries, gate.blocking
         verdict, reasons = decision.dimension_verdict(p_ni, confidence, diag["converged"], regress)
-        available = int(max(0, n_scored - labels_used))
-        need = decision.labels_needed(draws, thr_ni, confidence, labels_used, available) if verdict == decision.MORE \
-            and diag["converged"] and not regress else 0
-        need_seg = regress[0] if regress else (max(seg_score, key=seg_score.get) if need and seg_score else None)
+        need, need_seg = _labels_needed(data, draws, est, ci, ok, emask[:, ci], thr_ni, confidence, verdict,
+                                        diag["converged"], gate, y, n_scored, labels_used)
+        if regress:
+            reasons.append(f"segments judged jointly: simultaneous {gate.level:.3f} bound (k = {gate.band_k:.2f} sd)"
+                           f" below the threshold in {', '.join(regress)}")
         if need:
-            reasons.append(f"about {need} more labelled requests would likely settle it"
-                           + (f" (most useful in segment {need_seg})" if need_seg else ""))
+            reasons.append(f"about {need} more labelled requests would likely (P >= {decision.SETTLE_PROBABILITY})"
+                           f" settle it" + (f" (in segment {need_seg})" if need_seg else ""))
         ho = baselines.human_only(data, ci, alpha)
         pp = baselines.ppi(data, ci, alpha, pred)
         interval = _interval(draws, confidence)
@@ -112,7 +102,7 @@ def calibrate_dimension(data: CalibrationData, margin: float, confidence: float,
             "interval_population": [_r(v) for v in _interval(est.pop[:, ci], confidence)],
             "threshold_noninferior": _r(thr_ni), "threshold_superior": _r(thr_sup),
             "p_noninferior": _r(p_ni), "p_superior": _r(p_sup), "verdict": verdict, "reasons": reasons,
-            "labels_used": labels_used, "labels_needed": int(need), "labels_needed_segment": need_seg,
+            "labels_used": labels_used, "labels_needed": need, "labels_needed_segment": need_seg,
             "human_only": _round_dict(ho), "judge_only": _round_dict(baselines.judge_only(data, ci, alpha,
                                                                                           data.judge_raw)),
             "ppi": _round_dict(pp), "disagreement": disagreement, "segments": segs, "diagnostics": diag,
@@ -124,6 +114,32 @@ def calibrate_dimension(data: CalibrationData, margin: float, confidence: float,
                            f" {how.get(des['adjustment'], 'the model ignores it')}; baselines weighted by 1/pi "
                            f"({labels_used} labels count as {des['labels_n_eff']:.0f} by Kish)")
     return out
+
+
+def _labels_needed(data: CalibrationData, draws, est, c: int, labelled, in_estimand, thr: float,
+                   confidence: float, verdict: str, converged: bool, gate, y, n_scored: int,
+                   labels_used: int) -> tuple[int | None, str | None]:
+    """(labels_needed, labels_needed_segment): None in cold start; for a blocking segment, the labels in it after
+    which its own human labels would likely confirm or clear the block; for an undecided dimension, the labels after
+    which it would likely be decided (preposterior analysis, calibration.decision)."""
+    if labels_used == 0:
+        return None, None
+    if not converged:
+        return 0, None
+    if gate.blocking:
+        name = gate.blocking[0]
+        s = list(data.segment_names).index(name)
+        in_s = (data.seg_idx == s) & in_estimand
+        ys = y[labelled & in_s]
+        label_sd = float(np.std(y[labelled], ddof=1)) if labelled.sum() >= 2 else 0.5
+        need = decision.segment_labels_needed(
+            est.pop_seg[:, c, s], thr, confidence, gate.band_k, float(ys.mean()) if len(ys) else None, len(ys),
+            max(label_sd, 1e-6), int(in_s.sum()) - len(ys))
+        return need, name
+    if verdict != decision.MORE:
+        return 0, None
+    need = decision.labels_needed(draws, thr, confidence, labels_used, max(0, n_scored - labels_used))
+    return need, (gate.most_useful if need else None)
 
 
 def _design_summary(data: CalibrationData, c: int, labelled: np.ndarray) -> dict:

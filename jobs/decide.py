@@ -89,7 +89,7 @@ def decide_tables(scores: pd.DataFrame, labels: pd.DataFrame, traffic: pd.DataFr
         cand_names = data.candidates
         warnings += [f"{dim.name}: {w}" for w in data.warnings]
         entries = calibrate_dimension(data, spec.margin, spec.confidence, seed=spec.seed, settings=settings,
-                                      gating=dim.gating)
+                                      gating=dim.gating, gating_dimensions=sum(d.gating for d in spec.dimensions))
         for cand, entry in entries.items():
             candidates_doc.setdefault(cand, {"verdict": None, "reasons": [], "dimensions": {}})
             candidates_doc[cand]["dimensions"][dim.name] = entry
@@ -163,7 +163,7 @@ def main(args: argparse.Namespace) -> int:
     for cand, v in doc["verdicts"].items():
         e = doc["candidates"][cand]["dimensions"][args.dimension]
         print(f"{cand}: {v}  {args.dimension} estimate {e['estimate']} interval {e['interval']} "
-              f"P(non-inferior) {e['p_noninferior']} labels {e['labels_used']} (+{e['labels_needed']} needed)")
+              f"P(non-inferior) {e['p_noninferior']} labels {e['labels_used']} (+{'?' if e['labels_needed'] is None else e['labels_needed']} needed)")
     print(f"wrote {path}")
     if args.fail_unless_migrate and any(v != MIGRATE for v in doc["verdicts"].values()):
         return 3
