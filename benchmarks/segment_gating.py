@@ -72,7 +72,9 @@ def run_scenario(name: str, win_rate: np.ndarray, reps: int, seed0: int, reps_pe
                                  for e in gate.entries.values())
             rows.append({"rep": r, "verdict": decision.combine(verdicts), "joint_block": joint_block,
                          "old_block": old_block, "cells": blocked_cells})
-        print(f"  {name}: {len(rows)}/{reps} replicates, {time.strftime('%H:%M:%S')}", flush=True)
+        print(f"  {name}: {len(rows)}/{reps} replicates, {time.strftime('%H:%M:%S')}: blocked "
+              f"{sum(x['joint_block'] for x in rows)}, per-segment veto {sum(x['old_block'] for x in rows)}, migrate "
+              f"{sum(x['verdict'] == decision.MIGRATE for x in rows)}", flush=True)
     verdicts = [x["verdict"] for x in rows]
     return {
         "replicates": len(rows), "fits": fits, "divergences": divergences,
@@ -90,11 +92,18 @@ def main() -> int:
     ap.add_argument("--reps-per-fit", type=int, default=10, help="replicates per vectorised NUTS run (x 3 blocks)")
     ap.add_argument("--draws", type=int, default=400)
     ap.add_argument("--tune", type=int, default=400)
+    ap.add_argument("--scenario", choices=["at_margin", "one_regressing"], action="append",
+                    help="run only these (to run the two in parallel processes); default both")
     args = ap.parse_args()
     t0 = time.time()
     res = {}
     for name, wr, seed0 in (("at_margin", AT_MARGIN, 50_000), ("one_regressing", ONE_REGRESSING, 60_000)):
+        if args.scenario and name not in args.scenario:
+            continue
         res[name] = run_scenario(name, wr, args.reps, seed0, args.reps_per_fit, args.draws, args.tune)
+    if len(res) < 2:
+        print(json.dumps({"benchmark": "segment_gating", "partial": True, **res, "seconds": round(time.time() - t0, 1)}))
+        return 0
     am, reg = res["at_margin"], res["one_regressing"]
     print(f"{'scenario':16s} {'reps':>5s} {'blocked':>8s} {'per-seg veto':>13s} {'migrate':>8s}  verdicts")
     for name, f in res.items():

@@ -126,3 +126,29 @@ def test_segment_slopes_only_with_segments(segments, expect):
     data = prepare(sim.scores, sim.labels, "incumbent", None, "quality", "pairwise", sim.traffic, ["region"])
     model = build_model([data])
     assert ("beta_seg" in model.named_vars) == expect
+
+
+def test_pipeline_labels_needed_wiring():
+    """calibration.pipeline._labels_needed: None in cold start, a positive need on the blocking segment."""
+    from types import SimpleNamespace
+
+    from calibration.pipeline import _labels_needed
+    from calibration.segments import SegmentGate
+
+    rng = np.random.default_rng(7)
+    n = 600
+    seg_idx = np.repeat(np.arange(3), n // 3)
+    data = SimpleNamespace(segment_names=["region=eu", "region=us", "region=apac"], seg_idx=seg_idx)
+    pop_seg = np.stack([rng.normal(0.55, 0.03, 1000), rng.normal(0.55, 0.03, 1000), rng.normal(0.33, 0.03, 1000)],
+                       axis=1)[:, None, :]
+    est = SimpleNamespace(pop_seg=pop_seg)
+    labelled = np.zeros(n, dtype=bool)
+    labelled[rng.choice(n, 30, replace=False)] = True
+    y = np.where(labelled, rng.choice([0.0, 0.5, 1.0], n), np.nan)
+    gate = SegmentGate(blocking=["region=apac"], level=0.9, band_k=1.9, most_useful="region=eu")
+    overall = rng.normal(0.5, 0.02, 1000)
+    inside = np.ones(n, dtype=bool)
+    need, seg = _labels_needed(data, overall, est, 0, labelled, inside, THR, CONF, d.MORE, True, gate, y, n, 30)
+    assert need > 0 and seg == "region=apac"
+    none = np.zeros(n, dtype=bool)
+    assert _labels_needed(data, overall, est, 0, none, inside, THR, CONF, d.MORE, True, gate, y, n, 0) == (None, None)
