@@ -14,7 +14,8 @@ from scipy.special import expit
 
 from calibration.data import CalibrationData
 
-FREE_VARS = ("cut", "alpha_free", "beta_mu", "beta_tau", "beta_z", "seg_sigma", "seg_z", "item_sigma", "req_sigma")
+FREE_VARS = ("cut", "alpha_free", "beta_mu", "beta_tau", "beta_z", "seg_sigma", "seg_z", "item_sigma", "req_sigma",
+             "beta_seg_tau", "beta_seg_z")
 RHAT_MAX = 1.05
 ESS_MIN = 100.0
 DIVERGENT_SHARE_MAX = 0.005  # a handful of divergences (< 0.5% of draws) with good R-hat/ESS is tolerated, reported
@@ -46,6 +47,8 @@ def category_probs(data: CalibrationData, p: dict[str, np.ndarray], req: np.ndar
     x = data.X[req, mod, :].astype(np.float64)
     eta = np.einsum("cf,dcf->dc", x, p["beta"][:, mod, :]) + p["alpha"][:, mod] \
         + p["seg_effect"][:, mod, data.seg_idx[req]]
+    if "beta_seg" in p:  # segment-varying slopes (models.build_model)
+        eta = eta + np.einsum("cf,dcf->dc", x, p["beta_seg"][:, data.seg_idx[req], :])
     # marginal over the request effect (logistic-normal approximation, see estimands.cell_moments)
     s2 = p.get("item_sigma", np.zeros(len(eta))) ** 2 + p.get("req_sigma", np.zeros(len(eta))) ** 2
     scale = 1.0 / np.sqrt(1.0 + np.pi * s2 / 8.0)

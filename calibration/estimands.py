@@ -61,10 +61,15 @@ def _model_terms(p: dict[str, np.ndarray], m: int, cat_values: np.ndarray, share
     scale = (1.0 / np.sqrt(1.0 + np.pi * s2 / 8.0)).astype(np.float32)
     hs = (0.5 * scale)[:, None]  # half the scale: tanh takes half the scaled linear predictor
     shift = (p["alpha"][:, m, None] + p["seg_effect"][:, m, :]).astype(np.float32)  # (D, S): alpha + u_s
+    # segment-varying slopes (models.build_model): per-segment slope deviations, shared by the row models
+    bseg = p.get("beta_seg")
+    bseg_h = None
+    if bseg is not None and bseg.shape[1] > 1 and bseg.shape[2] and np.any(bseg):
+        bseg_h = (bseg.astype(np.float32) * hs[:, :, None]).astype(np.float32)  # (D, S, F)
     return {"v": v, "dv": np.diff(v), "dv2": np.diff(v * v), "s2": s2, "share": share, "hs": hs, "scale": scale, "D": D,
             "F": beta.shape[1], "S": shift.shape[1], "beta_h": beta * hs, "shift_h": shift * hs,
             "coef_h": np.ascontiguousarray(np.concatenate([beta, shift], axis=1) * hs),
-            "half_cut": p["cut"].astype(np.float32) * hs}
+            "half_cut": p["cut"].astype(np.float32) * hs, "bseg_h": bseg_h}
 
 
 def _model_moments(Xm: np.ndarray, seg: np.ndarray, p: dict[str, np.ndarray], m: int, cat_values: np.ndarray,
@@ -89,6 +94,11 @@ def _model_moments(Xm: np.ndarray, seg: np.ndarray, p: dict[str, np.ndarray], m:
     else:
         z = tm["beta_h"] @ Xm.astype(np.float32, copy=False).T if F else np.zeros((D, R), dtype=np.float32)
         z += tm["shift_h"][:, seg]
+    if tm.get("bseg_h") is not None:  # x . b[s]: one matmul per segment present in the chunk
+        Xf = Xm.astype(np.float32, copy=False)
+        for s in np.unique(seg):
+            idx = np.flatnonzero(seg == s)
+            z[:, idx] += tm["bseg_h"][:, s, :] @ Xf[idx].T
     if offset is not None:
         z += tm["hs"] * offset
     # e1 = v0 + sum_j dv_j * g_j, e2 = v0^2 + sum_j dv2_j * g_j, slope = sum_j dv_j g_j (1 - g_j), with

@@ -6,6 +6,7 @@ For a labelled cell (request r, row model m, segment s) with standardised metric
     P(label <= k) = logistic(c_k - eta)              (ordered logistic; binary is the K = 2 case)
     beta[m] = beta_mu + tau * z[m]                   per-model slopes, partially pooled (non-centred)
     u[m, s] = sigma_seg * w[m, s]                    segment offsets per model, partially pooled
+    + x . b[s],  b[s] = tau_seg * v[s]               segment-varying slopes, partially pooled (only with segments)
     + e_cell ~ N(0, sigma_item)                      request-level effect shared by its annotators
     + v[r] ~ N(0, sigma_req)                         absolute dimensions: shared by the row models of request r
     alpha[0] = 0 (the cut-points carry the intercept), alpha[m > 0] free
@@ -160,6 +161,13 @@ def build_model(blocks: list[CalibrationData], paired: bool = True) -> pm.Model:
             w = pm.Normal("seg_z", 0.0, 1.0, dims=("block", "model", "segment"))
             u = pm.Deterministic("seg_effect", sig[:, None, None] * w, dims=("block", "model", "segment"))
             eta = eta + u.reshape((B * M * S,))[g_bm * S + seg]
+        if S > 1 and F > 0:
+            # segment-varying slopes: a judge may read one region differently (language, topic), so its calibration
+            # bends per segment, partially pooled towards the shared slopes (non-centred; Gelman & Hill 2007 ch. 13)
+            bs_tau = pm.HalfNormal("beta_seg_tau", 0.25, dims="block")
+            bs_z = pm.Normal("beta_seg_z", 0.0, 1.0, dims=("block", "segment", "feature"))
+            beta_seg = pm.Deterministic("beta_seg", bs_tau[:, None, None] * bs_z, dims=("block", "segment", "feature"))
+            eta = eta + pt.sum(x * beta_seg.reshape((B * S, F))[blk * S + seg], axis=1)
         if c["counts"].sum(axis=1).max() > 1:
             # annotators of one request share that request's quirks: a per-cell effect keeps three agreeing
             # annotators from counting as three independent requests (only identified when cells have >= 2 labels)
@@ -201,6 +209,7 @@ def extract_params(idata, blocks: list[CalibrationData]) -> dict[str, np.ndarray
         "alpha": get("alpha", (B, M)),
         "beta": get("beta", (B, M, F)),
         "seg_effect": get("seg_effect", (B, M, S)),
+        "beta_seg": get("beta_seg", (B, S, F)),
         "item_sigma": get("item_sigma", (B,)),
         "req_sigma": get("req_sigma", (B,)),
         "req_effect": request_effects(idata, blocks),

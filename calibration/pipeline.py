@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from calibration import baselines, decision, design, guards
+from calibration import baselines, decision, design, guards, segments
 from calibration.data import CalibrationData
 from calibration.diagnostics import heldout_check, sampler_diagnostics
 from calibration.estimands import aggregate, thin_params
@@ -45,12 +45,14 @@ def _check_basis(basis: str) -> None:
 
 def calibrate_dimension(data: CalibrationData, margin: float, confidence: float, seed: int = 0,
                         settings: SamplerSettings | None = None, gating: bool = True,
-                        basis: str = "population") -> dict[str, dict]:
+                        basis: str = "population", gating_dimensions: int = 1) -> dict[str, dict]:
     """Decision-schema ``dimensions[<name>]`` entry for each candidate.
 
     ``basis``: which draws the verdict, P(non-inferior), P(superior) and labels_needed come from: ``population``
     (the future traffic the scored requests were sampled from; the default, since migrating is a decision about
-    future traffic) or ``scored`` (the scored requests themselves, for a night judged as that night)."""
+    future traffic) or ``scored`` (the scored requests themselves, for a night judged as that night).
+    ``gating_dimensions``: how many gating dimensions the candidate's verdict combines; the segment rule of each
+    is set so that all of them together falsely block at most 1 - C (calibration.segments)."""
     _check_basis(basis)
     st = settings or SamplerSettings()
     idata, params = fit([data], draws=st.draws, tune=st.tune, chains=st.chains, seed=seed, cores=st.cores)
@@ -67,13 +69,14 @@ def calibrate_dimension(data: CalibrationData, margin: float, confidence: float,
             calib[f] = {"mean": _r(bm[:, j].mean()), "interval": [_r(v) for v in _interval(bm[:, j], confidence)]}
     rng = np.random.default_rng(seed)
     p = thin_params(params, 0, st.max_posterior_draws, rng)
-    return summarise_dimension(data, p, diag, margin, confidence, seed, st, gating, basis, calib, rng)
+    return summarise_dimension(data, p, diag, margin, confidence, seed, st, gating, basis, calib, rng,
+                               gating_dimensions)
 
 
 def summarise_dimension(data: CalibrationData, p: dict[str, np.ndarray], diag: dict, margin: float,
                         confidence: float, seed: int, st: SamplerSettings, gating: bool = True,
                         basis: str = "population", calib: dict | None = None,
-                        rng: np.random.Generator | None = None) -> dict[str, dict]:
+                        rng: np.random.Generator | None = None, gating_dimensions: int = 1) -> dict[str, dict]:
     """The entries of :func:`calibrate_dimension` from one block's posterior draws ``p`` (so a benchmark can fit
     many replicates in one vectorised model and decide each)."""
     _check_basis(basis)
@@ -99,26 +102,12 @@ def summarise_dimension(data: CalibrationData, p: dict[str, np.ndarray], diag: d
         y, ok = baselines.target_values(data, obs, ci)
         labels_used = int(ok.sum()) if data.kind == "pairwise" else int(
             (np.isfinite(obs[:, ci + 1]) | np.isfinite(obs[:, 0])).sum())
-        segs, regress, seg_score = {}, [], {}
-        for s, name in enumerate(data.segment_names):
-            if len(data.segment_names) == 1:
-                break
-            sd = est.fp_seg[:, ci, s]
-            in_s = (data.seg_idx == s) & emask[:, ci]
-            p_ni_s = decision.prob_above(sd, thr_ni)
-            # Regression is judged on the decision's basis, like the overall verdict: by default the segment's
-            # quality in the traffic (population draws), not only the handful of requests scored in it.
-            p_ni_pop = decision.prob_above(est.pop_seg[:, ci, s], thr_ni)
-            p_ni_gate = p_ni_pop if on_pop else p_ni_s
-            gates = int(in_s.sum()) >= st.min_segment_n
-            segs[name] = {"estimate": _r(sd.mean()), "interval": [_r(v) for v in _interval(sd, confidence)],
-                          "interval_population": [_r(v) for v in _interval(est.pop_seg[:, ci, s], confidence)],
-                          "p_noninferior": _r(p_ni_s), "p_noninferior_population": _r(p_ni_pop),
-                          "p_superior": _r(decision.prob_above(sd, thr_sup)),
-                          "labels_used": int((ok & in_s).sum()), "n_scored": int(in_s.sum()), "gating": gates}
-            if gates and p_ni_gate <= 1 - confidence + 1e-9:
-                regress.append(name)
-            seg_score[name] = in_s.mean() * sd.std() / np.sqrt(max(1, (ok & in_s).sum()) + 1)
+        # Segments: one joint rule over the gating segments of all gating dimensions (calibration.segments), on
+        # the decision's basis like the overall verdict.
+        gate = segments.gate_segments(data, est, ci, ok, emask[:, ci], thr_ni, thr_sup, confidence,
+                                      segments.family_level(confidence, gating_dimensions), st.min_segment_n,
+                                      basis)
+        segs, regress = gate.entries, gate.blocking
         ho = baselines.human_only(data, ci, alpha)
         pp = baselines.ppi(data, ci, alpha, pred)
         interval = _interval(draws, confidence)
@@ -129,15 +118,17 @@ def summarise_dimension(data: CalibrationData, p: dict[str, np.ndarray], diag: d
         unguarded, _ = decision.dimension_verdict(p_ni, confidence, diag["converged"], regress)
         verdict, reasons = decision.dimension_verdict(p_ni, confidence, diag["converged"], regress, checks)
         available = int(max(0, n_scored - labels_used))
-        need = decision.labels_needed(basis_draws, thr_ni, confidence, labels_used, available) \
-            if verdict == decision.MORE and diag["converged"] and not regress else 0
+        need, need_seg = _labels_needed(data, basis_draws, est, ci, ok, emask[:, ci], thr_ni, confidence, verdict,
+                                        diag["converged"], gate, y, n_scored, labels_used, basis)
         if verdict == decision.MORE and unguarded == decision.MIGRATE and any(
                 g["fired"] and g["name"] == "design_valid" for g in checks):
-            need = max(need, guards.labels_needed(dv, thr_ni, confidence, available, basis))
-        need_seg = regress[0] if regress else (max(seg_score, key=seg_score.get) if need and seg_score else None)
+            need = max(need or 0, guards.labels_needed(dv, thr_ni, confidence, available, basis))
+        if regress:
+            reasons.append(f"segments judged jointly: simultaneous {gate.level:.3f} bound (k = {gate.band_k:.2f} sd)"
+                           f" below the threshold in {', '.join(regress)}")
         if need:
-            reasons.append(f"about {need} more labelled requests would likely settle it"
-                           + (f" (most useful in segment {need_seg})" if need_seg else ""))
+            reasons.append(f"about {need} more labelled requests would likely (P >= {decision.SETTLE_PROBABILITY})"
+                           f" settle it" + (f" (in segment {need_seg})" if need_seg else ""))
         disagreement = None
         if pp.get("interval") and (pp["interval"][1] < interval[0] or pp["interval"][0] > interval[1]):
             disagreement = (f"Bayesian interval {[_r(v) for v in interval]} and PPI++ interval "
@@ -152,7 +143,7 @@ def summarise_dimension(data: CalibrationData, p: dict[str, np.ndarray], diag: d
             "threshold_noninferior": _r(thr_ni), "threshold_superior": _r(thr_sup),
             "p_noninferior": _r(p_ni), "p_superior": _r(p_sup), "verdict": verdict, "reasons": reasons,
             "verdict_unguarded": unguarded, "guards": checks, "design_valid": _round_dict(dv),
-            "labels_used": labels_used, "labels_needed": int(need), "labels_needed_segment": need_seg,
+            "labels_used": labels_used, "labels_needed": need, "labels_needed_segment": need_seg,
             "human_only": _round_dict(ho), "judge_only": _round_dict(baselines.judge_only(data, ci, alpha,
                                                                                           data.judge_raw)),
             "ppi": _round_dict(pp), "disagreement": disagreement, "segments": segs, "diagnostics": diag,
@@ -164,6 +155,32 @@ def summarise_dimension(data: CalibrationData, p: dict[str, np.ndarray], diag: d
                            f" {how.get(des['adjustment'], 'the model ignores it')}; baselines weighted by 1/pi "
                            f"({labels_used} labels count as {des['labels_n_eff']:.0f} by Kish)")
     return out
+
+
+def _labels_needed(data: CalibrationData, draws, est, c: int, labelled, in_estimand, thr: float,
+                   confidence: float, verdict: str, converged: bool, gate, y, n_scored: int,
+                   labels_used: int, basis: str = "population") -> tuple[int | None, str | None]:
+    """(labels_needed, labels_needed_segment): None in cold start; for a blocking segment, the labels in it after
+    which its own human labels would likely confirm or clear the block; for an undecided dimension, the labels after
+    which it would likely be decided (preposterior analysis, calibration.decision)."""
+    if labels_used == 0:
+        return None, None
+    if not converged:
+        return 0, None
+    if gate.blocking:
+        name = gate.blocking[0]
+        s = list(data.segment_names).index(name)
+        in_s = (data.seg_idx == s) & in_estimand
+        ys = y[labelled & in_s]
+        label_sd = float(np.std(y[labelled], ddof=1)) if labelled.sum() >= 2 else 0.5
+        need = decision.segment_labels_needed(
+            (est.pop_seg if basis == "population" else est.fp_seg)[:, c, s], thr, confidence, gate.band_k, float(ys.mean()) if len(ys) else None, len(ys),
+            max(label_sd, 1e-6), int(in_s.sum()) - len(ys))
+        return need, name
+    if verdict != decision.MORE:
+        return 0, None
+    need = decision.labels_needed(draws, thr, confidence, labels_used, max(0, n_scored - labels_used))
+    return need, (gate.most_useful if need else None)
 
 
 def _design_summary(data: CalibrationData, c: int, labelled: np.ndarray) -> dict:

@@ -277,3 +277,56 @@ def simulate_misspec(seed: int, world: str = "well_specified", n_requests: int =
             "value": ann[pick].ravel(), "annotator": np.tile([f"a{j}" for j in range(n_annot)], n_labels)}))
     return SimTables(pd.concat(score_parts, ignore_index=True), pd.concat(label_parts, ignore_index=True),
                      traffic, truth, truth_seg)
+
+
+def latent_for_win_rate(target: float, tie: float = 0.8) -> float:
+    """Latent offset ``mu`` at which the pairwise world's expected label is ``target``: with
+    ``l = mu + N(0, 1)`` and logistic annotator noise, E[label] = 1/2 + (P(z > tie) - P(z < -tie)) / 2."""
+    from scipy.optimize import brentq
+
+    x, w = np.polynomial.hermite_e.hermegauss(40)
+    w = w / w.sum()
+
+    def mean_label(mu):
+        return float(np.sum(w * (0.5 + 0.5 * (expit(mu + x - tie) - expit(-tie - mu - x)))))
+
+    return float(brentq(lambda mu: mean_label(mu) - target, -10, 10))
+
+
+def simulate_segment_world(seed: int, win_rate, n_requests: int = 1200, n_labels: int = 300, n_annot: int = 1,
+                           regions=("eu", "us", "apac", "latam", "mena", "africa"),
+                           dimensions=("quality", "safety", "style"), position_bias: float = 0.5,
+                           judge_noise: float = 0.7, tie: float = 0.8, candidate: str = "cand-a",
+                           incumbent: str = "incumbent") -> dict[str, SimTables]:
+    """Pairwise world with fixed population win rates per dimension and region (``win_rate``: dimensions x
+    regions), one table set per dimension on shared traffic (requests assigned to regions uniformly).
+
+    Each cell's latent offset is :func:`latent_for_win_rate` of its target, so the *population* truth of every
+    region is exactly ``win_rate`` (``truth_seg`` holds it; the finite sample's value differs by sampling noise).
+    Per dimension an LLM judge in two position orders sees ``l +- position_bias + N(0, judge_noise)``; labels of
+    ``n_labels`` random requests."""
+    rng = np.random.default_rng(seed)
+    wr = np.asarray(win_rate, dtype=float)
+    if wr.shape != (len(dimensions), len(regions)):
+        raise ValueError(f"win_rate must be {len(dimensions)} x {len(regions)}")
+    mu = np.vectorize(lambda t: latent_for_win_rate(t, tie))(wr)
+    rid = np.array([f"r{i:06d}" for i in range(n_requests)], dtype=object)
+    seg = rng.integers(0, len(regions), n_requests)
+    traffic = pd.DataFrame({"request_id": rid, "region": np.array(regions, dtype=object)[seg]})
+    out = {}
+    for di, dim in enumerate(dimensions):
+        lat = mu[di, seg] + rng.normal(0, 1, n_requests)
+        ann = _ordinal3(np.repeat(lat[:, None], n_annot, axis=1), tie, rng)
+        parts = []
+        for name, pos in ((f"judge.pairwise.{dim}.ab", position_bias), (f"judge.pairwise.{dim}.ba", -position_bias)):
+            jl = lat + pos + rng.normal(0, judge_noise, n_requests)
+            parts.append(pd.DataFrame({"request_id": rid, "model": candidate, "metric": name,
+                                       "value": np.where(jl > tie, 1.0, np.where(jl < -tie, 0.0, 0.5))}))
+        pick = rng.choice(n_requests, n_labels, replace=False)
+        labels = pd.DataFrame({"request_id": np.repeat(rid[pick], n_annot), "model": candidate, "dimension": dim,
+                               "value": ann[pick].ravel(),
+                               "annotator": np.tile([f"a{j}" for j in range(n_annot)], n_labels)})
+        per_req = ann.mean(axis=1)
+        out[dim] = SimTables(pd.concat(parts, ignore_index=True), labels, traffic, {candidate: float(per_req.mean())},
+                             {candidate: {f"region={r}": float(wr[di, k]) for k, r in enumerate(regions)}})
+    return out

@@ -84,7 +84,8 @@ def decide_tables(scores: pd.DataFrame, labels: pd.DataFrame, traffic: pd.DataFr
         cand_names = data.candidates
         warnings += [f"{dim.name}: {w}" for w in data.warnings]
         entries = calibrate_dimension(data, d.margin, d.confidence, seed=d.seed, settings=settings,
-                                      gating=dim.gating, basis=d.basis)
+                                      gating=dim.gating, basis=d.basis,
+                                      gating_dimensions=sum(x.gating for x in d.dimensions))
         for cand, entry in entries.items():
             candidates_doc.setdefault(cand, {"verdict": None, "reasons": [], "dimensions": {}})
             candidates_doc[cand]["dimensions"][dim.name] = entry
@@ -200,9 +201,10 @@ def main(args: argparse.Namespace) -> int:
     tmp.replace(path)
     for cand, v in doc["verdicts"].items():
         e = doc["candidates"][cand]["dimensions"][args.dimension]
+        needed = "?" if e["labels_needed"] is None else e["labels_needed"]
         print(f"{cand}: {v}  {args.dimension} estimate {e['estimate']} interval {e['interval']} (scored) "
               f"{e['interval_population']} (population) P(non-inferior) {e['p_noninferior']} ({e['basis']}) "
-              f"labels {e['labels_used']} (+{e['labels_needed']} needed)")
+              f"labels {e['labels_used']} (+{needed} needed)")
     print(f"wrote {path}")
     if decision.fail_unless_migrate and any(v != MIGRATE for v in doc["verdicts"].values()):
         return 3
