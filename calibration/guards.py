@@ -42,7 +42,7 @@ def predictive_means(data: CalibrationData, p: dict[str, np.ndarray], max_draws:
         terms = _model_terms(q, m, data.cat_values)
         for r0 in range(0, data.n_req, chunk):
             sl = slice(r0, min(data.n_req, r0 + chunk))
-            e1, _ = _model_moments(data.X[sl, m, :], np.asarray(data.seg_idx)[sl], q, m, data.cat_values, 1.0, terms)
+            e1 = _model_moments(data.X[sl, m, :], np.asarray(data.seg_idx)[sl], q, m, data.cat_values, 1.0, terms)[0]
             out[sl, m] = e1.mean(axis=0)
     if len(data.lab_req):
         req, mod, mean = loo_cell_means(data, p)
