@@ -4,14 +4,13 @@ table. And a run that was interrupted after the replay and resumed reports figur
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.fixtures import pipeline_scale_module
+
 N = 120
 SHARD_ROWS = 40
 PRICES = {"input_per_mtok": 3.0, "output_per_mtok": 15.0}
@@ -19,17 +18,10 @@ PRICES = {"input_per_mtok": 3.0, "output_per_mtok": 15.0}
 pytestmark = pytest.mark.slow  # two to four small pipeline runs (Ray, PyMC) per case
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("pipeline_scale", REPO / "benchmarks" / "pipeline_scale.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     work = tmp_path_factory.mktemp("corrupt")
-    raw = _bench().generate(N, work / "inputs", labels_per_candidate=40)
+    raw = pipeline_scale_module().generate(N, work / "inputs", labels_per_candidate=40)
     for c in raw["candidates"]:
         c["prices"] = PRICES
     raw["execution"].update(shard_rows=SHARD_ROWS, num_cpus=2)

@@ -12,16 +12,6 @@ from jobs.integrity import repair_run
 from jobs.store import RunStore
 
 
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path):
-    if request.param == "local":
-        return RunStore(StoreConfig(root=str(tmp_path / "store")), "run-1")
-    endpoint, bucket = request.getfixturevalue("s3_bucket")
-    cfg = StoreConfig(root=f"s3://{bucket}/prefix", endpoint_url=endpoint,
-                      access_key_id_env="AWS_ACCESS_KEY_ID", secret_access_key_env="AWS_SECRET_ACCESS_KEY")
-    return RunStore(cfg, "run-1")
-
-
 def _rows(n: int, **cols) -> pd.DataFrame:
     return pd.DataFrame({"request_id": [f"r{i}" for i in range(n)], **cols})
 

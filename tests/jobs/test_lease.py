@@ -14,32 +14,11 @@ import pytest
 import yaml
 
 from jobs.cli import main as cli_main
-from jobs.config import StoreConfig
 from jobs.lease import Lease, LeaseHeld, LeaseLost
 from jobs.store import RunStore
 from tests.support.fixtures import run_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path):
-    if request.param == "local":
-        return RunStore(StoreConfig(root=str(tmp_path / "store")), "run-1")
-    endpoint, bucket = request.getfixturevalue("s3_bucket")
-    return RunStore(StoreConfig(root=f"s3://{bucket}/prefix", endpoint_url=endpoint,
-                                access_key_id_env="AWS_ACCESS_KEY_ID", secret_access_key_env="AWS_SECRET_ACCESS_KEY"), "run-1")
-
-
-@pytest.fixture
-def cli_logging():
-    """`baton` configures the root logger onto the captured stderr; undo it so later logs do not hit a closed stream."""
-    import logging
-
-    root = logging.getLogger()
-    before = list(root.handlers)
-    yield
-    root.handlers[:] = before
 
 
 def _race(store: RunStore, n: int, **lease_kw) -> tuple[list[Lease], list[BaseException]]:

@@ -7,23 +7,15 @@ jobs.migrate.run_pipeline on a local Ray (2 CPUs) and a local run store, with a 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.fixtures import pipeline_scale_module
+
 N = 2000
 LABELS_PER_CANDIDATE = 100
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("pipeline_scale", REPO / "benchmarks" / "pipeline_scale.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +26,7 @@ def run(tmp_path_factory):
     from jobs.migrate import run_pipeline
     from jobs.store import RunStore
 
-    bench = _bench()
+    bench = pipeline_scale_module()
     work = tmp_path_factory.mktemp("scale")
     raw = bench.generate(N, work / "inputs", LABELS_PER_CANDIDATE)
     # Planted: a duplicate id and an empty conversation; both must land in the quarantine, nothing else.

@@ -212,17 +212,6 @@ def test_main_reports_bad_config_with_exit_code_2(tmp_path, capsys):
     assert "candidatez: unknown key (did you mean 'candidates'?)" in capsys.readouterr().err
 
 
-@pytest.fixture
-def cli_logging():
-    """`baton` configures the root logger onto the captured stderr; undo it so later logs do not hit a closed stream."""
-    import logging
-
-    root = logging.getLogger()
-    before = list(root.handlers)
-    yield
-    root.handlers[:] = before
-
-
 def _pipeline_config(tmp_path, server, run_id: str, n: int, **cand) -> tuple[str, pd.DataFrame]:
     """A `baton run` config on a real traffic file (sampled into shards of 10), checks-only scoring."""
     traffic = traffic_frame(n, multi_turn_every=4)

@@ -14,15 +14,6 @@ from jobs.errors import StoreAccessDenied, StoreError, StoreNotFound
 from jobs.store import RunStore, shard_id
 
 
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path):
-    if request.param == "local":
-        return RunStore(StoreConfig(root=str(tmp_path / "store")), "run-1")
-    endpoint, bucket = request.getfixturevalue("s3_bucket")
-    return RunStore(StoreConfig(root=f"s3://{bucket}/prefix", endpoint_url=endpoint,
-                                access_key_id_env="AWS_ACCESS_KEY_ID", secret_access_key_env="AWS_SECRET_ACCESS_KEY"), "run-1")
-
-
 def _frame(start: int, n: int) -> pd.DataFrame:
     return pd.DataFrame({"request_id": [f"r{i}" for i in range(start, start + n)], "value": range(start, start + n)})
 

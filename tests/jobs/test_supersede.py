@@ -4,19 +4,6 @@ reader sees exactly one version; a stale writer cannot supersede; a retracted sh
 from __future__ import annotations
 
 import pandas as pd
-import pytest
-
-from jobs.config import StoreConfig
-from jobs.store import RunStore
-
-
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path):
-    if request.param == "local":
-        return RunStore(StoreConfig(root=str(tmp_path / "store")), "run-1")
-    endpoint, bucket = request.getfixturevalue("s3_bucket")
-    return RunStore(StoreConfig(root=f"s3://{bucket}/prefix", endpoint_url=endpoint,
-                                access_key_id_env="AWS_ACCESS_KEY_ID", secret_access_key_env="AWS_SECRET_ACCESS_KEY"), "run-1")
 
 
 def _rows(errors: list[str | None]) -> pd.DataFrame:

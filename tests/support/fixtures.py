@@ -69,3 +69,15 @@ def run_config(root: str, run_id: str, candidates: list[dict], **execution) -> d
         "decision": {"dimensions": [{"name": "quality", "kind": "pairwise"}]},
         "execution": execution,
     }
+
+
+def pipeline_scale_module():
+    """benchmarks/pipeline_scale.py as a module (its `generate` makes the inputs of the pipeline tests)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "pipeline_scale.py"
+    spec = importlib.util.spec_from_file_location("pipeline_scale", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
