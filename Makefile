@@ -42,7 +42,7 @@ demo: setup
 	$(VENV)/bin/baton demo
 
 test: setup $(LSSTAMP)
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=30
 
 test-fast: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not e2e"

@@ -40,6 +40,7 @@ def _config(tmp_path, srv) -> str:
            "candidates": [{"kind": "openai", "name": "cand-api", "model": "test-model", "base_url": srv.base_url,
                            "max_concurrency": 1, "timeout_s": 30.0}],
            "decision": {"dimensions": [{"name": "quality", "kind": "pairwise"}]},
+           "labels": {"mode": "none"},  # no labels: the driver replays and scores (and is killed before)
            "execution": {"shard_rows": 40, "num_cpus": 1}}
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(raw))

@@ -16,7 +16,7 @@ import yaml
 from jobs.cli import main as cli_main
 from jobs.lease import Lease, LeaseHeld, LeaseLost
 from jobs.store import RunStore
-from tests.support.fixtures import run_config
+from tests.support.fixtures import run_config, traffic_frame
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -109,6 +109,12 @@ def test_killed_driver_lease_is_taken_over_after_it_expires(store):
 def test_second_run_and_replay_exit_2_naming_the_holder(store, tmp_path, capsys, cli_logging):
     cfg = run_config(str(tmp_path), "run-1", [{"kind": "recorded", "name": "shadow", "path": str(tmp_path / "x.parquet")}])
     cfg["store"] = store.cfg.model_dump(exclude_none=True)
+    cfg["labels"] = {"mode": "none"}
+    # inputs that pass `baton run`'s checks before compute, so what refuses the run is the lease
+    frame = traffic_frame(4)
+    frame["region"] = "eu"
+    frame.to_parquet(cfg["traffic"]["path"])
+    frame[["request_id"]].assign(response="a").to_parquet(tmp_path / "x.parquet")
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
     holder = store.lease(ttl_s=30).acquire(0)

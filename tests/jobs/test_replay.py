@@ -219,6 +219,7 @@ def _pipeline_config(tmp_path, server, run_id: str, n: int, **cand) -> tuple[str
     cfg = run_config(str(tmp_path / "store"), run_id, [_api(server, **cand)], shard_rows=10)
     cfg["traffic"]["path"] = str(tmp_path / "traffic.parquet")
     cfg["scoring"] = {"embeddings": {"enabled": False}}
+    cfg["labels"] = {"mode": "none"}  # replay and scoring only: no decision without labels
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return str(path), traffic

@@ -148,5 +148,6 @@ def test_openai_engine_against_vllm_openai_server(vllm_server):
     assert ok["error"].isna().all(), ok["error"].tolist()
     assert (ok["completion_tokens"] == 8).all() and (ok["prompt_tokens"] > 0).all()
     assert ok.loc["r00000", "prompt_tokens"] > ok.loc["r00001", "prompt_tokens"]
-    # vLLM answers 400 to a prompt over max_model_len: not retried, the row keeps the error.
-    assert out.loc["too-long", "error"].startswith("bad_request") and out.loc["too-long", "attempts"] == 1
+    # vLLM answers 400 to a prompt over max_model_len: not retried, the row keeps the error, of the same kind as
+    # through the vllm engine (context_length).
+    assert out.loc["too-long", "error"].startswith("context_length") and out.loc["too-long", "attempts"] == 1
