@@ -350,22 +350,13 @@ def retire_shards(store: RunStore, table: str, match, keep: str) -> list[str]:
     """Take the committed shards ``match(shard, record)`` accepts, other than ``keep``, out of ``table``.
 
     Readers see only shards with a commit record (jobs.store), so moving the record to
-    ``<table>/_retired/<shard>-<time>.json`` (with ``superseded_by``) retires the shard while its data file stays:
+    ``<table>/_retired/`` (with ``superseded_by``; RunStore.uncommit) retires the shard while its data file stays:
     the history of a corrected import. Idempotent, so a rerun after a crash finishes the job."""
     retired = []
     for shard, rec in store.commits(table).items():
         if shard == keep or not match(shard, rec):
             continue
-        stamp = _now().replace(":", "")
-        record = json.dumps({**rec, "retired_at": _now(), "superseded_by": keep}).encode()
-        store.write_bytes(store.path(table, "_retired", f"{shard}-{stamp}.json"), record)
-        commit = store.path(table, "_commits", f"{shard}.json")
-        try:
-            store.fs.rm_file(commit)
-        except FileNotFoundError:
-            pass
-        except Exception as exc:  # noqa: BLE001 - translated in one place
-            raise storage_error(exc, store.uri(table, "_commits", f"{shard}.json")) from None
+        store.uncommit(table, shard, "_retired", {**rec, "retired_at": _now(), "superseded_by": keep})
         retired.append(shard)
     return retired
 

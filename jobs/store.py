@@ -240,16 +240,9 @@ class RunStore:
             raw = b""
         except Exception as exc:  # noqa: BLE001
             raise storage_error(exc, self.uri(table, "_commits", f"{shard}.json")) from None
-        name = f"{shard}-{int(time.time())}-{secrets.token_hex(4)}.json"
         note = {"table": table, "shard": shard, "reason": reason, "set_aside_at": _now(), "cascaded": False,
                 "record": raw.decode("utf-8", errors="replace")[:10_000]}
-        self._write_bytes(self.path(table, "_corrupt", name), json.dumps(note).encode(), exclusive=False)
-        try:
-            self.fs.rm_file(record_path)
-        except FileNotFoundError:
-            pass  # another reader set it aside first
-        except Exception as exc:  # noqa: BLE001
-            raise storage_error(exc, self.uri(table, "_commits", f"{shard}.json")) from None
+        name = self.uncommit(table, shard, "_corrupt", note)
         uri = self.uri(table, "_corrupt", name)
         log.warning("run store: table %s, shard %s set aside as corrupt (%s); see %s", table, shard, reason, uri)
         return uri
@@ -379,16 +372,28 @@ class RunStore:
         """Withdraw a shard's commit so the stage that writes it redoes it (its input changed); its data file
         becomes garbage. Returns whether there was a commit to withdraw."""
         self._check_table(table)
-        path = self.path(table, "_commits", f"{shard}.json")
-        try:
-            if not self.fs.exists(path):
-                return False
-            self.fs.rm_file(path)
-            return True
-        except FileNotFoundError:
+        if not self.is_committed(table, shard):
             return False
+        self.uncommit(table, shard)
+        return True
+
+    def uncommit(self, table: str, shard: str, keep_in: str | None = None, note: dict | None = None) -> str | None:
+        """Remove a shard's commit record, so readers no longer see the shard and its stage may write it again
+        (its data file stays, as garbage or history). With ``keep_in``, ``note`` is first written to
+        ``<table>/<keep_in>/<shard>-<time>-<token>.json`` and that name returned: the one mechanism behind
+        ``set_aside`` (``_corrupt/``), ``retract_shard`` (no note) and a retired labels import (``_retired/``).
+        A record already gone is not an error (another reader removed it first)."""
+        name = None
+        if keep_in is not None:
+            name = f"{shard}-{int(time.time())}-{secrets.token_hex(4)}.json"
+            self._write_bytes(self.path(table, keep_in, name), json.dumps(note or {}).encode(), exclusive=False)
+        try:
+            self.fs.rm_file(self.path(table, "_commits", f"{shard}.json"))
+        except FileNotFoundError:
+            pass
         except Exception as exc:  # noqa: BLE001
             raise storage_error(exc, self.uri(table, "_commits", f"{shard}.json")) from None
+        return name
 
     def lease(self, ttl_s: float = 60.0, heartbeat_s: float | None = None):
         """The run's lease (jobs.lease.Lease): ``with store.lease(ttl).acquire(wait_s):`` holds the run id."""
