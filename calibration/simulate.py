@@ -37,6 +37,22 @@ def _ordinal3(latent: np.ndarray, tie: float, rng: np.random.Generator) -> np.nd
     return np.where(z > tie, 1.0, np.where(z < -tie, 0.0, 0.5))
 
 
+def _traffic(rng: np.random.Generator, n_requests: int, regions) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """Request ids, each request's region index (uniform) and the traffic table with its ``region`` column."""
+    rid = np.array([f"r{i:06d}" for i in range(n_requests)], dtype=object)
+    seg = rng.integers(0, len(regions), n_requests)
+    return rid, seg, pd.DataFrame({"request_id": rid, "region": np.array(regions, dtype=object)[seg]})
+
+
+def _labels(rng: np.random.Generator, rid: np.ndarray, ann: np.ndarray, n_labels: int, model: str,
+            dimension: str) -> pd.DataFrame:
+    """Labels of ``n_labels`` requests drawn without replacement: every annotator's value ``ann[request, a]``."""
+    pick = rng.choice(len(rid), n_labels, replace=False)
+    n_annot = ann.shape[1]
+    return pd.DataFrame({"request_id": np.repeat(rid[pick], n_annot), "model": model, "dimension": dimension,
+                         "value": ann[pick].ravel(), "annotator": np.tile([f"a{j}" for j in range(n_annot)], n_labels)})
+
+
 def simulate_pairwise(seed: int, n_requests: int = 400, n_labels: int = 60, n_annot: int = 3,
                       candidates=("cand-a", "cand-b"), cand_effect=(0.3, -0.1), judge_bias=(0.8, 0.0),
                       position_bias: float = 0.5, judge_noise: float = 0.7, segments=("eu", "us", "apac"),
@@ -44,9 +60,7 @@ def simulate_pairwise(seed: int, n_requests: int = 400, n_labels: int = 60, n_an
                       incumbent: str = "incumbent", seg_effects=None) -> SimTables:
     """``seg_effects`` (per segment) fixes the segment offsets instead of drawing them (same for all candidates)."""
     rng = np.random.default_rng(seed)
-    rid = np.array([f"r{i:06d}" for i in range(n_requests)], dtype=object)
-    seg = rng.integers(0, len(segments), n_requests)
-    traffic = pd.DataFrame({"request_id": rid, "region": np.array(segments, dtype=object)[seg]})
+    rid, seg, traffic = _traffic(rng, n_requests, segments)
     score_parts, label_parts, truth, truth_seg = [], [], {}, {}
     for ci, c in enumerate(candidates):
         u = rng.normal(0, seg_sd, len(segments)) if seg_effects is None else np.asarray(seg_effects, float)
@@ -63,10 +77,7 @@ def simulate_pairwise(seed: int, n_requests: int = 400, n_labels: int = 60, n_an
             score_parts.append(pd.DataFrame({"request_id": rid, "model": c, "metric": name, "value": v}))
         score_parts.append(pd.DataFrame({"request_id": rid, "model": c, "metric": "embed.sim_incumbent",
                                          "value": 0.3 * lat + rng.normal(0, 1, n_requests)}))
-        pick = rng.choice(n_requests, n_labels, replace=False)
-        label_parts.append(pd.DataFrame({
-            "request_id": np.repeat(rid[pick], n_annot), "model": c, "dimension": "quality",
-            "value": ann[pick].ravel(), "annotator": np.tile([f"a{j}" for j in range(n_annot)], n_labels)}))
+        label_parts.append(_labels(rng, rid, ann, n_labels, c, "quality"))
     return SimTables(pd.concat(score_parts, ignore_index=True), pd.concat(label_parts, ignore_index=True),
                      traffic, truth, truth_seg)
 
@@ -85,9 +96,7 @@ def simulate_absolute(seed: int, kind: str = "binary", n_requests: int = 400, n_
     (binary) or at ``cuts`` (ordinal, 1 + number of cuts exceeded). A judge scores ``q + bias_m + N(0, noise)``;
     a length ratio exists only for candidates. ``n_labels`` requests are labelled for every model (paired)."""
     rng = np.random.default_rng(seed)
-    rid = np.array([f"r{i:06d}" for i in range(n_requests)], dtype=object)
-    seg = rng.integers(0, len(segments), n_requests)
-    traffic = pd.DataFrame({"request_id": rid, "region": np.array(segments, dtype=object)[seg]})
+    rid, seg, traffic = _traffic(rng, n_requests, segments)
     difficulty = rng.normal(0, shared_sd, n_requests)
     models = [incumbent, *candidates]
     dim = ABSOLUTE_DIMENSION[kind]
@@ -242,9 +251,7 @@ def simulate_misspec(seed: int, world: str = "well_specified", n_requests: int =
     if world not in MISSPEC_WORLDS:
         raise ValueError(f"world must be one of {MISSPEC_WORLDS}, got {world!r}")
     rng = np.random.default_rng(seed)
-    rid = np.array([f"r{i:06d}" for i in range(n_requests)], dtype=object)
-    seg = rng.integers(0, len(segments), n_requests)
-    traffic = pd.DataFrame({"request_id": rid, "region": np.array(segments, dtype=object)[seg]})
+    rid, seg, traffic = _traffic(rng, n_requests, segments)
     score_parts, label_parts, truth, truth_seg = [], [], {}, {}
     for ci, c in enumerate(candidates):
         u = rng.normal(0, seg_sd, len(segments))
@@ -271,10 +278,7 @@ def simulate_misspec(seed: int, world: str = "well_specified", n_requests: int =
             jl = judge_lat + pos + rng.normal(0, judge_noise, n_requests)
             v = np.where(jl > tie, 1.0, np.where(jl < -tie, 0.0, 0.5))
             score_parts.append(pd.DataFrame({"request_id": rid, "model": c, "metric": name, "value": v}))
-        pick = rng.choice(n_requests, n_labels, replace=False)
-        label_parts.append(pd.DataFrame({
-            "request_id": np.repeat(rid[pick], n_annot), "model": c, "dimension": "quality",
-            "value": ann[pick].ravel(), "annotator": np.tile([f"a{j}" for j in range(n_annot)], n_labels)}))
+        label_parts.append(_labels(rng, rid, ann, n_labels, c, "quality"))
     return SimTables(pd.concat(score_parts, ignore_index=True), pd.concat(label_parts, ignore_index=True),
                      traffic, truth, truth_seg)
 
@@ -310,9 +314,7 @@ def simulate_segment_world(seed: int, win_rate, n_requests: int = 1200, n_labels
     if wr.shape != (len(dimensions), len(regions)):
         raise ValueError(f"win_rate must be {len(dimensions)} x {len(regions)}")
     mu = np.vectorize(lambda t: latent_for_win_rate(t, tie))(wr)
-    rid = np.array([f"r{i:06d}" for i in range(n_requests)], dtype=object)
-    seg = rng.integers(0, len(regions), n_requests)
-    traffic = pd.DataFrame({"request_id": rid, "region": np.array(regions, dtype=object)[seg]})
+    rid, seg, traffic = _traffic(rng, n_requests, regions)
     out = {}
     for di, dim in enumerate(dimensions):
         lat = mu[di, seg] + rng.normal(0, 1, n_requests)
@@ -322,10 +324,7 @@ def simulate_segment_world(seed: int, win_rate, n_requests: int = 1200, n_labels
             jl = lat + pos + rng.normal(0, judge_noise, n_requests)
             parts.append(pd.DataFrame({"request_id": rid, "model": candidate, "metric": name,
                                        "value": np.where(jl > tie, 1.0, np.where(jl < -tie, 0.0, 0.5))}))
-        pick = rng.choice(n_requests, n_labels, replace=False)
-        labels = pd.DataFrame({"request_id": np.repeat(rid[pick], n_annot), "model": candidate, "dimension": dim,
-                               "value": ann[pick].ravel(),
-                               "annotator": np.tile([f"a{j}" for j in range(n_annot)], n_labels)})
+        labels = _labels(rng, rid, ann, n_labels, candidate, dim)
         per_req = ann.mean(axis=1)
         out[dim] = SimTables(pd.concat(parts, ignore_index=True), labels, traffic, {candidate: float(per_req.mean())},
                              {candidate: {f"region={r}": float(wr[di, k]) for k, r in enumerate(regions)}})
