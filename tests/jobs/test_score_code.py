@@ -1,0 +1,49 @@
+"""Code tasks through `jobs.score` on the local Ray cluster: the traffic's `tests` survive the traffic contract,
+the exec.* scorer runs in the scoring actors' sandboxes, and the scores table holds its metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from jobs.config import parse_config
+from jobs.contracts import validate_traffic
+from jobs.score import score
+from jobs.store import RunStore, shard_id
+
+TASKS = Path(__file__).resolve().parents[2] / "demo" / "code_tasks" / "tasks.jsonl"
+
+
+def test_traffic_contract_keeps_tests_and_quarantines_bad_ones():
+    df = pd.DataFrame({"request_id": ["a", "b", "c"], "prompt": ["p", "p", "p"],
+                       "tests": [["assert 1"], "def test_x():\n    pass\n", 42]})
+    checked = validate_traffic(df, "traffic.jsonl")
+    assert list(checked.valid["tests"]) == ['["assert 1"]', "def test_x():\n    pass\n"]
+    q = checked.quarantine
+    assert list(q["row"]) == [2] and list(q["field"]) == ["tests"] and "list of strings" in q["reason"].iat[0]
+
+
+def test_score_runs_code_tasks_on_ray(tmp_path, ray_cluster):
+    tasks = pd.read_json(TASKS, lines=True)
+    traffic = validate_traffic(tasks[["request_id", "prompt", "tests"]].assign(response=tasks["correct"]),
+                               str(TASKS)).valid
+    cfg = parse_config({
+        "run_id": "code-test", "store": {"root": str(tmp_path / "store")},
+        "traffic": {"path": "unused.parquet"}, "incumbent": {"name": "inc"},
+        "candidates": [{"kind": "recorded", "name": "cand", "path": "unused.csv"}],
+        "decision": {"dimensions": [{"name": "correctness", "kind": "binary"}]},
+        "scoring": {"embeddings": {"enabled": False},
+                    "code": {"enabled": True, "cpu_s": 2, "wall_s": 6, "parallel": 2}},
+    })
+    store = RunStore(cfg.store, cfg.run_id)
+    store.write_shard("traffic", "traffic-000000", traffic)
+    store.write_shard("responses", shard_id("cand", "traffic-000000"), pd.DataFrame({
+        "request_id": tasks["request_id"], "model": "cand", "response": tasks["wrong"], "prompt_tokens": 5,
+        "completion_tokens": 5, "latency_s": 0.1, "finish_reason": "stop", "attempts": 1, "error": None}))
+    stats = score(cfg, store, progress=False)
+    assert stats["shards_done"] == 2
+    scores = store.read_table("scores")
+    passed = scores[scores["metric"] == "exec.pass"].pivot(index="request_id", columns="model", values="value")
+    assert len(passed) == len(tasks)
+    assert (passed["inc"] == 1).all() and (passed["cand"] == 0).all()
