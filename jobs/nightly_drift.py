@@ -2,7 +2,8 @@
 
 Statistics in ``calibration.drift`` (docs/drift.md); here only the IO: read the history, compute, write the view
 next to the history (``<store root>/history/_drift/date=YYYY-MM-DD.parquet``) and the alerts into the night's
-decision.json (field ``drift``, docs/decision-schema.md).
+decision.json (field ``drift``, docs/decision-schema.md), with the charts on a page of their own beside the night's
+report (``decision/drift.html`` and ``drift.md``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import io
 import json
 
 from calibration.drift import DriftConfig, drift_view, night_alerts, verdict_changes
+from calibration.report.drift import render_drift
 from jobs.store import RunStore
 
 # Alerts that gate a night when `nightly.gate_on_drift` is set: the incumbent or an estimate left its limits, or a
@@ -34,6 +36,9 @@ def attach_drift(history, decision: dict, day: str, night_store: RunStore, confi
                "alerts": alerts, "gating_alerts": len(gating(alerts))}
     decision["drift"] = section
     night_store.write_document("decision", "decision.json", json.dumps(decision, indent=2, default=float))
+    md, page = render_drift(section, view, day)
+    night_store.write_document("decision", "drift.md", md)
+    night_store.write_document("decision", "drift.html", page)
     buf = io.BytesIO()
     view.to_parquet(buf, index=False)
     night_store.write_bytes("/".join([night_store.root_path("history"), "_drift", f"date={day}.parquet"]), buf.getvalue())

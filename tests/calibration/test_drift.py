@@ -76,3 +76,18 @@ def test_verdict_changes_are_listed_per_candidate_and_dimension():
     assert set(ch["date"]) == {"2026-10-05", "2026-10-06"}  # to migrate, and back
     alerts = night_alerts(drift_view(hist), ch, "2026-10-05")
     assert {(a["kind"], a["dimension"]) for a in alerts} == {("verdict_change", None), ("verdict_change", "quality")}
+
+
+def test_drift_page_shows_the_alerts_and_the_charts():
+    from calibration.report.drift import render_drift
+
+    hist = _history(0)
+    view = drift_view(hist)
+    day = sorted(hist["date"].unique())[START + 2]
+    alerts = night_alerts(view, verdict_changes(hist), day)
+    section = {"nights": NIGHTS, "baseline_nights": 14, "lam": 0.3, "width": 3.5, "monitoring": True, "gate": True,
+               "gating_alerts": len(alerts), "alerts": alerts}
+    md, page = render_drift(section, view, day)
+    assert "incumbent_drift" in md and "exits 3" in md
+    assert page.count("<svg") == view[["series", "candidate", "name"]].drop_duplicates().shape[0]
+    assert "http" not in page.split("<style>")[0]

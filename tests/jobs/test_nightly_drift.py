@@ -57,4 +57,6 @@ def test_drift_alert_reaches_the_decision_and_gates_the_night(tmp_path, capsys):
     assert drift["nights"] == 30 and drift["monitoring"] and drift["gating_alerts"] >= 1
     kinds = {(a["kind"], a.get("metric")) for a in drift["alerts"]}
     assert ("incumbent_drift", "check.length_chars") in kinds and ("incumbent_drift", "check.empty") not in kinds
+    page = store.read_document("decision", "drift.html").decode()
+    assert page.count("<svg") >= 2 and "check.length_chars" in page
     assert len(read_history(store)) == 60 and store.fs.exists(history_path(store, DAY))
