@@ -124,6 +124,7 @@ class ScoreShardTask:
             t = time.monotonic()
             parts.append(self.code(batch))
             stats["exec_s"] = round(time.monotonic() - t, 3)
+            stats["exec_isolation"] = ",".join(sorted(self.code.isolations))
 
         if self.judge is not None:
             t = time.monotonic()
@@ -220,6 +221,8 @@ def score(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
             stats[col] = int(done[col].sum())
         for col in ("checks_s", "embed_s", "judge_s"):
             stats[col] = round(float(done[col].sum()), 3)
+        if "exec_isolation" in done.columns:  # which sandbox ran the code tasks (docs/code-tasks.md)
+            stats["exec_isolation"] = sorted({m for v in done["exec_isolation"].dropna() for m in str(v).split(",") if m})
     stats["wall_s"] = round(time.monotonic() - started, 3)
     if scoring.embeddings.enabled:
         stats["embedding_model"] = scoring.embeddings.model_name or (

@@ -18,7 +18,7 @@ import pandas as pd
 
 from inference.scorers.base import long_form, require, text_series
 from inference.scorers.config import CodeExecConfig
-from inference.scorers.sandbox import ExecResult, Limits, resolve_interpreter, run_answer
+from inference.scorers.sandbox import ExecResult, Limits, namespaces_available, resolve_interpreter, run_answer
 
 # Why an answer did not pass, most basic first: the first that applies is the row's kind.
 ERROR_KINDS = ("no_code", "syntax", "error", "timeout", "resource", "wrong")
@@ -92,7 +92,12 @@ class CodeExec:
         self.limits = Limits(cpu_s=c.cpu_s, memory_mb=c.memory_mb, file_mb=c.file_mb, max_procs=c.max_procs,
                              wall_s=c.wall_s)
         self.interpreter = resolve_interpreter(c.interpreter) if c.enabled else None
+        if c.enabled and c.isolation == "namespace" and not namespaces_available(self.interpreter):
+            raise RuntimeError("scoring.code.isolation is 'namespace' but unprivileged user namespaces do not work on "
+                               "this worker (util-linux unshare, user.max_user_namespaces, a seccomp profile that "
+                               "allows unshare); use 'auto' to fall back to 'rlimits' (docs/code-tasks.md)")
         self.last_results: list[ExecResult | None] = []
+        self.isolations: set[str] = set()  # the sandbox modes that ran (namespace, rlimits), for the stage stats
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         require(batch, self.required, "code")
@@ -112,6 +117,7 @@ class CodeExec:
             for pos, res in zip([j[0] for j in jobs], pool.map(lambda j: self._run(j[1], j[2]), jobs)):
                 results[pos] = res
         self.last_results = results
+        self.isolations |= {r.isolation for r in results if r is not None and r.isolation}
         metrics = {m: np.full(len(batch), np.nan) for m in EXEC_METRICS}
         for pos, res in enumerate(results):
             if res is None:

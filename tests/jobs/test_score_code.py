@@ -1,8 +1,12 @@
 """Code tasks through `jobs.score` on the local Ray cluster: the traffic's `tests` survive the traffic contract,
-the exec.* scorer runs in the scoring actors' sandboxes, and the scores table holds its metrics."""
+the exec.* scorer runs in the scoring actors' sandboxes (hostile answers contained there too), and the scores
+table holds its metrics."""
 
 from __future__ import annotations
 
+import socket
+import time
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +15,7 @@ from jobs.config import parse_config
 from jobs.contracts import validate_traffic
 from jobs.score import score
 from jobs.store import RunStore, shard_id
+from tests.inference.scorers.test_code_exec import _leftovers
 
 TASKS = Path(__file__).resolve().parents[2] / "demo" / "code_tasks" / "tasks.jsonl"
 
@@ -24,8 +29,26 @@ def test_traffic_contract_keeps_tests_and_quarantines_bad_ones():
     assert list(q["row"]) == [2] and list(q["field"]) == ["tests"] and "list of strings" in q["reason"].iat[0]
 
 
+def _hostile(port: int, marker: str) -> pd.DataFrame:
+    """Rows whose candidate answer attacks the worker; the incumbent's answer to each is harmless."""
+    answers = {
+        "hostile-fork": "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
+        "hostile-socket": f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2).sendall(b'x')",
+        "hostile-loop": "while True:\n    pass",
+        "hostile-memory": "x = []\nwhile True:\n    x.append(bytearray(10 ** 7))",
+    }
+    return pd.DataFrame({"request_id": list(answers), "prompt": "attack", "tests": [["pass"]] * len(answers),
+                         "correct": "```python\nx = 1\n```",
+                         "wrong": [f"```python\n# {marker}\n{a}\n```" for a in answers.values()]})
+
+
 def test_score_runs_code_tasks_on_ray(tmp_path, ray_cluster):
-    tasks = pd.read_json(TASKS, lines=True)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(0.5)
+    marker = f"baton-marker-{uuid.uuid4().hex}"
+    tasks = pd.concat([pd.read_json(TASKS, lines=True), _hostile(listener.getsockname()[1], marker)], ignore_index=True)
     traffic = validate_traffic(tasks[["request_id", "prompt", "tests"]].assign(response=tasks["correct"]),
                                str(TASKS)).valid
     cfg = parse_config({
@@ -42,8 +65,22 @@ def test_score_runs_code_tasks_on_ray(tmp_path, ray_cluster):
         "request_id": tasks["request_id"], "model": "cand", "response": tasks["wrong"], "prompt_tokens": 5,
         "completion_tokens": 5, "latency_s": 0.1, "finish_reason": "stop", "attempts": 1, "error": None}))
     stats = score(cfg, store, progress=False)
-    assert stats["shards_done"] == 2
+    assert stats["shards_done"] == 2 and stats["exec_isolation"]
+    time.sleep(0.5)
+    try:
+        conn, _ = listener.accept()
+        arrived = True
+        conn.close()
+    except OSError:
+        arrived = False
+    listener.close()
+    assert not arrived, "a sandboxed answer reached the worker's loopback"
+    assert not _leftovers(marker), "processes of a hostile answer outlived its sandbox"
     scores = store.read_table("scores")
+    wide = scores[scores["model"] == "cand"].pivot(index="request_id", columns="metric", values="value")
     passed = scores[scores["metric"] == "exec.pass"].pivot(index="request_id", columns="model", values="value")
     assert len(passed) == len(tasks)
     assert (passed["inc"] == 1).all() and (passed["cand"] == 0).all()
+    assert wide.loc["hostile-fork", "exec.timeout"] == 1 and wide.loc["hostile-loop", "exec.timeout"] == 1
+    assert wide.loc["hostile-memory", "exec.error_kind.resource"] == 1
+    assert wide.loc["hostile-socket", "exec.error_kind.error"] == 1

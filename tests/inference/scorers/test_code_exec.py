@@ -230,3 +230,9 @@ def test_a_hostile_row_does_not_spoil_its_neighbours():
     assert wide.loc["bomb", "exec.pass"] == 0 and wide.loc["bomb", "exec.timeout"] == 1
     assert (wide.loc[list(tasks["request_id"]), "exec.pass"] == 1).all()
     assert json.dumps(wide.to_dict())  # plain floats only
+
+
+def test_isolation_namespace_refuses_to_fall_back():
+    """A worker where the namespace probe fails (here: an interpreter that cannot run it) stops before any answer."""
+    with pytest.raises(RuntimeError, match="isolation is 'namespace'"):
+        CodeExec(CodeExecConfig(enabled=True, isolation="namespace", interpreter="/bin/false"))
