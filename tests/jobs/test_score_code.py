@@ -12,7 +12,9 @@ from pathlib import Path
 import pandas as pd
 
 from jobs.config import parse_config
+from calibration.report import render_report
 from jobs.contracts import validate_traffic
+from jobs.report import code_rates
 from jobs.score import score
 from jobs.store import RunStore, shard_id
 from tests.inference.scorers.test_code_exec import _leftovers
@@ -84,3 +86,11 @@ def test_score_runs_code_tasks_on_ray(tmp_path, ray_cluster):
     assert wide.loc["hostile-fork", "exec.timeout"] == 1 and wide.loc["hostile-loop", "exec.timeout"] == 1
     assert wide.loc["hostile-memory", "exec.error_kind.resource"] == 1
     assert wide.loc["hostile-socket", "exec.error_kind.error"] == 1
+    rates = code_rates(store)  # the report's code section: raw pass rates per model
+    assert rates["inc"]["pass"] == 1 and rates["inc"]["n"] == len(tasks) and rates["cand"]["pass"] == 0
+    assert rates["cand"]["error_kinds"]["timeout"] > 0
+    decision = {"incumbent": "inc", "verdicts": {"cand": "more_labels"}, "candidates": {"cand": {
+        "verdict": "more_labels", "reasons": [], "dimensions": {"correctness": {
+            "kind": "binary", "estimate": -0.4, "interval": [-0.5, -0.3], "verdict": "reject"}}}}}
+    md, html = render_report(decision, {"code": rates})
+    assert "## Code tasks" in md and "| cand | correctness | -0.400 | [-0.500, -0.300] | 0% | -1.000 |" in md and 'id="code-table"' in html
