@@ -75,7 +75,7 @@ class ExecResult:
 # locks it behind a nested user namespace, then execs the harness. Stdlib only (run with -I -S).
 _BOOT = r'''
 import ctypes, json, os, sys
-p = json.loads(sys.argv[1])
+p = json.loads(sys.stdin.buffer.read())  # on stdin: an argument holds at most 128 KiB
 libc = ctypes.CDLL(None, use_errno=True)
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, 1 << 18
 KEEP = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": 1024, "nodiratime": 2048, "relatime": 1 << 21}
@@ -126,9 +126,18 @@ os.chroot(root)
 os.chdir(work)
 # Stay as the namespace's init: its death takes every process of the answer with it, and it tells how the harness
 # ended (unshare itself cannot pass on a death by signal).
+hr, hw = os.pipe()
 child = os.fork()
 if child == 0:
-    os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", p["harness"], json.dumps(p)])
+    os.close(hw)
+    os.dup2(hr, 0)
+    os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", p["harness"]])
+os.close(hr)
+try:
+    with os.fdopen(hw, "wb") as f:
+        f.write(json.dumps(p).encode())
+except BrokenPipeError:
+    pass
 while True:
     try:
         pid, status = os.wait()
@@ -143,7 +152,8 @@ while True:
 # Harness: sets the limits, the audit hook, loads the answer, runs each test; reports on fd 3.
 _HARNESS = r'''
 import errno, json, os, resource, signal, sys
-p = json.loads(sys.argv[1])
+p = json.loads(sys.stdin.buffer.read())
+os.dup2(os.open(os.devnull, os.O_RDONLY), 0)  # the answer reads nothing
 out = os.fdopen(p["fd"], "w", buffering=1)
 def report(**kw):
     try:
@@ -280,9 +290,9 @@ def _launch(interp: str, answer: str, tests: list[str], limits: Limits, isolatio
     params = {"fd": w, "limits": limits.__dict__, "answer": answer, "tests": tests, "audit_hook": audit_hook,
               "root": root, "work": work, "tmpfs_mb": max(limits.file_mb, 1), "harness": _HARNESS}
     if isolation == "namespace":
-        cmd = [*_UNSHARE, interp, "-I", "-S", "-c", _BOOT, json.dumps(params)]
+        cmd = [*_UNSHARE, interp, "-I", "-S", "-c", _BOOT]
     elif isolation == "rlimits":
-        cmd = [interp, "-I", "-S", "-c", _HARNESS, json.dumps(params)]
+        cmd = [interp, "-I", "-S", "-c", _HARNESS]
     else:
         raise ValueError(f"code sandbox: unknown isolation {isolation!r} (auto, namespace, rlimits)")
     res = ExecResult(total=len(tests), isolation=isolation)
@@ -293,7 +303,7 @@ def _launch(interp: str, answer: str, tests: list[str], limits: Limits, isolatio
     drop = {} if uid is None else {"user": uid, "group": uid, "extra_groups": []}
     try:
         # No preexec_fn (unsafe with the scorer's threads): Popen sets the session and the ids itself.
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, cwd=work,
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, cwd=work,
                                 env=env, pass_fds=(w,), close_fds=True, start_new_session=True, **drop)
     except BaseException:
         os.close(r)
@@ -303,6 +313,7 @@ def _launch(interp: str, answer: str, tests: list[str], limits: Limits, isolatio
     os.close(w)
     reader = threading.Thread(target=_drain, args=(r, chunks, 1 << 20), daemon=True)
     reader.start()
+    threading.Thread(target=_feed, args=(proc.stdin, json.dumps(params).encode()), daemon=True).start()
     try:
         proc.wait(timeout=limits.wall_s)
     except subprocess.TimeoutExpired:
@@ -330,6 +341,15 @@ def _kill_group(proc: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     proc.wait()
+
+
+def _feed(pipe, data: bytes) -> None:
+    """Hand the sandbox its parameters on stdin (in a thread: a child that dies unread must not block us)."""
+    try:
+        pipe.write(data)
+        pipe.close()
+    except (BrokenPipeError, OSError, ValueError):
+        pass
 
 
 def _drain(fd: int, chunks: list[bytes], cap: int) -> None:

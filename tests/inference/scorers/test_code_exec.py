@@ -236,3 +236,11 @@ def test_isolation_namespace_refuses_to_fall_back():
     """A worker where the namespace probe fails (here: an interpreter that cannot run it) stops before any answer."""
     with pytest.raises(RuntimeError, match="isolation is 'namespace'"):
         CodeExec(CodeExecConfig(enabled=True, isolation="namespace", interpreter="/bin/false"))
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_a_long_answer_runs(isolation):
+    """An answer longer than one command-line argument may be (128 KiB) still reaches the sandbox."""
+    answer = "def f():\n    return 1\n" + "# padding\n" * 30000
+    res = run_answer(answer, ["assert f() == 1"], HOSTILE, isolation)
+    assert res.passed == 1, res
