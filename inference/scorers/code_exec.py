@@ -10,6 +10,7 @@ kind is one-hot rather than a string: each indicator is a metric the calibration
 from __future__ import annotations
 
 import json
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 
@@ -79,6 +80,22 @@ def error_kind(res: ExecResult) -> str:
     if res.signal == 9:  # killed by the kernel at a hard limit
         return "resource"
     return "error"  # it died before reporting every test (a crash, an exit() in the answer)
+
+
+def config_problems(config: CodeExecConfig) -> list[str]:
+    """What would stop the sandbox on a machine like this one, as `key: problem` lines (for the driver's preflight)."""
+    if not config.enabled:
+        return []
+    if config.interpreter and not (os.path.isfile(config.interpreter) and os.access(config.interpreter, os.X_OK)):
+        return [f"scoring.code.interpreter: {config.interpreter!r} is not an executable file"]
+    try:
+        interp = resolve_interpreter(config.interpreter)
+    except RuntimeError as exc:
+        return [f"scoring.code.interpreter: {exc}"]
+    if config.isolation == "namespace" and not namespaces_available(interp):
+        return ["scoring.code.isolation: 'namespace' but unprivileged user namespaces do not work where the driver "
+                "runs (docs/code-tasks.md); use 'auto' to fall back to 'rlimits'"]
+    return []
 
 
 class CodeExec:

@@ -94,3 +94,19 @@ def test_score_runs_code_tasks_on_ray(tmp_path, ray_cluster):
             "kind": "binary", "estimate": -0.4, "interval": [-0.5, -0.3], "verdict": "reject"}}}}}
     md, html = render_report(decision, {"code": rates})
     assert "## Code tasks" in md and "| cand | correctness | -0.400 | [-0.500, -0.300] | 0% | -1.000 |" in md and 'id="code-table"' in html
+
+
+def test_preflight_names_a_bad_interpreter_before_compute(tmp_path):
+    import pytest
+
+    from jobs.errors import ConfigError
+    from jobs.preflight import preflight
+
+    cfg = parse_config({
+        "run_id": "code-bad", "store": {"root": str(tmp_path / "store")}, "traffic": {"path": str(TASKS)},
+        "incumbent": {"name": "inc"}, "candidates": [{"kind": "recorded", "name": "cand", "path": str(TASKS)}],
+        "decision": {"dimensions": [{"name": "correctness", "kind": "binary"}]}, "labels": {"mode": "none"},
+        "scoring": {"code": {"enabled": True, "interpreter": str(tmp_path / "no-python")}},
+    })
+    with pytest.raises(ConfigError, match=r"scoring.code.interpreter: '.*no-python' is not an executable file"):
+        preflight(cfg, None)
