@@ -347,9 +347,13 @@ def _feed(pipe, data: bytes) -> None:
     """Hand the sandbox its parameters on stdin (in a thread: a child that dies unread must not block us)."""
     try:
         pipe.write(data)
-        pipe.close()
-    except (BrokenPipeError, OSError, ValueError):
+    except (OSError, ValueError):  # it died unread (BrokenPipeError): its result says so
         pass
+    finally:
+        try:
+            pipe.close()
+        except OSError:
+            pass
 
 
 def _drain(fd: int, chunks: list[bytes], cap: int) -> None:
