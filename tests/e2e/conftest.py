@@ -18,9 +18,12 @@ REPO = Path(__file__).resolve().parents[2]
 VENV = REPO / ".venv" if (REPO / ".venv").exists() else Path(sys.prefix)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_head(moto_server):
-    """Yields (dashboard URL, env) of a Ray head whose processes see the moto credentials and the repo's venv."""
+    """Yields (dashboard URL, env) of a Ray head whose processes see the moto credentials and the repo's venv.
+
+    One head for every e2e module: starting and stopping a head costs about 25 s on a 2-core machine, and the
+    tests submit jobs with their own run ids and store roots, so they share nothing else."""
     tmp = f"/tmp/bre-{secrets.token_hex(3)}"  # short: Ray's socket paths must stay under 107 bytes
     env = dict(os.environ)
     env.update(S3_ENV)
