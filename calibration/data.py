@@ -159,7 +159,7 @@ def _segments(traffic: pd.DataFrame | None, segment_cols: list[str] | None, requ
     if not segment_cols:
         return np.zeros(len(request_ids), dtype=np.int64), ["all"], []
     if traffic is None:
-        raise InputError(f"--segment {segment_cols} given without a traffic table (--traffic)")
+        raise InputError(f"segment columns {segment_cols} given without a traffic table")
     _require(traffic, ["request_id", *segment_cols], "traffic")
     # integer codes per column and per request, names built once per distinct combination: no string per request
     tid = traffic["request_id"].astype(str).to_numpy()
@@ -218,7 +218,7 @@ def prepare(
     if design_adjustment not in ADJUSTMENTS:
         raise InputError(f"design adjustment must be one of {ADJUSTMENTS}, got {design_adjustment!r}")
     if kind not in KINDS:
-        raise InputError(f"--kind must be one of {KINDS}, got {kind!r}")
+        raise InputError(f"dimension kind must be one of {KINDS}, got {kind!r}")
     _require(scores, ["request_id", "model", "metric", "value"], "scores")
     _require(labels, ["request_id", "model", "dimension", "value"], "labels")
     warns: list[str] = []
@@ -234,7 +234,7 @@ def prepare(
         candidates = sorted(models_in_scores - {incumbent})
     candidates = list(dict.fromkeys(candidates))
     if incumbent in candidates:
-        raise InputError(f"--candidate {incumbent!r} is also the incumbent")
+        raise InputError(f"candidate {incumbent!r} is also the incumbent")
     for c in candidates:
         if c not in models_in_scores:
             raise InputError(f"scores: column 'model' has no rows for candidate {c!r}; models: {sorted(models_in_scores)}")
@@ -335,7 +335,7 @@ def prepare(
     cat_values = declared_levels(kind, levels, dimension) if levels is not None else category_values(kind, lval)
     if levels is None and kind == "ordinal":
         warns.append(f"ordinal dimension {dimension!r} declares no levels: categories taken as the labels' range "
-                     f"{cat_values.tolist()} (declare them with --levels / dimensions[].levels)")
+                     f"{cat_values.tolist()} (declare the dimension's levels)")
     cat = np.searchsorted(cat_values, lval)
     cat = np.clip(cat, 0, len(cat_values) - 1)
     off = ~np.isclose(cat_values[cat], lval)

@@ -1,6 +1,6 @@
 """Decide stage of the pipeline: the run's scores, labels and traffic segments -> decision/decision.json.
 
-The same code as the standalone `baton decide` (jobs.decide.decide_tables), fed from the run store.
+The same entry point as the standalone `baton decide` (calibration.pipeline.decide), fed from the run store.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 
 from calibration.data import InputError
+from calibration.pipeline import decide
+from calibration.schema import Decision
 from jobs.config import RunConfig
-from jobs.decide import decide_tables
 from jobs.contracts import SCORE_COLUMNS
 from jobs.errors import ContractError
 from jobs.label_checks import design_weights
@@ -22,7 +23,7 @@ from jobs.store import RunStore
 log = logging.getLogger(__name__)
 
 
-def decide_run(cfg: RunConfig, store: RunStore) -> dict:
+def decide_run(cfg: RunConfig, store: RunStore) -> Decision:
     """Calibrate and decide from the run's tables; writes decision.json and returns it."""
     scores = read_scores_compact(store)
     labels = store.read_table("labels")
@@ -35,13 +36,14 @@ def decide_run(cfg: RunConfig, store: RunStore) -> dict:
     if design is not None and design.empty:
         design = None
     try:
-        decision = decide_tables(scores, labels, traffic, cfg.decision, cfg.incumbent.name,
-                                 [c.name for c in cfg.candidates], list(cfg.traffic.segments), design=design)
+        decision = decide(scores, labels, traffic, cfg.decision, cfg.incumbent.name,
+                          [c.name for c in cfg.candidates], list(cfg.traffic.segments), design=design,
+                          run_id=cfg.run_id)
     except InputError as exc:
         raise ContractError(f"{store.uri()}: {exc}") from None
-    decision["run_id"] = cfg.run_id
-    store.write_document("decision", "decision.json", json.dumps(decision, indent=2, default=float))
-    store.update_manifest(stages={"decide": {"verdicts": decision["verdicts"], "warnings": decision.get("warnings", [])}})
+    doc = decision.as_dict()
+    store.write_document("decision", "decision.json", json.dumps(doc, indent=2, default=float))
+    store.update_manifest(stages={"decide": {"verdicts": doc["verdicts"], "warnings": doc["warnings"]}})
     return decision
 
 

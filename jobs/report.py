@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 
+from calibration.schema import Decision
 from jobs.config import RunConfig
 from jobs.store import RunStore
 
@@ -125,7 +126,7 @@ def report_extras(cfg: RunConfig, store: RunStore, truth: dict | None = None) ->
     return extras
 
 
-def write_report(cfg: RunConfig, store: RunStore, decision: dict, truth: dict | None = None) -> dict:
+def write_report(cfg: RunConfig, store: RunStore, decision: Decision, truth: dict | None = None) -> dict:
     """Render and store report.html and report.md next to decision.json; returns their URIs."""
     from calibration.report import render_report
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 from calibration.simulate import simulate_pairwise
 from calibration.config import DecisionConfig
-from jobs.decide import decide_tables
+from calibration.pipeline import decide
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data"
@@ -94,7 +94,7 @@ def test_segment_regression_blocks_migrate():
                             judge_bias=(0.0,), seg_effects=(0.6, 0.6, -2.4), segments=("eu", "us", "apac"))
     decision = DecisionConfig(dimensions=[{"name": "quality", "kind": "pairwise"}], margin=0.05, confidence=0.9,
                               draws=400, tune=400)
-    doc = decide_tables(sim.scores, sim.labels, sim.traffic, decision, "incumbent", segments=["region"])
+    doc = decide(sim.scores, sim.labels, sim.traffic, decision, "incumbent", segments=["region"]).as_dict()
     e = doc["candidates"]["cand-a"]["dimensions"]["quality"]
     assert sim.truth["cand-a"] > 0.5 and sim.truth_seg["cand-a"]["region=apac"] < 0.3
     assert e["p_noninferior"] >= 0.9

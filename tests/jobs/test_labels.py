@@ -365,7 +365,7 @@ def test_decide_adjusts_for_the_active_design(run):
     dims = [d for d in run["cfg"].decision.dimensions if d.name == "quality"]
     cfg = run["cfg"].model_copy(update={"decision": run["cfg"].decision.model_copy(
         update={"dimensions": dims, "draws": 150, "tune": 150})})
-    doc = decide_run(cfg, run["store"])
+    doc = decide_run(cfg, run["store"]).as_dict()
     weights = design_weights(run["store"])
     for cand in CANDS:
         e = doc["candidates"][cand]["dimensions"]["quality"]
@@ -467,7 +467,7 @@ def test_labels_stage_quarantines_bad_rows_decides_on_the_rest_and_reimports_a_c
     assert by_row[61].field == "dimension" and "'tone' is not one of the decision's dimensions" in by_row[61].reason
     assert by_row[62].field == "request_id" and "'r999' is not in this run's traffic" in by_row[62].reason
     assert by_row[63].field == "model" and "'ghost' is neither the incumbent nor a candidate" in by_row[63].reason
-    doc = decide_run(cfg, store)  # the decision uses the 60 good labels
+    doc = decide_run(cfg, store).as_dict()  # the decision uses the 60 good labels
     assert {e["labels_used"] for e in (doc["candidates"][c]["dimensions"]["quality"] for c in CANDS)} == {30}
 
     # the annotator corrects the 7 to a 1: the rerun's labels stage sees a new source and re-imports it
