@@ -30,19 +30,18 @@ import numpy as np
 import pandas as pd
 
 from inference.engines import make_engine
-from inference.engines.base import RESPONSE_COLUMNS as ENGINE_COLUMNS
 from inference.engines.base import error_kind, error_row, response_frame
 from inference.engines.config import CandidateConfig
 from inference.engines.http_errors import retryable
 from jobs.config import RunConfig, default_s3_options, load_config
-from jobs.contracts import RESPONSE_COLUMNS, validate_responses
+from common.tables import RESPONSE_COLUMNS
+from jobs.contracts import validate_responses
 from jobs.errors import EXIT_BAD_INPUT, EXIT_FAILURE, BatonError, ContractError
 from jobs.shards import ensure_ray, run_shards
 from jobs.store import RunStore, shard_id
 
 log = logging.getLogger(__name__)
 TABLE = "responses"
-assert ENGINE_COLUMNS == RESPONSE_COLUMNS, "inference.engines.base.RESPONSE_COLUMNS drifted from jobs.contracts"
 
 
 def shard_stats(out: pd.DataFrame, wall_s: float) -> dict:
@@ -327,7 +326,7 @@ def with_retry_flag(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from jobs.cli import config_arguments, retry_errors_argument
+    from jobs.entry import config_arguments, retry_errors_argument
 
     config_arguments(parser)
     retry_errors_argument(parser)
@@ -349,6 +348,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from jobs.cli import module_entry
+    from jobs.entry import module_entry
 
     sys.exit(module_entry("jobs.replay"))

@@ -225,7 +225,7 @@ def score(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from jobs.cli import config_arguments
+    from jobs.entry import config_arguments
 
     config_arguments(parser)
 
@@ -241,6 +241,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from jobs.cli import module_entry
+    from jobs.entry import module_entry
 
     sys.exit(module_entry("jobs.score"))

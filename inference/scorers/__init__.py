@@ -8,6 +8,8 @@ responses for one model and shard (request_id, model, response, incumbent_respon
 - ``Judge``: LLM-as-judge with versioned rubrics (judge.abs.*, judge.pairwise.*.ab/.ba).
 
 Metric names are documented in docs/metrics.md.
+
+May import: common/, the rest of inference/ and third-party packages; never jobs/ or calibration/.
 """
 
 from inference.scorers.base import INPUT_COLUMNS, SCORE_COLUMNS, MissingColumn
