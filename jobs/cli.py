@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("jobs.score", "score every response (scores and embeddings tables)"),
     "decide": ("jobs.decide", "calibrate scores against human labels and decide (standalone, from tables)"),
     "nightly": ("jobs.nightly", "replay one day's traffic partition and append to the history table"),
-    "labels": ("jobs.labels", "export requests for human labelling, import and check labels"),
+    "labels": ("jobs.labels.command", "export requests for human labelling, import and check labels"),
     "submit": ("jobs.submit", "submit a Baton job to a Ray cluster and follow its logs"),
     "demo": ("jobs.demo", "run the shipped PandaLM demo end to end on a local Ray and a local store"),
 }

@@ -1,4 +1,5 @@
-"""`baton decide`: read scores and labels, calibrate, write DIR/decision.json (docs/decision-schema.md).
+"""Decide stage (:func:`run`: the run's scores, labels and traffic segments -> decision/decision.json) and the
+standalone `baton decide` (the same entry point, calibration.pipeline.decide, fed from table files):
 
     baton decide --scores SCORES --labels LABELS --incumbent NAME --candidate NAME [--candidate NAME ...]
                  --dimension NAME --kind pairwise|binary|ordinal --margin M --confidence C --out DIR [--seed N]
@@ -22,15 +23,45 @@ from pydantic import ValidationError
 from calibration.config import DecisionConfig
 from calibration.data import InputError
 from calibration.pipeline import decide
-from jobs.errors import EXIT_GATE, EXIT_OK
+from calibration.schema import Decision
+from jobs.compact import read_scores_compact
+from jobs.config import RunConfig
+from jobs.contracts import read_table_file
+from jobs.errors import EXIT_GATE, EXIT_OK, BatonError, ContractError
+from jobs.labels.checks import design_weights, screen_labels
+from jobs.store import RunStore
+
+
+def run(cfg: RunConfig, store: RunStore) -> Decision:
+    """The pipeline's decide stage: calibrate and decide from the run's tables; writes decision.json, returns it."""
+    scores = read_scores_compact(store)
+    labels = store.read_table("labels")
+    if labels.empty:
+        raise ContractError(f"{store.uri('labels')}: no human labels in this run (set labels.path or use `baton labels import`)")
+    traffic = store.read_table("traffic", columns=["request_id", *cfg.traffic.segments]) if cfg.traffic.segments else None
+    # every unit any exported batch could have chosen, not only the labelled ones: a unit's probability combines
+    # all batches (`baton labels export`); labels from a plain table carry none and count as a random sample
+    design = design_weights(store) if cfg.decision.design_adjustment != "none" else None
+    if design is not None and design.empty:
+        design = None
+    try:
+        decision = decide(scores, labels, traffic, cfg.decision, cfg.incumbent.name,
+                          [c.name for c in cfg.candidates], list(cfg.traffic.segments), design=design,
+                          run_id=cfg.run_id)
+    except InputError as exc:
+        raise ContractError(f"{store.uri()}: {exc}") from None
+    doc = decision.as_dict()
+    store.write_document("decision", "decision.json", json.dumps(doc, indent=2, default=float))
+    store.update_manifest(stages={"decide": {"verdicts": doc["verdicts"], "warnings": doc["warnings"]}})
+    return decision
+
+
+# -- `baton decide` -------------------------------------------------------------------------------------------
 
 
 def read_table(path: str, what: str) -> pd.DataFrame:
     """The table file (jobs.contracts.read_table_file: Parquet, JSONL, JSON or CSV by extension, or a folder of
     them), its errors as InputError naming what it is."""
-    from jobs.contracts import read_table_file
-    from jobs.errors import BatonError
-
     try:
         return read_table_file(path)
     except BatonError as e:
@@ -39,10 +70,7 @@ def read_table(path: str, what: str) -> pd.DataFrame:
 
 def read_labels(path: str, decision: DecisionConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The labels table's usable rows and its bad rows of the decided dimensions (quarantine rows naming the file,
-    row, field and reason; jobs.label_checks.screen_labels), so one off-scale label does not end the decision."""
-    from jobs.errors import ContractError
-    from jobs.label_checks import screen_labels
-
+    row, field and reason; jobs.labels.checks.screen_labels), so one off-scale label does not end the decision."""
     try:
         checked = screen_labels(read_table(path, "labels"), path, {d.name: d.kind for d in decision.dimensions},
                                 levels={d.name: d.levels for d in decision.dimensions if d.levels},
@@ -177,6 +205,6 @@ def _with_file_context(fn, args):
 
 
 if __name__ == "__main__":
-    _p = argparse.ArgumentParser(prog="baton decide", description=__doc__.splitlines()[0])
-    add_arguments(_p)
-    sys.exit(main(_p.parse_args()))
+    from jobs.entry import module_entry
+
+    sys.exit(module_entry("jobs.decide"))

@@ -70,13 +70,9 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, truth: dict | None = Non
 
 def _run_stages(cfg: RunConfig, store: RunStore, lease, progress: bool, truth: dict | None, no_labels: bool,
                 config_uri: str) -> Decision | None:
-    from jobs.calibrate import decide_run
+    from jobs import decide, labels, replay, report, sample, score
     from jobs.integrity import repair_run
     from jobs.preflight import labels_off
-    from jobs.replay import replay
-    from jobs.report import write_report
-    from jobs.sample import run_sample
-    from jobs.score import score
 
     repair_run(store, config_uri)  # corrupt shards (and what was computed from them) are set aside, redone below
     store.update_manifest(config=cfg.model_dump(mode="json"))
@@ -93,18 +89,18 @@ def _run_stages(cfg: RunConfig, store: RunStore, lease, progress: bool, truth: d
         log.info("stage %s: done in %.1f s", name, timings[name])
         return out
 
-    stage("sample", lambda: run_sample(cfg, store))
+    stage("sample", lambda: sample.run(cfg, store))
     start_local_ray(cfg)
-    stage("replay", lambda: replay(cfg, store, progress=progress))
-    stage("score", lambda: score(cfg, store, progress=progress))
+    stage("replay", lambda: replay.run(cfg, store, progress=progress))
+    stage("score", lambda: score.run(cfg, store, progress=progress))
     stage("recorded_scores", lambda: import_recorded_scores(cfg, store))
     if labels_off(cfg, no_labels):
         store.update_manifest(stages={"labels": {"mode": "none"}})
         print_next_steps(store, config_uri)
         return None
-    stage("labels", lambda: import_labels(cfg, store))
-    decision = stage("decide", lambda: decide_run(cfg, store))
-    stage("report", lambda: write_report(cfg, store, decision, truth))
+    stage("labels", lambda: labels.run(cfg, store))
+    decision = stage("decide", lambda: decide.run(cfg, store))
+    stage("report", lambda: report.run(cfg, store, decision, truth))
     print_verdicts(decision, store)
     return decision
 
@@ -165,14 +161,6 @@ def import_recorded_scores(cfg: RunConfig, store: RunStore) -> dict:
             stats["quarantined"] += len(q)
     store.update_manifest(stages={"recorded_scores": stats})
     return stats
-
-
-def import_labels(cfg: RunConfig, store: RunStore) -> dict:
-    """Validate the human labels named in the config and commit them; re-imported whenever the file changes, bad
-    rows quarantined (jobs.label_import.import_labels_table)."""
-    from jobs.label_import import import_labels_table
-
-    return import_labels_table(cfg, store)
 
 
 def print_next_steps(store: RunStore, config_uri: str) -> None:

@@ -71,7 +71,7 @@ def judge_bias(store: RunStore, incumbent: str) -> dict:
     Length: Pearson correlation of the verdict with the candidate-minus-incumbent length difference.
     Only the judge and length rows are read, compactly (integer codes, float32), shard by shard.
     """
-    from jobs.calibrate import read_scores_compact
+    from jobs.compact import read_scores_compact
 
     df = read_scores_compact(store, keep_metric=lambda m: m.startswith("judge.pairwise.") or m == "check.length_chars")
     if df.empty:
@@ -126,7 +126,7 @@ def report_extras(cfg: RunConfig, store: RunStore, truth: dict | None = None) ->
     return extras
 
 
-def write_report(cfg: RunConfig, store: RunStore, decision: Decision, truth: dict | None = None) -> dict:
+def run(cfg: RunConfig, store: RunStore, decision: Decision, truth: dict | None = None) -> dict:
     """Render and store report.html and report.md next to decision.json; returns their URIs."""
     from calibration.report import render_report
 
@@ -137,3 +137,7 @@ def write_report(cfg: RunConfig, store: RunStore, decision: Decision, truth: dic
     }
     store.update_manifest(reports=uris)
     return uris
+
+
+# The stage's earlier name, kept so code written against it (other branches, scripts) still runs.
+write_report = run

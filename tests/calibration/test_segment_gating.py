@@ -105,7 +105,7 @@ def test_segment_labels_needed_positive_when_the_model_blocks_on_few_labels():
 
 
 def test_label_export_reads_a_positive_need_and_its_segment(tmp_path):
-    from jobs.label_export import needs_from_decision
+    from jobs.labels.export import needs_from_decision
 
     doc = {"candidates": {
         "cand-a": {"dimensions": {"quality": {"labels_needed": None, "labels_needed_segment": None}}},
@@ -119,7 +119,7 @@ def test_label_export_reads_a_positive_need_and_its_segment(tmp_path):
 def test_segment_slopes_only_with_segments(segments, expect):
     from calibration.data import prepare
     from calibration.models import build_model
-    from calibration.simulate import simulate_pairwise
+    from tests.support.simulate import simulate_pairwise
 
     sim = simulate_pairwise(0, n_requests=60, n_labels=20, n_annot=1, candidates=("cand-a",), cand_effect=(0.0,),
                             judge_bias=(0.0,), segments=segments)

@@ -17,14 +17,14 @@ import pytest
 import yaml
 
 from jobs import cli
-from jobs import labels as labels_cli
+from jobs.labels import command as labels_cli
 from jobs.config import parse_config
-from jobs.calibrate import decide_run
+from jobs.decide import run as decide_run
 from jobs.errors import ContractError
-from jobs.label_checks import design_weights, run_checks
-from jobs.label_export import export_batch
-from jobs.label_import import import_answers
-from jobs.label_task import LabelDimension, LabelTaskConfig, load_task_config
+from jobs.labels.checks import design_weights, run_checks
+from jobs.labels.export import export_batch
+from jobs.labels.import_ import import_answers
+from jobs.labels.task import LabelDimension, LabelTaskConfig, load_task_config
 from jobs.store import RunStore
 
 INC, CANDS = "inc-model", ["cand-a", "cand-b"]
@@ -445,7 +445,7 @@ def _quality_only(cfg, **update):
 def test_labels_stage_quarantines_bad_rows_decides_on_the_rest_and_reimports_a_corrected_file(run):
     """One off-scale label (7 on a pairwise dimension) no longer ends the run at decide; a corrected labels file on
     a rerun is imported again (its content changed), and an unchanged one is a no-op."""
-    from jobs.migrate import import_labels
+    from jobs.labels import run as import_labels
 
     good = [(f"r{i:03d}", c, "quality", _pairwise_truth(c, i), "ann1") for c in CANDS for i in range(1, 31)]
     bad = [("r031", "cand-a", "quality", 7, "ann1"),  # off the pairwise scale
@@ -627,7 +627,7 @@ def test_annotator_identity_maps_label_studio_ids_and_emails_to_one_person(run, 
     import_answers(run["cfg"], store, str(api), identities=ids)
     assert set(store.read_table("labels")["annotator"]) == {"ann@example.com"}
     # without a mapping, an export's created_username ("email, id") still gives the email
-    from jobs.label_import import annotator_identity
+    from jobs.labels.import_ import annotator_identity
     assert annotator_identity({"completed_by": 7, "created_username": " ann@example.com, 7"}, {}) == "ann@example.com"
     assert annotator_identity({"completed_by": 7}, {}) == "7"
     with pytest.raises(Exception, match="listed under both"):
@@ -657,7 +657,7 @@ def test_labels_stage_on_s3_reimports_when_the_object_changes(tmp_path, s3_bucke
     unchanged object is a no-op, a re-uploaded different one is imported again."""
     import boto3
 
-    from jobs.migrate import import_labels
+    from jobs.labels import run as import_labels
 
     endpoint, bucket = s3_bucket
     r = make_run(tmp_path, {"root": f"s3://{bucket}/baton", "endpoint_url": endpoint})

@@ -25,7 +25,7 @@ import pandas as pd
 from calibration import design
 from jobs.config import RunConfig
 from jobs.errors import ContractError
-from jobs.label_task import KEY_SCHEMA, LabelTaskConfig
+from jobs.labels.task import KEY_SCHEMA, LabelTaskConfig
 from jobs.store import RunStore
 
 log = logging.getLogger("baton.labels")

@@ -1,50 +1,12 @@
-"""Decide stage of the pipeline: the run's scores, labels and traffic segments -> decision/decision.json.
-
-The same entry point as the standalone `baton decide` (calibration.pipeline.decide), fed from the run store.
-"""
+"""The scores table read compactly (categorical codes, float32), for the decide and report stages. Plumbing."""
 
 from __future__ import annotations
-
-import json
-import logging
 
 import numpy as np
 import pandas as pd
 
-from calibration.data import InputError
-from calibration.pipeline import decide
-from calibration.schema import Decision
-from jobs.config import RunConfig
-from jobs.contracts import SCORE_COLUMNS
-from jobs.errors import ContractError
-from jobs.label_checks import design_weights
+from common.tables import SCORE_COLUMNS
 from jobs.store import RunStore
-
-log = logging.getLogger(__name__)
-
-
-def decide_run(cfg: RunConfig, store: RunStore) -> Decision:
-    """Calibrate and decide from the run's tables; writes decision.json and returns it."""
-    scores = read_scores_compact(store)
-    labels = store.read_table("labels")
-    if labels.empty:
-        raise ContractError(f"{store.uri('labels')}: no human labels in this run (set labels.path or use `baton labels import`)")
-    traffic = store.read_table("traffic", columns=["request_id", *cfg.traffic.segments]) if cfg.traffic.segments else None
-    # every unit any exported batch could have chosen, not only the labelled ones: a unit's probability combines
-    # all batches (`baton labels export`); labels from a plain table carry none and count as a random sample
-    design = design_weights(store) if cfg.decision.design_adjustment != "none" else None
-    if design is not None and design.empty:
-        design = None
-    try:
-        decision = decide(scores, labels, traffic, cfg.decision, cfg.incumbent.name,
-                          [c.name for c in cfg.candidates], list(cfg.traffic.segments), design=design,
-                          run_id=cfg.run_id)
-    except InputError as exc:
-        raise ContractError(f"{store.uri()}: {exc}") from None
-    doc = decision.as_dict()
-    store.write_document("decision", "decision.json", json.dumps(doc, indent=2, default=float))
-    store.update_manifest(stages={"decide": {"verdicts": doc["verdicts"], "warnings": doc["warnings"]}})
-    return decision
 
 
 def read_scores_compact(store: RunStore, keep_metric=None) -> pd.DataFrame:
