@@ -1,7 +1,7 @@
 """The decision's one entry point, :func:`decide` (tables in, typed ``Decision`` out), and its per-dimension step
 (fit, aggregate, baselines, diagnostics, verdicts -> decision-schema entries).
 
-The pipeline's decide stage (jobs.calibrate), `baton decide` (jobs.decide) and the nightly job (through the
+The pipeline's decide stage (jobs.decide.run), `baton decide` (jobs.decide.main) and the nightly job (through the
 pipeline) all call :func:`decide`."""
 from __future__ import annotations
 
@@ -232,7 +232,7 @@ def _labels_needed(data: CalibrationData, draws, est, c: int, labelled, in_estim
 
 def _design_summary(data: CalibrationData, c: int, labelled: np.ndarray) -> dict:
     """How the labels' sampling design entered: whether the probabilities differ (baselines weighted), the model's
-    adjustment (calibration.label_design), the range of pi and Kish's effective n of the weighted baselines."""
+    adjustment (calibration.design), the range of pi and Kish's effective n of the weighted baselines."""
     if not data.design_weighted or not labelled.any():
         return {"weighted": False, "adjustment": None}
     pi = data.target_pi(c)[labelled]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from calibration.simulate import simulate_pairwise
+from tests.support.simulate import simulate_pairwise
 from calibration.config import DecisionConfig
 from calibration.pipeline import decide
 
@@ -108,7 +108,7 @@ def test_labels_with_a_design(tmp_path):
     """`baton decide` on labels that carry inclusion_prob: a bad probability is exit 2 naming file, row and
     column; good ones weight the model's likelihood and the baselines (the labels alone cannot give the
     unlabelled units' probabilities, so the model cannot condition on them)."""
-    from calibration.simulate import simulate_design
+    from tests.support.simulate import simulate_design
 
     t = simulate_design(7, "stratified", n_requests=300, n_labels=40)
     scores, labels = tmp_path / "scores.parquet", tmp_path / "labels.csv"
