@@ -11,7 +11,9 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from common.models import Strict
 
 
 class Verdict(str, Enum):
@@ -25,14 +27,10 @@ class Verdict(str, Enum):
         return self.value
 
 
-class _Doc(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 Interval = list[float | None]
 
 
-class DimensionResult(_Doc):
+class DimensionResult(Strict):
     """``candidates[<name>].dimensions[<dimension>]``: one candidate on one dimension."""
 
     kind: Literal["pairwise", "binary", "ordinal"] = Field(..., description="The dimension's kind.")
@@ -64,7 +62,7 @@ class DimensionResult(_Doc):
     posterior_draws: list[float] = Field(..., description="Thinned posterior draws on the basis (at most 1000).")
 
 
-class CandidateDecision(_Doc):
+class CandidateDecision(Strict):
     """``candidates[<name>]``: a candidate's combined verdict and its dimensions."""
 
     verdict: Verdict = Field(..., description="Reject if a gating dimension rejects, migrate if all migrate, else more_labels.")
@@ -76,7 +74,7 @@ RESULT_FIELDS = ("estimate", "interval", "interval_population", "basis", "p_noni
                  "labels_used", "labels_needed", "human_only", "ppi", "judge_only")
 
 
-class ResultRow(_Doc):
+class ResultRow(Strict):
     """``results[*]``: a flat row per candidate and dimension, the same figures as ``candidates``."""
 
     candidate: str = Field(..., description="Candidate model name.")
@@ -99,7 +97,7 @@ class ResultRow(_Doc):
         return cls(candidate=candidate, dimension=dimension, **{k: getattr(d, k) for k in RESULT_FIELDS})
 
 
-class Decision(_Doc):
+class Decision(Strict):
     """decision.json."""
 
     schema_version: Literal[1] = Field(1, description="Version of this schema.")
