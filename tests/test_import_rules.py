@@ -52,3 +52,18 @@ def test_each_package_says_what_lives_there_and_what_it_may_import(package):
     for init in sorted((ROOT / package).rglob("__init__.py")):
         doc = ast.get_docstring(ast.parse(init.read_text())) or ""
         assert "may import" in doc.lower(), f"{init.relative_to(ROOT)}: docstring does not say what it may import"
+
+
+def test_the_statistics_layer_names_no_command_line_flag():
+    """calibration/ serves the run config and `baton decide` alike: its errors name fields, never flags (the CLI
+    adds its flag names; jobs.decide._FLAG_HINTS)."""
+    bad = []
+    for f in sorted((ROOT / "calibration").rglob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                text = " ".join(c.value for c in ast.walk(node.exc)
+                                if isinstance(c, ast.Constant) and isinstance(c.value, str))
+                if " --" in f" {text}" and any(f"--{w}" in text for w in ("kind", "candidate", "segment", "traffic",
+                                                                          "levels", "margin", "metric")):
+                    bad.append(f"{f.relative_to(ROOT)}:{node.lineno}")
+    assert not bad, bad

@@ -202,3 +202,21 @@ def test_config_levels_reach_the_decision_config():
                                        {"name": "quality", "kind": "pairwise"}]}}
     decision = parse_config(raw).decision
     assert decision.dimensions[0].levels == [1.0, 2.0, 3.0, 4.0, 5.0] and decision.dimensions[1].levels is None
+
+
+def test_baton_decide_names_the_flags_the_statistics_layer_does_not(tmp_path, capsys):
+    """calibration.data's errors name no flag (it serves the run config too); `baton decide` adds the flags to fix,
+    exit 2, before any sampling."""
+    import argparse
+
+    from jobs.decide import add_arguments, main
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--scores", str(SCORES), "--labels", str(LABELS), "--dimension", "quality", "--kind", "pairwise",
+            "--margin", "0.05", "--confidence", "0.9", "--out", str(tmp_path / "o")]
+    assert main(parser.parse_args([*base, "--incumbent", "llama-7b", "--candidate", "llama-7b"])) == 2
+    err = capsys.readouterr().err
+    assert "--candidate, --incumbent: candidate 'llama-7b' is also the incumbent" in err
+    assert main(parser.parse_args([*base, "--incumbent", "llama-7b", "--segment", "app"])) == 2
+    assert "--segment needs --traffic: segment columns ['app'] given without a traffic table" in capsys.readouterr().err
