@@ -314,13 +314,29 @@ def test_table_level_errors_exit_2_naming_file_and_column(run, capsys):
         export_batch(run["cfg"], run["store"], run["task"], str(out), n=2, candidates=["cand-z"])
 
 
+def _decision_with_needs(needs: dict) -> dict:
+    """A decision.json (the documented example, docs/decision-schema.md) whose candidates and dimensions carry the
+    given (labels_needed, labels_needed_segment)."""
+    import copy
+
+    from tests.calibration.test_decision_schema import _example
+
+    doc = _example()
+    dim = next(iter(doc["candidates"].pop("cand-a")["dimensions"].values()))
+    cands = {}
+    for cand, dims in needs.items():
+        body = {"verdict": "more_labels", "reasons": [], "dimensions": {}}
+        for name, (need, seg) in dims.items():
+            body["dimensions"][name] = {**copy.deepcopy(dim), "labels_needed": need, "labels_needed_segment": seg}
+        cands[cand] = body
+    return {**doc, "candidates": cands, "verdicts": {c: "more_labels" for c in cands}, "results": []}
+
+
 def test_export_from_decision_asks_for_labels_needed_on_the_segment(run):
     export_batch(run["cfg"], run["store"], run["task"], str(run["tmp"] / "b"), n=10, seed=7, batch="d0",
                          candidates=["cand-b"])
-    decision = {"candidates": {
-        "cand-a": {"dimensions": {"quality": {"labels_needed": 0, "labels_needed_segment": None}}},
-        "cand-b": {"dimensions": {"quality": {"labels_needed": 6, "labels_needed_segment": "app=Y"},
-                                  "style": {"labels_needed": 2, "labels_needed_segment": None}}}}}
+    decision = _decision_with_needs({"cand-a": {"quality": (0, None)},
+                                     "cand-b": {"quality": (6, "app=Y"), "style": (2, None)}})
     dpath = run["tmp"] / "decision.json"
     dpath.write_text(json.dumps(decision))
     assert baton_labels(["export", "--config", run["cfg_path"], "--out", str(run["tmp"] / "b"),
