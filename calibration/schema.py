@@ -118,5 +118,6 @@ class Decision(Strict):
         return all(v is Verdict.MIGRATE for v in self.verdicts.values())
 
     def as_dict(self) -> dict:
-        """The JSON document as plain Python (verdicts as strings); ``run_id`` only when set."""
-        return self.model_dump(mode="json", exclude={"run_id"} if self.run_id is None else None)
+        """The document as Python for ``json.dumps`` (verdicts are ``str`` enums); ``run_id`` only when set.
+        Python mode, not pydantic's JSON mode, so figures pass through exactly as the decision computed them."""
+        return self.model_dump(exclude={"run_id"} if self.run_id is None else None)
