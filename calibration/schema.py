@@ -112,12 +112,13 @@ class Decision(Strict):
     warnings: list[str] = Field(default_factory=list, description="What the input checks noticed without refusing the input (e.g. quarantined labels), prefixed with the dimension.")
     candidate_order: list[str] | None = Field(None, description="Candidates in the order the calibration indexed them (the order of the scores table); null when no dimension was decided.")
     run_id: str | None = Field(None, description="The pipeline run's id; absent from `baton decide`'s documents.")
+    drift: dict[str, Any] | None = Field(None, description="Nightly runs only (jobs.nightly_drift, docs/drift.md): the night's drift alerts; absent otherwise.")
 
     def gate_passes(self) -> bool:
         """True when every candidate's verdict is migrate (what `--fail-unless-migrate` asks)."""
         return all(v is Verdict.MIGRATE for v in self.verdicts.values())
 
     def as_dict(self) -> dict:
-        """The document as Python for ``json.dumps`` (verdicts are ``str`` enums); ``run_id`` only when set.
-        Python mode, not pydantic's JSON mode, so figures pass through exactly as the decision computed them."""
-        return self.model_dump(exclude={"run_id"} if self.run_id is None else None)
+        """The document as Python for ``json.dumps`` (verdicts are ``str`` enums); ``run_id`` and ``drift`` only
+        when set. Python mode, not pydantic's JSON mode, so figures pass through exactly as computed."""
+        return self.model_dump(exclude={k for k in ("run_id", "drift") if getattr(self, k) is None} or None)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from common.models import Strict as _Strict
 
 from calibration.config import DecisionConfig, DimensionConfig  # noqa: F401 - the run config's decision section
+from calibration.drift import DriftConfig
 from inference.engines.config import CandidateConfig, check_env_name, looks_like_secret
 from inference.scorers.config import ScoringConfig
 from jobs.errors import ConfigError
@@ -94,6 +95,13 @@ class ExecutionConfig(_Strict):
     lease_ttl_s: float = Field(60.0, ge=2, description="Seconds a driver's run lease lives without a heartbeat; a killed driver's lease is taken over this long after its last heartbeat (heartbeats every ttl/4).")
 
 
+class NightlyConfig(_Strict):
+    """The nightly job's watch over its history (`python -m jobs.nightly`, docs/drift.md)."""
+
+    gate_on_drift: bool = Field(False, description="Exit 3 (gate) when the night raises a gating drift alert: the incumbent's metric or a candidate's estimate leaves its EWMA limits, or a candidate loses a migrate verdict.")
+    drift: DriftConfig = Field(default_factory=DriftConfig, description="The EWMA chart: baseline nights, weight, width, metrics charted.")
+
+
 class RunConfig(_Strict):
     """One Baton run."""
 
@@ -107,6 +115,7 @@ class RunConfig(_Strict):
     labels: LabelsConfig = Field(default_factory=LabelsConfig, description="Human labels.")
     decision: DecisionConfig = Field(..., description="Decision rule.")
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig, description="Execution on Ray.")
+    nightly: NightlyConfig = Field(default_factory=NightlyConfig, description="Nightly runs: drift charts over the history and gating on them.")
 
     @field_validator("run_id")
     @classmethod

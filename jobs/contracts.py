@@ -193,6 +193,10 @@ def validate_traffic(df: pd.DataFrame, source: str, segments: list[str] | None =
         wrong = np.array([not isinstance(v, str) for v in series.tolist()], dtype=bool) & series.notna().to_numpy()
         q.add_mask(wrong, col, f"{col} must be a string or null")
 
+    if "tests" in df.columns:  # code tasks (scoring.code): a Python source string or a list of snippets
+        q.add_mask(np.array([not _tests_ok(v) for v in df["tests"].tolist()], dtype=bool), "tests",
+                   "tests must be a string of Python or a list of strings")
+
     timestamp = None
     if "timestamp" in df.columns:
         timestamp = pd.to_datetime(df["timestamp"], errors="coerce", utc=True)
@@ -204,11 +208,20 @@ def validate_traffic(df: pd.DataFrame, source: str, segments: list[str] | None =
     out = pd.DataFrame({"request_id": ids, "messages": pd.Series(messages, dtype=object)})
     out["response"] = response.where(response.notna(), None)
     out["reference"] = df["reference"].astype(object).where(df["reference"].notna(), None) if "reference" in df.columns else None
+    if "tests" in df.columns:
+        out["tests"] = [v if isinstance(v, str) else None if _is_null_like(v) or not _tests_ok(v) else json.dumps(list(v))
+                        for v in df["tests"].tolist()]  # one Parquet type: a list travels as its JSON text
     if timestamp is not None:
         out["timestamp"] = timestamp
     for seg in segments:
         out[seg] = df[seg].astype(str)
     return q.result(out)
+
+
+def _tests_ok(value: object) -> bool:
+    if isinstance(value, str) or _is_null_like(value):
+        return True
+    return isinstance(value, (list, np.ndarray)) and all(isinstance(x, str) for x in value)
 
 
 def _is_null_like(value: object) -> bool:

@@ -1,8 +1,8 @@
 """Baton's exceptions, their exit codes, and the one table that maps storage errors to them.
 
 Exit codes are a contract with scripts: 0 success, 1 an unexpected failure, 2 bad input (config, tables,
-arguments), 3 the decision gate failed (a verdict other than migrate where the run asked to gate on it),
-4 storage unreachable or access denied. `baton submit` returns the job's own code, or 5 when it stopped waiting
+arguments), 3 the decision gate failed (a verdict other than migrate where the run asked to gate on it, or a
+nightly drift alert with `nightly.gate_on_drift`, docs/drift.md), 4 storage unreachable or access denied. `baton submit` returns the job's own code, or 5 when it stopped waiting
 (--timeout) while the job still runs.
 """
 

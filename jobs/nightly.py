@@ -5,7 +5,9 @@ id becomes `<run_id>-<date>`, so a night that is rerun resumes (and replaces) it
 decision appends one row per candidate and dimension to the history table `<store root>/history/`, one file per
 night (`date=YYYY-MM-DD.parquet`) written whole: a rerun replaces that night's rows, never adds a second set.
 Each row also carries the mean of every automated metric for the candidate and for the incumbent that night, so
-a drift in the incumbent itself is visible over time, not only the difference.
+a drift in the incumbent itself is visible over time, not only the difference. Those series feed EWMA control
+charts (jobs/nightly_drift.py, docs/drift.md): the night's alerts go into its decision.json (`drift`), and with
+`nightly.gate_on_drift: true` a gating alert exits 3.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pandas as pd
 from calibration.schema import Decision
 from jobs.config import RunConfig, load_config
 from jobs.errors import EXIT_GATE, EXIT_OK, ConfigError
+from jobs.nightly_drift import attach_drift
 from jobs.store import RunStore
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -117,6 +120,8 @@ def run_night(cfg: RunConfig, day: str, progress: bool = True,
     store = RunStore(night.store, night.run_id)
     rows = history_rows(decision, day, night.run_id, metric_means(store))
     write_history(store, day, rows)
+    history = read_history(store)
+    attach_drift(history[history["date"] <= day], decision, day, store, cfg.nightly.drift, cfg.nightly.gate_on_drift)
     return decision, rows
 
 
@@ -126,8 +131,13 @@ def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     decision, rows = run_night(cfg, args.date, progress=not args.no_progress, config_uri=args.config)
     print(f"history: {len(rows)} row(s) for {args.date}")
+    drift = (decision.drift if decision is not None else None) or {}
+    for alert in drift.get("alerts", []):
+        print(f"drift alert ({alert['kind']}): {alert['detail']}")
     if gate_fails(decision, args.fail_unless_migrate or cfg.decision.fail_unless_migrate):
         return EXIT_GATE
+    if cfg.nightly.gate_on_drift and drift.get("gating_alerts"):
+        return EXIT_GATE  # docs/drift.md: the same exit 3 as the verdict gate; the printed alerts say which
     return EXIT_OK
 
 

@@ -104,6 +104,10 @@ def preflight(cfg: RunConfig, store: RunStore | None, no_labels: bool = False, s
         if not os.environ.get(name):
             problems.append(f"{key}: environment variable {name} is not set where the driver runs (set it on every "
                             f"Ray node, e.g. from a Kubernetes Secret; the value is never stored or logged)")
+    if cfg.scoring.code.enabled:  # the code sandbox's interpreter and isolation, checked here as on a worker
+        from inference.scorers.code_exec import config_problems
+
+        problems += config_problems(cfg.scoring.code)
     if problems:  # nothing below is worth trying with unset credentials or paths in a throwaway folder
         raise ConfigError(_report(source, problems))
     if store is not None:

@@ -121,9 +121,33 @@ def report_extras(cfg: RunConfig, store: RunStore, truth: dict | None = None) ->
         "cost": cost_rows(cfg, store),
         "judge_bias": judge_bias(store, cfg.incumbent.name),
     }
+    code = code_rates(store)
+    if code:
+        extras["code"] = code
     if truth:
         extras["truth"] = truth
     return extras
+
+
+def code_rates(store: RunStore) -> dict:
+    """Per model, the plain means of the exec.* metrics (code tasks, docs/code-tasks.md); {} when none were scored."""
+    from jobs.compact import read_scores_compact
+
+    df = read_scores_compact(store, keep_metric=lambda m: m.startswith("exec."))
+    if df.empty:
+        return {}
+    means = df.assign(metric=df["metric"].astype(str), model=df["model"].astype(str)).groupby(
+        ["model", "metric"])["value"].agg(["mean", "count"])
+    out: dict = {}
+    for (model, metric), row in means.iterrows():
+        r = out.setdefault(model, {"error_kinds": {}})
+        if metric == "exec.pass":
+            r["n"] = int(row["count"])
+        if metric.startswith("exec.error_kind."):
+            r["error_kinds"][metric.removeprefix("exec.error_kind.")] = round(float(row["mean"]), 4)
+        else:
+            r[metric.removeprefix("exec.")] = round(float(row["mean"]), 4)
+    return out
 
 
 def run(cfg: RunConfig, store: RunStore, decision: Decision, truth: dict | None = None) -> dict:

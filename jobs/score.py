@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from inference.scorers import Checks, Embedder, Judge, ScoringConfig, similarity_scores, split_failures
+from inference.scorers.code_exec import CodeExec
 from inference.scorers.embeddings import EMBED_COLUMNS
 from inference.scorers.rubrics import load_rubric
 from jobs.config import RunConfig, load_config
@@ -42,6 +43,7 @@ class ScoreShardTask:
         self.checks = Checks(scoring.checks)
         self.embedder = Embedder(scoring.embeddings) if scoring.embeddings.enabled else None
         self.judge = Judge(scoring.judge) if scoring.judge.enabled else None
+        self.code = CodeExec(scoring.code) if scoring.code.enabled else None
 
     # -- inputs ------------------------------------------------------------------------------------------
     def _answers(self, model: str, traffic_shard: str, traffic: pd.DataFrame) -> pd.Series | None:
@@ -63,6 +65,8 @@ class ScoreShardTask:
         # Only the judge reads the conversation; without it the messages (most of a shard's bytes, and slow to
         # turn into Python objects) are not read at all.
         wanted = ["request_id", "response", "reference", *self.segments] + (["messages"] if self.judge is not None else [])
+        if self.code is not None:
+            wanted.append("tests")  # absent from a shard of traffic without code tasks: ignore_missing drops it
         traffic = self.store.read_shard("traffic", traffic_shard, columns=wanted, ignore_missing=True)
         if traffic is None:
             raise FileNotFoundError(f"traffic shard {traffic_shard!r} is not committed")
@@ -70,7 +74,7 @@ class ScoreShardTask:
         answers = self._answers(model, traffic_shard, traffic)
         if answers is None:
             raise FileNotFoundError(f"responses of {model!r} for traffic shard {traffic_shard!r} are not committed")
-        batch = traffic[["request_id", *[c for c in ("messages", *self.segments) if c in traffic.columns]]].copy()
+        batch = traffic[["request_id", *[c for c in ("messages", "tests", *self.segments) if c in traffic.columns]]].copy()
         batch["model"] = model
         batch["response"] = answers.reindex(batch["request_id"]).to_numpy(dtype=object)
         if model == self.incumbent:
@@ -115,6 +119,12 @@ class ScoreShardTask:
                                    own[EMBED_COLUMNS].reset_index(drop=True),
                                    meta={"model_name": self.embedder.model_name})
             stats["embed_s"] = time.monotonic() - t
+
+        if self.code is not None and "tests" in batch.columns:
+            t = time.monotonic()
+            parts.append(self.code(batch))
+            stats["exec_s"] = round(time.monotonic() - t, 3)
+            stats["exec_isolation"] = ",".join(sorted(self.code.isolations))
 
         if self.judge is not None:
             t = time.monotonic()
@@ -211,6 +221,8 @@ def run(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
             stats[col] = int(done[col].sum())
         for col in ("checks_s", "embed_s", "judge_s"):
             stats[col] = round(float(done[col].sum()), 3)
+        if "exec_isolation" in done.columns:  # which sandbox ran the code tasks (docs/code-tasks.md)
+            stats["exec_isolation"] = sorted({m for v in done["exec_isolation"].dropna() for m in str(v).split(",") if m})
     stats["wall_s"] = round(time.monotonic() - started, 3)
     if scoring.embeddings.enabled:
         stats["embedding_model"] = scoring.embeddings.model_name or (

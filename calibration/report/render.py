@@ -519,6 +519,9 @@ def render_report(decision: Decision | Mapping, extras: dict | None = None) -> t
         _cost(extras),
         _diagnostics(cands),
     ]
+    from .code import code_section  # imports this module: loaded late
+
+    sections += [s for s in (code_section(cands, extras, decision.incumbent),) if s is not None]
     rendered = [s.render() for s in sections]
     md = "\n".join([head_md, *(m for m, _ in rendered)]).rstrip() + "\n"
     nav = "".join(f'<a href="#sec-{s.sid}">{esc(s.title)}</a>' for s in sections)

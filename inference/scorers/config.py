@@ -1,4 +1,4 @@
-"""Typed configs of the scorers: cheap checks, embedding similarity and the LLM judge (``RunConfig.scoring``)."""
+"""Typed configs of the scorers: cheap checks, embedding similarity, the LLM judge and code execution (``RunConfig.scoring``)."""
 
 from __future__ import annotations
 
@@ -90,12 +90,28 @@ class JudgeConfig(_Strict):
         return self
 
 
+class CodeExecConfig(_Strict):
+    """Code tasks: run the answer's Python against the traffic's `tests` in a sandbox (docs/code-tasks.md)."""
+
+    enabled: bool = Field(False, description="Compute the exec.* metrics on rows whose traffic carries `tests`.")
+    isolation: Literal["auto", "namespace", "rlimits"] = Field("auto", description="namespace: user+mount+net+pid namespaces via `unshare` (no network, read-only files); rlimits: resource limits and an audit hook only (weaker, docs/code-tasks.md); auto: namespace when it works on the worker.")
+    cpu_s: int = Field(5, ge=1, le=600, description="CPU seconds per answer (RLIMIT_CPU), all its tests together.")
+    wall_s: float = Field(10.0, gt=0, le=3600, description="Wall-clock seconds per answer; then its whole process group is killed (exec.timeout = 1).")
+    memory_mb: int = Field(512, ge=64, description="Address-space limit per process in MiB (RLIMIT_AS).")
+    file_mb: int = Field(8, ge=1, description="Largest file the answer may write, in MiB (RLIMIT_FSIZE); also the size of its private /tmp.")
+    max_procs: int = Field(16, ge=2, description="Processes the answer may have at once (RLIMIT_NPROC).")
+    parallel: int = Field(2, ge=1, le=64, description="Answers run at once per scoring actor (each in its own sandbox).")
+    interpreter: str | None = Field(None, description="Python that runs the answers (stdlib only); None: the worker's own, or a system python3 when the worker is root and its own is not usable by user nobody.")
+    scratch_root: str | None = Field(None, description="Folder for the per-answer scratch folders (None: the system temp folder).")
+
+
 class ScoringConfig(_Strict):
     """Scorer settings of a run (``RunConfig.scoring``)."""
 
     checks: ChecksConfig = Field(default_factory=ChecksConfig, description="Cheap deterministic checks.")
     embeddings: EmbeddingConfig = Field(default_factory=EmbeddingConfig, description="Embedding similarity.")
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="LLM-as-judge.")
+    code: CodeExecConfig = Field(default_factory=CodeExecConfig, description="Code tasks: answers run against the traffic's tests in a sandbox (exec.*).")
     num_actors: int = Field(1, ge=1, description="Scoring actors (each loads the embedding model once).")
     num_cpus: float = Field(1, gt=0, description="CPUs per scoring actor.")
     num_gpus: float = Field(0, ge=0, description="GPUs per scoring actor (embeddings, a vLLM judge).")

@@ -31,7 +31,7 @@ def test_every_model_field_is_documented():
                          (ResultRow, ex["results"][0])):
         assert set(model.model_fields) == set(shown), model.__name__
     prose = DOC.read_text()
-    for name in ("warnings", "candidate_order", "run_id"):
+    for name in ("warnings", "candidate_order", "run_id", "drift"):
         assert f"`{name}`" in prose, f"{name} is not explained in {DOC.name}"
 
 
@@ -41,7 +41,8 @@ def test_verdict_names_are_the_rules():
     assert combine([MIGRATE, REJECT]) is Verdict.REJECT and json.dumps(combine([])) == '"more_labels"'
 
 
-def test_run_id_only_when_set():
+def test_run_id_and_drift_only_when_set():
     ex = _example()
     ex.pop("run_id")
-    assert "run_id" not in Decision.model_validate(ex).as_dict()
+    ex.pop("drift")
+    assert not {"run_id", "drift"} & set(Decision.model_validate(ex).as_dict())
