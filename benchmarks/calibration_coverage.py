@@ -1,9 +1,9 @@
 """Coverage of the nominal 90% calibrated interval over seeded simulated replicates, per kind of dimension.
 
-- pairwise (calibration.simulate.simulate_pairwise): two candidates, an LLM judge in two position orders with
+- pairwise (tests.support.simulate.simulate_pairwise): two candidates, an LLM judge in two position orders with
   position bias +-0.5, noise 0.7 and a +0.8 bias towards cand-a, a similarity metric, 5% garbage verdicts, three
   segments, 3 annotators per labelled request, 400 scored and 60 labelled requests per candidate;
-- binary and ordinal (calibration.simulate.simulate_absolute, a 1..5 scale for ordinal): incumbent and candidate
+- binary and ordinal (tests.support.simulate.simulate_absolute, a 1..5 scale for ordinal): incumbent and candidate
   answer the same 400 requests, whose difficulty (sd ``--shared-sd``) both share; 60 requests labelled for both;
   a judge score with a +0.6 bias towards the candidate. Each absolute kind is fitted twice: with the paired request
   effect (the model's default) and without it (``paired=False``), to show what pairing buys.
@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from calibration.simulate import coverage_study  # noqa: E402
+from tests.support.simulate import coverage_study  # noqa: E402
 
 BAND = (0.85, 0.95)
 

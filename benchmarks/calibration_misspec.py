@@ -1,7 +1,7 @@
 """Guards under misspecification: how often a candidate inferior beyond the margin gets `migrate`, with and without
 the guards (calibration.guards), and how often the guards block a truly non-inferior candidate.
 
-Worlds (calibration.simulate.simulate_misspec): ``well_specified`` (the judge as the model assumes),
+Worlds (tests.support.simulate.simulate_misspec): ``well_specified`` (the judge as the model assumes),
 ``segment_judge`` (judge quality differs by segment: blind and favouring the candidate in one of three),
 ``nonlinear`` (a continuous judge score that is a cubic, saturating function of the human preference) and
 ``style`` (the judge favours a style of the candidate that humans mildly dislike). Each replicate: 400 scored
@@ -32,7 +32,7 @@ from calibration.diagnostics import sampler_diagnostics  # noqa: E402
 from calibration.estimands import thin_params  # noqa: E402
 from calibration.models import fit  # noqa: E402
 from calibration.pipeline import SamplerSettings, summarise_dimension  # noqa: E402
-from calibration.simulate import MISSPEC_WORLDS, simulate_misspec  # noqa: E402
+from tests.support.simulate import MISSPEC_WORLDS, simulate_misspec  # noqa: E402
 
 MARGIN, CONF = 0.05, 0.9
 

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from calibration.data import prepare  # noqa: E402
 from calibration.pipeline import SamplerSettings, calibrate_dimension  # noqa: E402
-from calibration.simulate import simulate_pairwise  # noqa: E402
+from tests.support.simulate import simulate_pairwise  # noqa: E402
 
 
 def main() -> int:

@@ -1,6 +1,6 @@
 """Segment gating on a 6 regions x 3 dimensions world: false blocks at the margin, missed regressions.
 
-World (calibration.simulate.simulate_segment_world): one candidate, three pairwise dimensions, six regions, 1,200
+World (tests.support.simulate.simulate_segment_world): one candidate, three pairwise dimensions, six regions, 1,200
 scored requests (about 200 per region), 300 labelled requests per dimension (one annotator), an LLM judge in two
 position orders (position bias +-0.5, noise 0.7) per dimension. Margin 0.05 (threshold: win rate 0.45), C = 0.9,
 the segment rule of calibration.segments (one simultaneous band per dimension at level 0.9^(1/3)).
@@ -30,7 +30,7 @@ from calibration import decision, segments  # noqa: E402
 from calibration.data import prepare  # noqa: E402
 from calibration.estimands import aggregate, thin_params  # noqa: E402
 from calibration.models import fit  # noqa: E402
-from calibration.simulate import simulate_segment_world  # noqa: E402
+from tests.support.simulate import simulate_segment_world  # noqa: E402
 
 CONF, MARGIN, MIN_SEG_N = 0.9, 0.05, 20
 DIMS = ("quality", "safety", "style")

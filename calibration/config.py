@@ -9,15 +9,13 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
+
+from common.models import Strict as _Strict
 
 # The largest margin that still leaves a non-inferior region inside the estimand's range: a pairwise win rate is
 # non-inferior above 0.5 - M (so M < 0.5), a binary difference of rates above -M (so M < 1).
 _KIND_BOUND = {"pairwise": 0.5, "binary": 1.0}
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class DimensionConfig(_Strict):

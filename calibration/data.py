@@ -11,7 +11,7 @@ about that model and would only duplicate its intercept). Constant columns are d
 When there are more than ``max_features`` columns they are projected on their leading principal components,
 computed on all scored rows (unsupervised, so the few labels are not used twice).
 With labels from an unequal-probability design and every unit's inclusion probability known, ``log pi`` is one
-more covariate (``design.log_pi``; calibration.label_design).
+more covariate (``design.log_pi``; calibration.design).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from calibration.checks import InputError, numeric as _numeric, require as _require
-from calibration.label_design import LOG_PI, label_probabilities, log_pi_feature, unit_probabilities
+from calibration.design import LOG_PI, label_probabilities, log_pi_feature, unit_probabilities
 
 KINDS = ("pairwise", "binary", "ordinal")
 PAIRWISE_VALUES = (0.0, 0.5, 1.0)
@@ -102,7 +102,7 @@ class CalibrationData:
 
 def _key(series: pd.Series):
     """A key column as strings; a categorical of strings stays categorical (int codes, one copy of each name), so
-    a large scores table read compactly (jobs.calibrate.read_scores_compact) is never expanded row by row."""
+    a large scores table read compactly (jobs.compact.read_scores_compact) is never expanded row by row."""
     if isinstance(series.dtype, pd.CategoricalDtype) and all(isinstance(c, str) for c in series.cat.categories):
         return series.array
     return series.astype(str).to_numpy()
@@ -111,7 +111,7 @@ def _key(series: pd.Series):
 def _codes(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """(int code per row, at most 32 bits, object array of the distinct string values) of a key column.
 
-    A categorical of strings (jobs.calibrate.read_scores_compact) is used as is, dropping unused categories; other
+    A categorical of strings (jobs.compact.read_scores_compact) is used as is, dropping unused categories; other
     columns are factorised as strings."""
     if isinstance(series.dtype, pd.CategoricalDtype) and all(isinstance(c, str) for c in series.cat.categories):
         codes = np.asarray(series.cat.codes)
@@ -159,7 +159,7 @@ def _segments(traffic: pd.DataFrame | None, segment_cols: list[str] | None, requ
     if not segment_cols:
         return np.zeros(len(request_ids), dtype=np.int64), ["all"], []
     if traffic is None:
-        raise InputError(f"--segment {segment_cols} given without a traffic table (--traffic)")
+        raise InputError(f"segment columns {segment_cols} given without a traffic table")
     _require(traffic, ["request_id", *segment_cols], "traffic")
     # integer codes per column and per request, names built once per distinct combination: no string per request
     tid = traffic["request_id"].astype(str).to_numpy()
@@ -211,14 +211,14 @@ def prepare(
     ``design`` (request_id, model, inclusion_prob; one row per candidate unit any label batch could have chosen)
     gives the labels' sampling design; without it the labels table's own ``inclusion_prob`` column is used when
     present. ``design_adjustment`` says how the model accounts for an unequal-probability design
-    (calibration.label_design): ``covariate`` (needs ``design``; otherwise ``weights``), ``weights`` or ``none``
+    (calibration.design): ``covariate`` (needs ``design``; otherwise ``weights``), ``weights`` or ``none``
     (every label alike, design ignored everywhere). ``metrics`` restricts the covariates (and the judge-only
     baseline) to those metric names; None: every metric in scores. ``levels`` declares an ordinal dimension's scale (e.g. 1..5):
     every level is a category even when no label uses it, and a label outside it is an error."""
     if design_adjustment not in ADJUSTMENTS:
         raise InputError(f"design adjustment must be one of {ADJUSTMENTS}, got {design_adjustment!r}")
     if kind not in KINDS:
-        raise InputError(f"--kind must be one of {KINDS}, got {kind!r}")
+        raise InputError(f"dimension kind must be one of {KINDS}, got {kind!r}")
     _require(scores, ["request_id", "model", "metric", "value"], "scores")
     _require(labels, ["request_id", "model", "dimension", "value"], "labels")
     warns: list[str] = []
@@ -234,7 +234,7 @@ def prepare(
         candidates = sorted(models_in_scores - {incumbent})
     candidates = list(dict.fromkeys(candidates))
     if incumbent in candidates:
-        raise InputError(f"--candidate {incumbent!r} is also the incumbent")
+        raise InputError(f"candidate {incumbent!r} is also the incumbent")
     for c in candidates:
         if c not in models_in_scores:
             raise InputError(f"scores: column 'model' has no rows for candidate {c!r}; models: {sorted(models_in_scores)}")
@@ -335,7 +335,7 @@ def prepare(
     cat_values = declared_levels(kind, levels, dimension) if levels is not None else category_values(kind, lval)
     if levels is None and kind == "ordinal":
         warns.append(f"ordinal dimension {dimension!r} declares no levels: categories taken as the labels' range "
-                     f"{cat_values.tolist()} (declare them with --levels / dimensions[].levels)")
+                     f"{cat_values.tolist()} (declare the dimension's levels)")
     cat = np.searchsorted(cat_values, lval)
     cat = np.clip(cat, 0, len(cat_values) - 1)
     off = ~np.isclose(cat_values[cat], lval)

@@ -16,11 +16,14 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import norm
 
-MIGRATE, MORE, REJECT = "migrate", "more_labels", "reject"
+from calibration.schema import Verdict
+
+MIGRATE, MORE, REJECT = Verdict.MIGRATE, Verdict.MORE_LABELS, Verdict.REJECT
 SETTLE_PROBABILITY = 0.8  # "likely settles": P(decided after the extra labels) >= 0.8
 
 
 def thresholds(kind: str, margin: float) -> tuple[float, float]:
+    """(non-inferior, superior) thresholds of a dimension kind: the one place the rule is written."""
     return (0.5 - margin, 0.5) if kind == "pairwise" else (-margin, 0.0)
 
 
@@ -31,7 +34,7 @@ def prob_above(draws: np.ndarray, thr: float) -> float:
 
 
 def dimension_verdict(p_noninferior: float, confidence: float, converged: bool,
-                      regressing_segments: list[str], guards: list[dict] | None = None) -> tuple[str, list[str]]:
+                      regressing_segments: list[str], guards: list[dict] | None = None) -> tuple[Verdict, list[str]]:
     """Verdict and reasons; a fired guard (calibration.guards) turns ``migrate`` into ``more_labels``."""
     verdict, reasons = _model_verdict(p_noninferior, confidence, converged, regressing_segments)
     fired = [g for g in guards or [] if g.get("fired")]
@@ -43,7 +46,7 @@ def dimension_verdict(p_noninferior: float, confidence: float, converged: bool,
 
 
 def _model_verdict(p_noninferior: float, confidence: float, converged: bool,
-                   regressing_segments: list[str]) -> tuple[str, list[str]]:
+                   regressing_segments: list[str]) -> tuple[Verdict, list[str]]:
     reasons = []
     eps = 1e-9  # 1 - 0.9 is 0.0999...98 in floating point: compare with a tolerance
     if not converged:
@@ -149,7 +152,7 @@ def segment_labels_needed(seg_draws: np.ndarray, thr: float, confidence: float, 
                                est_n=mu if labels_mean is None else float(labels_mean), sigma1=float(label_sd))
 
 
-def combine(verdicts: list[str]) -> str:
+def combine(verdicts: list[Verdict]) -> Verdict:
     if not verdicts:
         return MORE
     if REJECT in verdicts:

@@ -27,12 +27,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-class DriftConfig(BaseModel):
+from common.models import Strict
+
+class DriftConfig(Strict):
     """The drift rule over the nightly history (docs/drift.md)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     baseline_nights: int = Field(14, ge=3, description="First nights (phase I) that estimate each series' level and spread; they never alert.")
     lam: float = Field(0.3, gt=0, le=1, description="EWMA weight of the newest night (smaller: steadier, slower to see a shift).")

@@ -1,12 +1,20 @@
-"""One dimension, all candidates: fit, aggregate, baselines, diagnostics, verdicts -> decision-schema entries."""
+"""The decision's one entry point, :func:`decide` (tables in, typed ``Decision`` out), and its per-dimension step
+(fit, aggregate, baselines, diagnostics, verdicts -> decision-schema entries).
+
+The pipeline's decide stage (jobs.decide.run), `baton decide` (jobs.decide.main) and the nightly job (through the
+pipeline) all call :func:`decide`."""
 from __future__ import annotations
 
+import datetime as _dt
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from calibration import baselines, decision, design, guards, segments
-from calibration.data import CalibrationData
+from calibration.config import DecisionConfig
+from calibration.data import CalibrationData, prepare
+from calibration.schema import CandidateDecision, Decision, DimensionResult, ResultRow
 from calibration.diagnostics import heldout_check, sampler_diagnostics
 from calibration.estimands import aggregate, thin_params
 from calibration.models import fit
@@ -41,6 +49,45 @@ BASES = ("population", "scored")
 def _check_basis(basis: str) -> None:
     if basis not in BASES:
         raise ValueError(f"basis must be one of {BASES}, got {basis!r}")
+
+
+def decide(scores: pd.DataFrame, labels: pd.DataFrame, traffic: pd.DataFrame | None, config: DecisionConfig,
+           incumbent: str, candidates: list[str] | None = None, segments: list[str] | None = None,
+           design: pd.DataFrame | None = None, run_id: str | None = None) -> Decision:
+    """The decision (docs/decision-schema.md) for the given tables. Raises calibration.data.InputError on bad input.
+
+    ``config`` is the run config's decision section (or `baton decide`'s flags); ``incumbent``, ``candidates``
+    (None or empty: every other model in scores) and ``segments`` (traffic columns) are facts of the run.
+    ``design`` (request_id, model, inclusion_prob per candidate unit) is the labels' sampling design; without it
+    the labels' own ``inclusion_prob`` column is used when present (calibration.data.prepare)."""
+    d = config
+    settings = SamplerSettings(draws=d.draws, tune=d.tune, chains=d.chains, min_segment_n=d.min_segment_n)
+    dims: dict[str, dict[str, DimensionResult]] = {}
+    reasons: dict[str, list[str]] = {}
+    warnings: list[str] = []
+    cand_names = None
+    for dim in d.dimensions:
+        data = prepare(scores, labels, incumbent, candidates or None, dim.name, dim.kind,
+                       traffic=traffic, segment_cols=segments or None, design=design,
+                       design_adjustment=d.design_adjustment, metrics=dim.metrics,
+                       levels=dim.levels)
+        cand_names = data.candidates
+        warnings += [f"{dim.name}: {w}" for w in data.warnings]
+        entries = calibrate_dimension(data, d.margin, d.confidence, seed=d.seed, settings=settings,
+                                      gating=dim.gating, basis=d.basis,
+                                      gating_dimensions=sum(x.gating for x in d.dimensions))
+        for cand, entry in entries.items():
+            reasons.setdefault(cand, []).extend(f"{dim.name}: {r}" for r in entry.pop("reasons"))
+            dims.setdefault(cand, {})[dim.name] = DimensionResult.model_validate(entry)
+    cands = {cand: CandidateDecision(verdict=decision.combine([e.verdict for e in by_dim.values() if e.gating]),
+                                     reasons=reasons[cand], dimensions=by_dim)
+             for cand, by_dim in dims.items()}
+    return Decision(
+        created_at=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        incumbent=incumbent, margin=d.margin, confidence=d.confidence, seed=d.seed,
+        verdicts={cand: c.verdict for cand, c in cands.items()}, candidates=cands,
+        results=[ResultRow.of(cand, name, e) for cand, c in cands.items() for name, e in c.dimensions.items()],
+        warnings=warnings, candidate_order=cand_names, run_id=run_id)
 
 
 def calibrate_dimension(data: CalibrationData, margin: float, confidence: float, seed: int = 0,
@@ -185,7 +232,7 @@ def _labels_needed(data: CalibrationData, draws, est, c: int, labelled, in_estim
 
 def _design_summary(data: CalibrationData, c: int, labelled: np.ndarray) -> dict:
     """How the labels' sampling design entered: whether the probabilities differ (baselines weighted), the model's
-    adjustment (calibration.label_design), the range of pi and Kish's effective n of the weighted baselines."""
+    adjustment (calibration.design), the range of pi and Kish's effective n of the weighted baselines."""
     if not data.design_weighted or not labelled.any():
         return {"weighted": False, "adjustment": None}
     pi = data.target_pi(c)[labelled]

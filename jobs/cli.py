@@ -1,13 +1,14 @@
-"""The `baton` command line. Every command has --help; exit codes are listed in jobs.errors."""
+"""The `baton` command line, the top of the house: it loads each command's module and nothing imports it.
+Every command has --help; exit codes are listed in jobs.errors. Shared argument helpers live in jobs.entry."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
-from jobs.errors import EXIT_BAD_INPUT, EXIT_FAILURE, BatonError, CorruptShard
+from jobs.entry import EPILOG, run_guarded, setup_logging
+from jobs.errors import EXIT_BAD_INPUT
 
 # name -> (module, one-line help). Each module exposes add_arguments(parser) and main(args) -> int.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -17,28 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("jobs.score", "score every response (scores and embeddings tables)"),
     "decide": ("jobs.decide", "calibrate scores against human labels and decide (standalone, from tables)"),
     "nightly": ("jobs.nightly", "replay one day's traffic partition and append to the history table"),
-    "labels": ("jobs.labels", "export requests for human labelling, import and check labels"),
+    "labels": ("jobs.labels.command", "export requests for human labelling, import and check labels"),
     "submit": ("jobs.submit", "submit a Baton job to a Ray cluster and follow its logs"),
     "demo": ("jobs.demo", "run the shipped PandaLM demo end to end on a local Ray and a local store"),
 }
-
-EPILOG = """exit codes: 0 success; 1 unexpected failure; 2 bad input (config, tables, arguments);
-3 decision gate failed (a verdict other than migrate, when asked to gate); 4 storage unreachable or denied;
-5 (baton submit) stopped waiting at --timeout while the job still runs"""
-
-
-def config_arguments(parser: argparse.ArgumentParser) -> None:
-    """The arguments every pipeline entry point takes."""
-    parser.add_argument("--config", required=True, help="run config YAML (local path or s3://)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
-
-
-def retry_errors_argument(parser: argparse.ArgumentParser) -> None:
-    """`--retry-errors` of the commands that replay (overrides execution.retry_errors)."""
-    parser.add_argument("--retry-errors", choices=("all", "retryable", "none"), default=None,
-                        help="failed responses a rerun of the run id sends again: retryable kinds (connection, "
-                             "timeout, server_error, rate_limited, conflict, malformed; the default), all, or none. "
-                             "Successful responses are never sent again")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,42 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Third-party chatter (and request dumps) stays out of the user's log.
-    for noisy in ("botocore", "s3fs", "aiobotocore", "urllib3", "httpx", "openai"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging(args.verbose)
     if not getattr(args, "_main", None):
         parser.print_help()
         return EXIT_BAD_INPUT
     return run_guarded(args._main, args)
-
-
-def run_guarded(fn, args) -> int:
-    """Run a command; a BatonError becomes its message on stderr and its exit code."""
-    try:
-        return int(fn(args) or 0)
-    except BatonError as exc:
-        print(f"baton: error: {exc}", file=sys.stderr)
-        if isinstance(exc, CorruptShard) and exc.marker and getattr(args, "config", None):
-            print(f"baton: to redo it, run: baton run --config {args.config}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("baton: interrupted; rerun with the same run id to resume", file=sys.stderr)
-        return EXIT_FAILURE
-
-
-def module_entry(module_name: str) -> int:
-    """`python -m jobs.<name> ...`: the same arguments as `baton <name> ...`."""
-    module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"python -m {module_name}", epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    module.add_arguments(parser)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("botocore", "s3fs", "aiobotocore", "urllib3", "httpx", "openai"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    return run_guarded(module.main, args)
 
 
 if __name__ == "__main__":

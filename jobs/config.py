@@ -12,7 +12,9 @@ import re
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from common.models import Strict as _Strict
 
 from calibration.config import DecisionConfig, DimensionConfig  # noqa: F401 - the run config's decision section
 from calibration.drift import DriftConfig
@@ -26,10 +28,6 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 def repeated(names: list[str]) -> list[str]:
     """The names that occur more than once, sorted (for "must be unique" config errors)."""
     return sorted({n for n in names if names.count(n) > 1})
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class StoreConfig(_Strict):

@@ -15,15 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from inference.tables import TABLE_SUFFIXES
+from common.tables import (LABEL_COLUMNS, QUARANTINE_COLUMNS, RESPONSE_COLUMNS, SCORE_COLUMNS,  # noqa: F401 - re-exported
+                           TABLE_SUFFIXES, read_one)
+from common.tables import table_files as common_table_files
 from jobs.errors import ContractError
 
 ROLES = {"system", "user", "assistant", "tool"}
-QUARANTINE_COLUMNS = ["stage", "source", "row", "request_id", "field", "reason", "raw"]
-RESPONSE_COLUMNS = ["request_id", "model", "response", "prompt_tokens", "completion_tokens", "latency_s",
-                    "finish_reason", "attempts", "error"]
-SCORE_COLUMNS = ["request_id", "model", "metric", "value"]
-LABEL_COLUMNS = ["request_id", "model", "dimension", "value"]
 # A JSONL line that could not be decoded is read as a row holding only these two columns (why, and the line as
 # text with bad bytes escaped); every validator quarantines such a row under its row number.
 UNREADABLE, UNREADABLE_LINE = "_baton_unreadable", "_baton_line"
@@ -300,21 +297,16 @@ def read_table_file(uri: str, storage_options: dict | None = None) -> pd.DataFra
 
 
 def table_files(uri: str, storage_options: dict | None = None) -> tuple[object, list[str]]:
-    """(filesystem, files) of a table: one file, or every table file under a folder (sorted, so order is stable)."""
-    import fsspec
-
+    """(filesystem, files) of a table (common.tables.table_files), with the contract's errors."""
     from jobs.errors import storage_error
 
     try:
-        fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
-        if fs.isdir(path):
-            files = sorted(f for f in fs.find(path) if f.lower().endswith(TABLE_SUFFIXES))
-            if not files:
-                raise ContractError(f"{uri}: folder holds no table files ({', '.join(TABLE_SUFFIXES)})")
-            return fs, files
-        if not fs.exists(path):
+        fs, path, files = common_table_files(uri, storage_options)
+        if not files:
+            raise ContractError(f"{uri}: folder holds no table files ({', '.join(TABLE_SUFFIXES)})")
+        if files == [path] and not fs.exists(path):
             raise FileNotFoundError(uri)
-        return fs, [path]
+        return fs, files
     except OSError as exc:
         raise storage_error(exc, uri) from None
 
@@ -426,8 +418,6 @@ def _unreadable(fs, path: str, shown: str, exc: Exception) -> ContractError:
 
 
 def _read_one(fs, path: str, shown: str) -> pd.DataFrame:
-    from inference.tables import read_one
-
     lower = path.lower()
     if not lower.endswith(TABLE_SUFFIXES):
         raise ContractError(f"{shown}: unknown table format (use .parquet, .jsonl, .json or .csv)")

@@ -1,4 +1,5 @@
-"""`baton decide`: read scores and labels, calibrate, write DIR/decision.json (docs/decision-schema.md).
+"""Decide stage (:func:`run`: the run's scores, labels and traffic segments -> decision/decision.json) and the
+standalone `baton decide` (the same entry point, calibration.pipeline.decide, fed from table files):
 
     baton decide --scores SCORES --labels LABELS --incumbent NAME --candidate NAME [--candidate NAME ...]
                  --dimension NAME --kind pairwise|binary|ordinal --margin M --confidence C --out DIR [--seed N]
@@ -11,7 +12,6 @@ Exit codes: 0 written (whatever the verdict), 2 bad input (message on stderr nam
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
 import sys
@@ -21,38 +21,56 @@ import pandas as pd
 from pydantic import ValidationError
 
 from calibration.config import DecisionConfig
-from calibration.data import InputError, prepare
-from calibration.decision import MIGRATE, combine
-from calibration.pipeline import SamplerSettings, calibrate_dimension
+from calibration.data import InputError
+from calibration.pipeline import decide
+from calibration.schema import Decision
+from jobs.compact import read_scores_compact
+from jobs.config import RunConfig
+from jobs.contracts import read_table_file
+from jobs.errors import EXIT_GATE, EXIT_OK, BatonError, ContractError
+from jobs.labels.checks import design_weights, screen_labels
+from jobs.store import RunStore
+
+
+def run(cfg: RunConfig, store: RunStore) -> Decision:
+    """The pipeline's decide stage: calibrate and decide from the run's tables; writes decision.json, returns it."""
+    scores = read_scores_compact(store)
+    labels = store.read_table("labels")
+    if labels.empty:
+        raise ContractError(f"{store.uri('labels')}: no human labels in this run (set labels.path or use `baton labels import`)")
+    traffic = store.read_table("traffic", columns=["request_id", *cfg.traffic.segments]) if cfg.traffic.segments else None
+    # every unit any exported batch could have chosen, not only the labelled ones: a unit's probability combines
+    # all batches (`baton labels export`); labels from a plain table carry none and count as a random sample
+    design = design_weights(store) if cfg.decision.design_adjustment != "none" else None
+    if design is not None and design.empty:
+        design = None
+    try:
+        decision = decide(scores, labels, traffic, cfg.decision, cfg.incumbent.name,
+                          [c.name for c in cfg.candidates], list(cfg.traffic.segments), design=design,
+                          run_id=cfg.run_id)
+    except InputError as exc:
+        raise ContractError(f"{store.uri()}: {exc}") from None
+    doc = decision.as_dict()
+    store.write_document("decision", "decision.json", json.dumps(doc, indent=2, default=float))
+    store.update_manifest(stages={"decide": {"verdicts": doc["verdicts"], "warnings": doc["warnings"]}})
+    return decision
+
+
+# -- `baton decide` -------------------------------------------------------------------------------------------
 
 
 def read_table(path: str, what: str) -> pd.DataFrame:
-    """Parquet or CSV (by extension; unknown extensions are tried as Parquet, then CSV)."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{what} file {path}: does not exist")
-    suffix = p.suffix.lower()
+    """The table file (jobs.contracts.read_table_file: Parquet, JSONL, JSON or CSV by extension, or a folder of
+    them), its errors as InputError naming what it is."""
     try:
-        if suffix in (".parquet", ".pq") or p.is_dir():
-            return pd.read_parquet(p)
-        if suffix in (".csv", ".tsv", ".gz"):
-            return pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",")
-        try:
-            return pd.read_parquet(p)
-        except Exception:
-            return pd.read_csv(p)
-    except InputError:
-        raise
-    except Exception as e:  # unreadable file: name it
-        raise InputError(f"{what} file {path}: cannot be read as Parquet or CSV ({type(e).__name__}: {e})") from e
+        return read_table_file(path)
+    except BatonError as e:
+        raise InputError(f"{what} file {e}") from e
 
 
 def read_labels(path: str, decision: DecisionConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The labels table's usable rows and its bad rows of the decided dimensions (quarantine rows naming the file,
-    row, field and reason; jobs.label_checks.screen_labels), so one off-scale label does not end the decision."""
-    from jobs.errors import ContractError
-    from jobs.label_checks import screen_labels
-
+    row, field and reason; jobs.labels.checks.screen_labels), so one off-scale label does not end the decision."""
     try:
         checked = screen_labels(read_table(path, "labels"), path, {d.name: d.kind for d in decision.dimensions},
                                 levels={d.name: d.levels for d in decision.dimensions if d.levels},
@@ -60,53 +78,6 @@ def read_labels(path: str, decision: DecisionConfig) -> tuple[pd.DataFrame, pd.D
     except ContractError as e:
         raise InputError(str(e)) from e
     return checked.valid, checked.quarantine
-
-
-def decide_tables(scores: pd.DataFrame, labels: pd.DataFrame, traffic: pd.DataFrame | None,
-                  decision: DecisionConfig, incumbent: str, candidates: list[str] | None = None,
-                  segments: list[str] | None = None, design: pd.DataFrame | None = None) -> dict:
-    """Decision document (schema_version 1) for the given tables. Raises InputError on bad input.
-
-    ``decision`` is the run config's decision section (or `baton decide`'s flags); ``incumbent``, ``candidates``
-    (None or empty: every other model in scores) and ``segments`` (traffic columns) are facts of the run.
-    ``design`` (request_id, model, inclusion_prob per candidate unit) is the labels' sampling design; without it
-    the labels' own ``inclusion_prob`` column is used when present (calibration.data.prepare)."""
-    d = decision
-    settings = SamplerSettings(draws=d.draws, tune=d.tune, chains=d.chains, min_segment_n=d.min_segment_n)
-    candidates_doc: dict[str, dict] = {}
-    warnings: list[str] = []
-    cand_names = None
-    for dim in d.dimensions:
-        data = prepare(scores, labels, incumbent, candidates or None, dim.name, dim.kind,
-                       traffic=traffic, segment_cols=segments or None, design=design,
-                       design_adjustment=d.design_adjustment, metrics=dim.metrics,
-                       levels=dim.levels)
-        cand_names = data.candidates
-        warnings += [f"{dim.name}: {w}" for w in data.warnings]
-        entries = calibrate_dimension(data, d.margin, d.confidence, seed=d.seed, settings=settings,
-                                      gating=dim.gating, basis=d.basis,
-                                      gating_dimensions=sum(x.gating for x in d.dimensions))
-        for cand, entry in entries.items():
-            candidates_doc.setdefault(cand, {"verdict": None, "reasons": [], "dimensions": {}})
-            candidates_doc[cand]["dimensions"][dim.name] = entry
-    results, verdicts = [], {}
-    for cand, doc in candidates_doc.items():
-        gating = [e["verdict"] for e in doc["dimensions"].values() if e["gating"]]
-        doc["verdict"] = combine(gating)
-        for name, e in doc["dimensions"].items():
-            doc["reasons"] += [f"{name}: {r}" for r in e.pop("reasons")]
-            results.append({"candidate": cand, "dimension": name, **{k: e[k] for k in (
-                "estimate", "interval", "interval_population", "basis", "p_noninferior", "p_superior", "verdict",
-                "labels_used", "labels_needed",
-                "human_only", "ppi", "judge_only")}})
-        verdicts[cand] = doc["verdict"]
-    return {
-        "schema_version": 1,
-        "created_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "incumbent": incumbent, "margin": d.margin, "confidence": d.confidence, "seed": d.seed,
-        "verdicts": verdicts, "candidates": candidates_doc, "results": results, "warnings": warnings,
-        "candidate_order": cand_names,
-    }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -182,37 +153,44 @@ def main(args: argparse.Namespace) -> int:
         scores = read_table(args.scores, "scores")
         labels, bad_labels = read_labels(args.labels, decision)
         traffic = read_table(args.traffic, "traffic") if args.traffic else None
-        doc = _with_file_context(lambda: decide_tables(scores, labels, traffic, decision, args.incumbent,
-                                                       args.candidate, args.segment), args)
+        result = _with_file_context(lambda: decide(scores, labels, traffic, decision, args.incumbent,
+                                                   args.candidate, args.segment), args)
     except InputError as e:
         print(f"baton decide: {e}", file=sys.stderr)
         return 2
     os.makedirs(args.out, exist_ok=True)
     if len(bad_labels):
         bad_labels.to_csv(Path(args.out) / "quarantine.csv", index=False)
-        doc["warnings"] += [f"labels file {args.labels}: {len(bad_labels)} row(s) quarantined to "
+        result.warnings += [f"labels file {args.labels}: {len(bad_labels)} row(s) quarantined to "
                             f"{Path(args.out) / 'quarantine.csv'}, e.g. row {bad_labels['row'].iat[0]}, field "
                             f"{bad_labels['field'].iat[0]!r}: {bad_labels['reason'].iat[0]}"]
-    for w in doc["warnings"]:
+    result.warnings = [w.replace("(declare the dimension's levels)", "(declare them with --levels)")
+                       for w in result.warnings]
+    for w in result.warnings:
         print(f"baton decide: warning: {w}", file=sys.stderr)
     path = Path(args.out) / "decision.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, allow_nan=False))
+    tmp.write_text(json.dumps(result.as_dict(), indent=1, allow_nan=False))
     tmp.replace(path)
-    for cand, v in doc["verdicts"].items():
-        e = doc["candidates"][cand]["dimensions"][args.dimension]
-        needed = "?" if e["labels_needed"] is None else e["labels_needed"]
-        print(f"{cand}: {v}  {args.dimension} estimate {e['estimate']} interval {e['interval']} (scored) "
-              f"{e['interval_population']} (population) P(non-inferior) {e['p_noninferior']} ({e['basis']}) "
-              f"labels {e['labels_used']} (+{needed} needed)")
+    for cand, v in result.verdicts.items():
+        e = result.candidates[cand].dimensions[args.dimension]
+        needed = "?" if e.labels_needed is None else e.labels_needed
+        print(f"{cand}: {v}  {args.dimension} estimate {e.estimate} interval {e.interval} (scored) "
+              f"{e.interval_population} (population) P(non-inferior) {e.p_noninferior} ({e.basis}) "
+              f"labels {e.labels_used} (+{needed} needed)")
     print(f"wrote {path}")
-    if decision.fail_unless_migrate and any(v != MIGRATE for v in doc["verdicts"].values()):
-        return 3
-    return 0
+    if decision.fail_unless_migrate and not result.gate_passes():
+        return EXIT_GATE
+    return EXIT_OK
+
+
+# The statistics layer names no flag (it serves the run config too); here its messages get the flags to fix.
+_FLAG_HINTS = (("segment columns ", "--segment needs --traffic"), ("candidate ", "--candidate, --incumbent"),
+               ("dimension kind ", "--kind"))
 
 
 def _with_file_context(fn, args):
-    """Prefix table errors with the file they came from."""
+    """Prefix table errors with the file they came from, and argument errors with the flag to fix."""
     try:
         return fn()
     except InputError as e:
@@ -220,10 +198,13 @@ def _with_file_context(fn, args):
         for table, path in (("scores", args.scores), ("labels", args.labels), ("traffic", args.traffic)):
             if path and msg.startswith(f"{table}:"):
                 raise InputError(f"{table} file {path}: {msg[len(table) + 1:].strip()}") from e
+        for prefix, flags in _FLAG_HINTS:
+            if msg.startswith(prefix):
+                raise InputError(f"{flags}: {msg}") from e
         raise
 
 
 if __name__ == "__main__":
-    _p = argparse.ArgumentParser(prog="baton decide", description=__doc__.splitlines()[0])
-    add_arguments(_p)
-    sys.exit(main(_p.parse_args()))
+    from jobs.entry import module_entry
+
+    sys.exit(module_entry("jobs.decide"))

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from calibration.decision import thresholds
 from jobs.errors import EXIT_OK
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "demo" / "pandalm"
@@ -70,7 +71,7 @@ def truth_from_labels(labels: pd.DataFrame, margin: float) -> dict:
     for cand, rows in labels.groupby("model"):
         value = float(rows.groupby("request_id")["value"].mean().mean())
         out[cand] = {"quality": {"value": value, "n_items": int(rows["request_id"].nunique()),
-                                 "noninferior": value > 0.5 - margin}}
+                                 "noninferior": value > thresholds("pairwise", margin)[0]}}
     return out
 
 
@@ -87,21 +88,21 @@ def main(args: argparse.Namespace) -> int:
     truth = truth_from_labels(all_labels, args.margin)
     decision = run_pipeline(cfg, truth=truth)
     print("\nAgainst the full human labels (hidden from the calibration):")
-    for cand, body in decision["candidates"].items():
-        d = body["dimensions"]["quality"]
+    for cand, body in decision.candidates.items():
+        d = body.dimensions["quality"]
         t = truth[cand]["quality"]
-        inside = d["interval"][0] <= t["value"] <= d["interval"][1]
-        fired = [g["name"] for g in d.get("guards", []) if g.get("fired")]
+        inside = d.interval[0] <= t["value"] <= d.interval[1]
+        fired = [g["name"] for g in d.guards if g.get("fired")]
         print(f"  {cand}: full-human win rate {t['value']:.3f} over {t['n_items']} items "
-              f"({'inside' if inside else 'OUTSIDE'} the scored-requests interval {d['interval']}; "
-              f"population interval {d['interval_population']}); verdict basis {d.get('basis', 'scored')}, "
-              f"P(non-inferior) {d['p_noninferior']}; labels used {d['labels_used']}; verdict {body['verdict']}"
+              f"({'inside' if inside else 'OUTSIDE'} the scored-requests interval {d.interval}; "
+              f"population interval {d.interval_population}); verdict basis {d.basis}, "
+              f"P(non-inferior) {d.p_noninferior}; labels used {d.labels_used}; verdict {body.verdict}"
               + (f" (guards fired: {', '.join(fired)})" if fired else "")
               + f" - the full labels say {'non-inferior' if t['noninferior'] else 'inferior'} at margin {args.margin}")
     return EXIT_OK
 
 
 if __name__ == "__main__":
-    from jobs.cli import module_entry
+    from jobs.entry import module_entry
 
     sys.exit(module_entry("jobs.demo"))

@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from calibration.schema import Decision
 from jobs.config import RunConfig, load_config
 from jobs.contracts import QUARANTINE_COLUMNS, iter_table_chunks, validate_scores
 from jobs.errors import EXIT_GATE, EXIT_OK
@@ -26,7 +27,7 @@ RECORDED_CHUNK_ROWS = 500_000  # rows per committed shard of a recorded score fi
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from jobs.cli import config_arguments, retry_errors_argument
+    from jobs.entry import config_arguments, retry_errors_argument
 
     config_arguments(parser)
     retry_errors_argument(parser)
@@ -42,14 +43,18 @@ def main(args: argparse.Namespace) -> int:
 
     cfg = with_retry_flag(load_config(args.config), args)
     decision = run_pipeline(cfg, progress=not args.no_progress, no_labels=args.no_labels, config_uri=args.config)
-    gate = args.fail_unless_migrate or cfg.decision.fail_unless_migrate
-    if gate and (decision is None or any(v != "migrate" for v in decision["verdicts"].values())):
-        return EXIT_GATE  # no decision (stopped before labels) passes no gate
+    if gate_fails(decision, args.fail_unless_migrate or cfg.decision.fail_unless_migrate):
+        return EXIT_GATE
     return EXIT_OK
 
 
+def gate_fails(decision: Decision | None, gate: bool) -> bool:
+    """`--fail-unless-migrate` (or decision.fail_unless_migrate): no decision (stopped before labels) passes no gate."""
+    return gate and (decision is None or not decision.gate_passes())
+
+
 def run_pipeline(cfg: RunConfig, progress: bool = True, truth: dict | None = None, no_labels: bool = False,
-                 config_uri: str = "CONFIG") -> dict | None:
+                 config_uri: str = "CONFIG") -> Decision | None:
     """Run (or resume) every stage; returns the decision document, or None when the run stops after scoring for
     want of labels (``no_labels`` or labels.mode: none). `truth` (demo only) goes into the report; `config_uri`
     names the config in the commands an error suggests."""
@@ -64,14 +69,10 @@ def run_pipeline(cfg: RunConfig, progress: bool = True, truth: dict | None = Non
 
 
 def _run_stages(cfg: RunConfig, store: RunStore, lease, progress: bool, truth: dict | None, no_labels: bool,
-                config_uri: str) -> dict | None:
-    from jobs.calibrate import decide_run
+                config_uri: str) -> Decision | None:
+    from jobs import decide, labels, replay, report, sample, score
     from jobs.integrity import repair_run
     from jobs.preflight import labels_off
-    from jobs.replay import replay
-    from jobs.report import write_report
-    from jobs.sample import run_sample
-    from jobs.score import score
 
     repair_run(store, config_uri)  # corrupt shards (and what was computed from them) are set aside, redone below
     store.update_manifest(config=cfg.model_dump(mode="json"))
@@ -88,18 +89,18 @@ def _run_stages(cfg: RunConfig, store: RunStore, lease, progress: bool, truth: d
         log.info("stage %s: done in %.1f s", name, timings[name])
         return out
 
-    stage("sample", lambda: run_sample(cfg, store))
+    stage("sample", lambda: sample.run(cfg, store))
     start_local_ray(cfg)
-    stage("replay", lambda: replay(cfg, store, progress=progress))
-    stage("score", lambda: score(cfg, store, progress=progress))
+    stage("replay", lambda: replay.run(cfg, store, progress=progress))
+    stage("score", lambda: score.run(cfg, store, progress=progress))
     stage("recorded_scores", lambda: import_recorded_scores(cfg, store))
     if labels_off(cfg, no_labels):
         store.update_manifest(stages={"labels": {"mode": "none"}})
         print_next_steps(store, config_uri)
         return None
-    stage("labels", lambda: import_labels(cfg, store))
-    decision = stage("decide", lambda: decide_run(cfg, store))
-    stage("report", lambda: write_report(cfg, store, decision, truth))
+    stage("labels", lambda: labels.run(cfg, store))
+    decision = stage("decide", lambda: decide.run(cfg, store))
+    stage("report", lambda: report.run(cfg, store, decision, truth))
     print_verdicts(decision, store)
     return decision
 
@@ -162,14 +163,6 @@ def import_recorded_scores(cfg: RunConfig, store: RunStore) -> dict:
     return stats
 
 
-def import_labels(cfg: RunConfig, store: RunStore) -> dict:
-    """Validate the human labels named in the config and commit them; re-imported whenever the file changes, bad
-    rows quarantined (jobs.label_import.import_labels_table)."""
-    from jobs.label_import import import_labels_table
-
-    return import_labels_table(cfg, store)
-
-
 def print_next_steps(store: RunStore, config_uri: str) -> None:
     """A run without labels stops after scoring: say how to get them and finish the run."""
     print(f"\nBaton run {store.run_id}: scored {store.count_rows('scores')} score rows; stopped before the decision "
@@ -181,18 +174,18 @@ def print_next_steps(store: RunStore, config_uri: str) -> None:
           f"labels.mode: none; replay and scoring are not redone)")
 
 
-def print_verdicts(decision: dict, store: RunStore) -> None:
-    print(f"\nBaton run {store.run_id}: margin {decision['margin']}, confidence {decision['confidence']}")
-    for cand, body in decision["candidates"].items():
+def print_verdicts(decision: Decision, store: RunStore) -> None:
+    print(f"\nBaton run {store.run_id}: margin {decision.margin}, confidence {decision.confidence}")
+    for cand, body in decision.candidates.items():
         dims = ", ".join(
-            f"{d}: {v['estimate']:.3f} [{v['interval'][0]:.3f}, {v['interval'][1]:.3f}]"
-            for d, v in body["dimensions"].items())
-        print(f"  {cand}: {body['verdict'].upper()}  ({dims})")
+            f"{d}: {v.estimate:.3f} [{v.interval[0]:.3f}, {v.interval[1]:.3f}]"
+            for d, v in body.dimensions.items())
+        print(f"  {cand}: {body.verdict.value.upper()}  ({dims})")
     print(f"report: {store.uri('decision', 'report.html')}")
     print(f"decision: {store.uri('decision', 'decision.json')}")
 
 
 if __name__ == "__main__":
-    from jobs.cli import module_entry
+    from jobs.entry import module_entry
 
     sys.exit(module_entry("jobs.migrate"))

@@ -21,6 +21,7 @@ from datetime import date as Date
 
 import pandas as pd
 
+from calibration.schema import Decision
 from jobs.config import RunConfig, load_config
 from jobs.errors import EXIT_GATE, EXIT_OK, ConfigError
 from jobs.nightly_drift import attach_drift
@@ -30,7 +31,7 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from jobs.cli import config_arguments
+    from jobs.entry import config_arguments
 
     config_arguments(parser)  # the config's traffic.path is the root of the date-partitioned traffic
     parser.add_argument("--date", required=True, help="the night's partition, YYYY-MM-DD")
@@ -50,20 +51,20 @@ def night_config(cfg: RunConfig, day: str) -> RunConfig:
     return cfg.model_copy(update={"run_id": f"{cfg.run_id}-{day}", "traffic": traffic})
 
 
-def history_rows(decision: dict, day: str, run_id: str, metric_means: pd.DataFrame) -> pd.DataFrame:
+def history_rows(decision: Decision, day: str, run_id: str, metric_means: pd.DataFrame) -> pd.DataFrame:
     """One row per candidate and dimension for the history table."""
-    inc = decision["incumbent"]
+    inc = decision.incumbent
     inc_means = metric_means[metric_means["model"] == inc].set_index("metric")["value"].to_dict()
     rows = []
-    for cand, body in decision["candidates"].items():
+    for cand, body in decision.candidates.items():
         cand_means = metric_means[metric_means["model"] == cand].set_index("metric")["value"].to_dict()
-        for dim, d in body["dimensions"].items():
+        for dim, d in body.dimensions.items():
             rows.append({
                 "date": day, "run_id": run_id, "incumbent": inc, "candidate": cand, "dimension": dim,
-                "kind": d.get("kind"), "estimate": d["estimate"], "interval_low": d["interval"][0],
-                "interval_high": d["interval"][1], "p_noninferior": d["p_noninferior"],
-                "p_superior": d["p_superior"], "verdict": d["verdict"], "candidate_verdict": body["verdict"],
-                "labels_used": d.get("labels_used"), "n_scored": d.get("n_scored"),
+                "kind": d.kind, "estimate": d.estimate, "interval_low": d.interval[0],
+                "interval_high": d.interval[1], "p_noninferior": d.p_noninferior,
+                "p_superior": d.p_superior, "verdict": d.verdict.value, "candidate_verdict": body.verdict.value,
+                "labels_used": d.labels_used, "n_scored": d.n_scored,
                 "candidate_metric_means": json.dumps(cand_means, sort_keys=True),
                 "incumbent_metric_means": json.dumps(inc_means, sort_keys=True),
             })
@@ -108,7 +109,7 @@ def metric_means(store: RunStore) -> pd.DataFrame:
 
 
 def run_night(cfg: RunConfig, day: str, progress: bool = True,
-              config_uri: str = "CONFIG") -> tuple[dict | None, pd.DataFrame]:
+              config_uri: str = "CONFIG") -> tuple[Decision | None, pd.DataFrame]:
     """The night's run and its history rows; (None, no rows) when the run stops after scoring for want of labels."""
     from jobs.migrate import run_pipeline
 
@@ -125,14 +126,15 @@ def run_night(cfg: RunConfig, day: str, progress: bool = True,
 
 
 def main(args: argparse.Namespace) -> int:
+    from jobs.migrate import gate_fails
+
     cfg = load_config(args.config)
     decision, rows = run_night(cfg, args.date, progress=not args.no_progress, config_uri=args.config)
     print(f"history: {len(rows)} row(s) for {args.date}")
-    drift = (decision or {}).get("drift", {})
+    drift = (decision.drift if decision is not None else None) or {}
     for alert in drift.get("alerts", []):
         print(f"drift alert ({alert['kind']}): {alert['detail']}")
-    gate = args.fail_unless_migrate or cfg.decision.fail_unless_migrate
-    if gate and (decision is None or any(v != "migrate" for v in decision["verdicts"].values())):
+    if gate_fails(decision, args.fail_unless_migrate or cfg.decision.fail_unless_migrate):
         return EXIT_GATE
     if cfg.nightly.gate_on_drift and drift.get("gating_alerts"):
         return EXIT_GATE  # docs/drift.md: the same exit 3 as the verdict gate; the printed alerts say which
@@ -140,6 +142,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from jobs.cli import module_entry
+    from jobs.entry import module_entry
 
     sys.exit(module_entry("jobs.nightly"))

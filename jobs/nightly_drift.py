@@ -13,6 +13,7 @@ import json
 
 from calibration.drift import DriftConfig, drift_view, night_alerts, verdict_changes
 from calibration.report.drift import render_drift
+from calibration.schema import Decision, Verdict
 from jobs.store import RunStore
 
 # Alerts that gate a night when `nightly.gate_on_drift` is set: the incumbent or an estimate left its limits, or a
@@ -22,10 +23,10 @@ GATING_KINDS = ("incumbent_drift", "estimate_drift")
 
 def gating(alerts: list[dict]) -> list[dict]:
     return [a for a in alerts if a["kind"] in GATING_KINDS
-            or a["kind"] == "verdict_change" and a.get("previous") == "migrate"]
+            or a["kind"] == "verdict_change" and a.get("previous") == Verdict.MIGRATE]
 
 
-def attach_drift(history, decision: dict, day: str, night_store: RunStore, config: DriftConfig,
+def attach_drift(history, decision: Decision, day: str, night_store: RunStore, config: DriftConfig,
                  gate: bool) -> dict:
     """Compute the night's drift section, put it in the decision (and its stored decision.json); return it."""
     view = drift_view(history, config)
@@ -34,8 +35,8 @@ def attach_drift(history, decision: dict, day: str, night_store: RunStore, confi
     section = {"nights": nights, "baseline_nights": config.baseline_nights, "lam": config.lam,
                "width": config.width, "monitoring": nights > config.baseline_nights, "gate": gate,
                "alerts": alerts, "gating_alerts": len(gating(alerts))}
-    decision["drift"] = section
-    night_store.write_document("decision", "decision.json", json.dumps(decision, indent=2, default=float))
+    decision.drift = section
+    night_store.write_document("decision", "decision.json", json.dumps(decision.as_dict(), indent=2, default=float))
     md, page = render_drift(section, view, day)
     night_store.write_document("decision", "drift.md", md)
     night_store.write_document("decision", "drift.html", page)

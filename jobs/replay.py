@@ -30,19 +30,18 @@ import numpy as np
 import pandas as pd
 
 from inference.engines import make_engine
-from inference.engines.base import RESPONSE_COLUMNS as ENGINE_COLUMNS
 from inference.engines.base import error_kind, error_row, response_frame
 from inference.engines.config import CandidateConfig
 from inference.engines.http_errors import retryable
 from jobs.config import RunConfig, default_s3_options, load_config
-from jobs.contracts import RESPONSE_COLUMNS, validate_responses
+from common.tables import RESPONSE_COLUMNS
+from jobs.contracts import validate_responses
 from jobs.errors import EXIT_BAD_INPUT, EXIT_FAILURE, BatonError, ContractError
 from jobs.shards import ensure_ray, run_shards
 from jobs.store import RunStore, shard_id
 
 log = logging.getLogger(__name__)
 TABLE = "responses"
-assert ENGINE_COLUMNS == RESPONSE_COLUMNS, "inference.engines.base.RESPONSE_COLUMNS drifted from jobs.contracts"
 
 
 def shard_stats(out: pd.DataFrame, wall_s: float) -> dict:
@@ -268,7 +267,7 @@ def check_replayed(cfg: RunConfig, results: dict[str, dict]) -> None:
                            f"before scoring. {todo[0].upper()}{todo[1:]}.", code)
 
 
-def replay(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
+def run(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
     """Replay pending traffic shards to every candidate and retry failed rows of committed ones (per
     ``cfg.execution.retry_errors``); returns per-candidate statistics (also in the manifest). Raises
     ReplayFailed when a candidate ends with no successful row."""
@@ -327,7 +326,7 @@ def with_retry_flag(cfg: RunConfig, args: argparse.Namespace) -> RunConfig:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from jobs.cli import config_arguments, retry_errors_argument
+    from jobs.entry import config_arguments, retry_errors_argument
 
     config_arguments(parser)
     retry_errors_argument(parser)
@@ -335,20 +334,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """The replay stage alone: samples the traffic first if that is not committed yet."""
-    from jobs.sample import run_sample
+    from jobs import sample
 
     cfg = with_retry_flag(load_config(args.config), args)
     store = RunStore(cfg.store, cfg.run_id)
     store.check_access()
     with store.lease(cfg.execution.lease_ttl_s).acquire(cfg.execution.lease_wait_s):
         if not store.commits("traffic"):
-            run_sample(cfg, store)
-        stats = replay(cfg, store, progress=not args.no_progress)
+            sample.run(cfg, store)
+        stats = run(cfg, store, progress=not args.no_progress)
     print(json.dumps({"replay": stats}, indent=2, default=str))
     return 0
 
 
+# The stage's earlier name, kept so code written against it (other branches, scripts) still runs.
+replay = run
+
+
 if __name__ == "__main__":
-    from jobs.cli import module_entry
+    from jobs.entry import module_entry
 
     sys.exit(module_entry("jobs.replay"))

@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 
+from calibration.schema import Decision
 from jobs.config import RunConfig
 from jobs.store import RunStore
 
@@ -70,7 +71,7 @@ def judge_bias(store: RunStore, incumbent: str) -> dict:
     Length: Pearson correlation of the verdict with the candidate-minus-incumbent length difference.
     Only the judge and length rows are read, compactly (integer codes, float32), shard by shard.
     """
-    from jobs.calibrate import read_scores_compact
+    from jobs.compact import read_scores_compact
 
     df = read_scores_compact(store, keep_metric=lambda m: m.startswith("judge.pairwise.") or m == "check.length_chars")
     if df.empty:
@@ -130,7 +131,7 @@ def report_extras(cfg: RunConfig, store: RunStore, truth: dict | None = None) ->
 
 def code_rates(store: RunStore) -> dict:
     """Per model, the plain means of the exec.* metrics (code tasks, docs/code-tasks.md); {} when none were scored."""
-    from jobs.calibrate import read_scores_compact
+    from jobs.compact import read_scores_compact
 
     df = read_scores_compact(store, keep_metric=lambda m: m.startswith("exec."))
     if df.empty:
@@ -149,7 +150,7 @@ def code_rates(store: RunStore) -> dict:
     return out
 
 
-def write_report(cfg: RunConfig, store: RunStore, decision: dict, truth: dict | None = None) -> dict:
+def run(cfg: RunConfig, store: RunStore, decision: Decision, truth: dict | None = None) -> dict:
     """Render and store report.html and report.md next to decision.json; returns their URIs."""
     from calibration.report import render_report
 
@@ -160,3 +161,7 @@ def write_report(cfg: RunConfig, store: RunStore, decision: dict, truth: dict | 
     }
     store.update_manifest(reports=uris)
     return uris
+
+
+# The stage's earlier name, kept so code written against it (other branches, scripts) still runs.
+write_report = run

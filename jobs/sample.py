@@ -62,7 +62,7 @@ def select(ids: pd.Series, strata: pd.Series | None, sample: SampleConfig) -> tu
 CHUNK_ROWS = 50_000
 
 
-def run_sample(cfg: RunConfig, store: RunStore) -> dict:
+def run(cfg: RunConfig, store: RunStore) -> dict:
     """Commit the run's traffic table (and traffic quarantine). Idempotent: a finished stage is not redone.
 
     Streams the traffic twice: once for the ids (and strata) to draw the sample, once chunk by chunk to validate
@@ -168,3 +168,7 @@ class _ShardWriter:
 def traffic_shards(store: RunStore) -> list[str]:
     """Committed traffic shard ids, in order."""
     return sorted(store.commits("traffic"))
+
+
+# The stage's earlier name, kept so code written against it (other branches, scripts) still runs.
+run_sample = run

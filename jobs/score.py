@@ -180,7 +180,7 @@ def _quarantine_rows(failures: pd.DataFrame, batch: pd.DataFrame, source: str) -
     })[QUARANTINE_COLUMNS]
 
 
-def score(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
+def run(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
     """Score every pending (model, traffic shard); returns the stage statistics (rubric versions included)."""
     scoring = cfg.scoring
     incumbent = cfg.incumbent.name
@@ -237,7 +237,7 @@ def score(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from jobs.cli import config_arguments
+    from jobs.entry import config_arguments
 
     config_arguments(parser)
 
@@ -247,12 +247,16 @@ def main(args: argparse.Namespace) -> int:
     store = RunStore(cfg.store, cfg.run_id)
     store.check_access()
     ensure_ray(cfg)
-    stats = score(cfg, store, progress=not args.no_progress)
+    stats = run(cfg, store, progress=not args.no_progress)
     print(json.dumps(stats, default=str))
     return 0
 
 
+# The stage's earlier name, kept so code written against it (other branches, scripts) still runs.
+score = run
+
+
 if __name__ == "__main__":
-    from jobs.cli import module_entry
+    from jobs.entry import module_entry
 
     sys.exit(module_entry("jobs.score"))

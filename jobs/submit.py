@@ -172,6 +172,6 @@ def follow(client, job_id: str, timeout: float | None = None, poll_s: float = 1.
 
 
 if __name__ == "__main__":
-    from jobs.cli import module_entry
+    from jobs.entry import module_entry
 
     sys.exit(module_entry("jobs.submit"))

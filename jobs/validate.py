@@ -41,6 +41,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from jobs.cli import module_entry
+    from jobs.entry import module_entry
 
     sys.exit(module_entry(__name__))

@@ -17,9 +17,12 @@ from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
+from calibration.schema import Verdict
+
 from .view import BudgetCurve, Candidate, Dim, all_dims
 
-COLORS = {"migrate": "#1a7f37", "more_labels": "#b35900", "reject": "#c62828", "unknown": "#555555"}
+COLORS = {Verdict.MIGRATE.value: "#1a7f37", Verdict.MORE_LABELS.value: "#b35900", Verdict.REJECT.value: "#c62828",
+          "unknown": "#555555"}
 BASELINES = (  # (attribute, label, marker, color)
     ("human_only", "human-only", "s", "#6a5acd"),
     ("judge_only", "judge-only", "^", "#00838f"),

@@ -1,4 +1,4 @@
-"""Render a decision document as a Markdown and a self-contained HTML report (pure: dicts in, strings out).
+"""Render a decision as a Markdown and a self-contained HTML report (pure: a typed Decision in, strings out).
 
 Every text taken from the decision or the extras is escaped (model, dimension and segment names are
 user input): ``html.escape`` in the HTML, and the same plus ``|`` in Markdown, whose renderers pass raw
@@ -11,6 +11,8 @@ import html
 from collections.abc import Mapping
 from typing import Any
 
+from calibration.schema import Decision, Verdict
+
 from . import plots
 from .templates import CSS
 from .view import (
@@ -21,10 +23,10 @@ from .view import (
     calibration_rows,
     calibration_table,
     candidates,
-    cost_rows,
+    cost_table_rows,
     cost_total,
     interval,
-    judge_bias,
+    judge_bias_rows,
     num,
 )
 
@@ -99,7 +101,7 @@ def esc(s: Any) -> str:
     return html.escape(str(s), quote=True)
 
 
-VERDICT_WORD = {"migrate": "MIGRATE", "more_labels": "MORE LABELS", "reject": "REJECT", "unknown": "NO VERDICT"}
+VERDICT_WORD = {**{v.value: v.value.replace("_", " ").upper() for v in Verdict}, "unknown": "NO VERDICT"}
 
 
 class Section:
@@ -166,16 +168,16 @@ def verdict_line(c: Candidate, margin: float | None, confidence: float | None) -
     unconv = [d.name for d in c.dims if d.converged is False]
     tail = f"; sampler did not converge on {', '.join(unconv)}" if unconv else ""
     word = VERDICT_WORD[c.verdict]
-    if c.verdict == "migrate":
+    if c.verdict == Verdict.MIGRATE:
         names = ", ".join(d.name for d in gating)
         return f"{c.name}: {word} — non-inferior on every gating dimension ({names}) {at}{tail}"
-    if c.verdict == "reject":
-        bad = [d for d in gating if d.verdict == "reject"]
+    if c.verdict == Verdict.REJECT:
+        bad = [d for d in gating if d.verdict == Verdict.REJECT]
         if bad:
             what = ", ".join(f"{d.name} (P(non-inferior) {fnum(d.p_noninferior)})" for d in bad)
             return f"{c.name}: {word} — inferior on {what} {at}{tail}"
-    if c.verdict == "more_labels":
-        open_ = [d for d in gating if d.verdict == "more_labels"] or [d for d in gating if d.verdict != "migrate"]
+    if c.verdict == Verdict.MORE_LABELS:
+        open_ = [d for d in gating if d.verdict == Verdict.MORE_LABELS] or [d for d in gating if d.verdict != Verdict.MIGRATE]
         if open_:
             what = ", ".join(f"{d.name} (P(non-inferior) {fnum(d.p_noninferior)})" for d in open_)
             asks = [
@@ -214,16 +216,16 @@ def _verdicts(cands: list[Candidate], margin, confidence) -> Section:
 # ---------------------------------------------------------------- sections
 
 
-def _header(decision: Mapping, extras: Mapping) -> tuple[str, str, str]:
-    run_id = extras.get("run_id")
+def _header(decision: Decision, extras: Mapping) -> tuple[str, str, str]:
+    run_id = extras.get("run_id") or decision.run_id
     title = "Baton migration report" + (f": {run_id}" if run_id else "")
     facts = [
-        ("incumbent", decision.get("incumbent")),
-        ("margin", fshort(decision.get("margin"))),
-        ("confidence", fpct(num(decision.get("confidence")))),
-        ("created", decision.get("created_at")),
-        ("seed", decision.get("seed")),
-        ("schema version", decision.get("schema_version")),
+        ("incumbent", decision.incumbent),
+        ("margin", fshort(decision.margin)),
+        ("confidence", fpct(decision.confidence)),
+        ("created", decision.created_at),
+        ("seed", decision.seed),
+        ("schema version", decision.schema_version),
     ]
     facts = [(k, v) for k, v in facts if v not in (None, "")]
     md = [f"# {md_text(title)}", ""] + [f"- {md_text(k)}: {md_text(v)}" for k, v in facts] + [""]
@@ -367,7 +369,7 @@ def _calibration(cands: list[Candidate], extras: Mapping) -> Section:
     else:
         s.missing("no calibration table was given")
     s.sub("Judge bias")
-    bias = judge_bias(extras)
+    bias = judge_bias_rows(extras)
     if not bias:
         s.missing("position and length bias of the judge")
     else:
@@ -403,7 +405,7 @@ def _budget(cands: list[Candidate], extras: Mapping) -> Section:
                 [[c.candidate, c.dimension, c.source, ", ".join(f"{fint(n)}: {w:.3f}" for n, w in c.points)]
                  for c in curves])
     s.sub("More labels asked for")
-    asks = [d for d in all_dims(cands) if d.verdict == "more_labels" or (d.labels_needed or 0) > 0]
+    asks = [d for d in all_dims(cands) if d.verdict == Verdict.MORE_LABELS or (d.labels_needed or 0) > 0]
     if asks:
         s.table("labels-needed-table", ["candidate", "dimension", "labels used", "more labels needed", "on segment"],
                 [[d.candidate, d.name, fint(d.labels_used), fint(d.labels_needed),
@@ -415,7 +417,7 @@ def _budget(cands: list[Candidate], extras: Mapping) -> Section:
 
 def _cost(extras: Mapping) -> Section:
     s = Section("cost", "Cost and throughput")
-    rows = cost_rows(extras)
+    rows = cost_table_rows(extras)
     if not rows:
         s.missing("tokens, requests, errors and wall time")
         return s
@@ -490,17 +492,20 @@ def _diagnostics(cands: list[Candidate]) -> Section:
 # ---------------------------------------------------------------- entry point
 
 
-def render_report(decision: dict, extras: dict | None = None) -> tuple[str, str]:
-    """Return (report_md, report_html) for a decision document (docs/decision-schema.md).
+def render_report(decision: Decision | Mapping, extras: dict | None = None) -> tuple[str, str]:
+    """Return (report_md, report_html) for a decision (calibration.schema.Decision, docs/decision-schema.md).
 
-    ``extras`` (optional) carries figures the decision does not hold; see ``calibration.report.view`` for
-    the accepted shapes. Sections whose data is absent say so instead of failing.
+    A mapping (a decision.json read back) is validated into the model first: a document that does not follow the
+    schema raises pydantic's ValidationError naming the field. ``extras`` (optional) carries figures the decision
+    does not hold; see ``calibration.report.view`` for the accepted shapes. Sections whose data is empty say so.
     """
-    if not isinstance(decision, Mapping):
-        raise TypeError(f"decision must be a mapping, got {type(decision).__name__}")
+    if not isinstance(decision, Decision):
+        if not isinstance(decision, Mapping):
+            raise TypeError(f"decision must be a Decision or a mapping, got {type(decision).__name__}")
+        decision = Decision.model_validate(decision)
     extras = extras if isinstance(extras, Mapping) else {}
     cands = candidates(decision, extras)
-    margin, confidence = num(decision.get("margin")), num(decision.get("confidence"))
+    margin, confidence = decision.margin, decision.confidence
     title, head_md, head_html = _header(decision, extras)
     sections = [
         _verdicts(cands, margin, confidence),
@@ -516,7 +521,7 @@ def render_report(decision: dict, extras: dict | None = None) -> tuple[str, str]
     ]
     from .code import code_section  # imports this module: loaded late
 
-    sections += [s for s in (code_section(cands, extras, decision.get("incumbent")),) if s is not None]
+    sections += [s for s in (code_section(cands, extras, decision.incumbent),) if s is not None]
     rendered = [s.render() for s in sections]
     md = "\n".join([head_md, *(m for m, _ in rendered)]).rstrip() + "\n"
     nav = "".join(f'<a href="#sec-{s.sid}">{esc(s.title)}</a>' for s in sections)

@@ -1,8 +1,9 @@
-"""Turn a decision document (docs/decision-schema.md) and optional extras into plain rows.
+"""Turn a typed decision (calibration.schema.Decision, docs/decision-schema.md) and optional extras into plain rows.
 
 Both the Markdown and the HTML renderer read these rows, so the two reports always carry the same
-figures. Everything here is tolerant of missing keys: a field that is absent becomes ``None`` and the
-renderers print "not measured in this run" instead of failing.
+figures. The decision is validated before it gets here, so its fields are read as they are typed; a figure
+that is empty (no draws, no segments, a baseline that could not be computed) becomes ``None`` and the renderers
+print "not measured in this run" instead of failing. The extras are the run's other figures (jobs.report):
 
 Shapes accepted for ``extras`` (all optional):
 
@@ -31,7 +32,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-VERDICTS = ("migrate", "more_labels", "reject")
+from calibration.schema import Decision, DimensionResult, Verdict
+
+VERDICTS = tuple(v.value for v in Verdict)
 COST_KEYS = ("tokens_in", "tokens_out", "requests", "errors", "wall_s", "est_cost_usd")
 
 
@@ -149,99 +152,41 @@ class Candidate:
     dims: list[Dim] = field(default_factory=list)
 
 
-def _verdict(x: Any) -> str:
-    v = str(x).strip().lower().replace(" ", "_") if x is not None else ""
-    return v if v in VERDICTS else "unknown"
+def _verdict(v: Verdict | None) -> str:
+    return "unknown" if v is None else v.value
 
 
-def _thresholds(kind: str, d: Mapping, margin: float | None) -> tuple[float | None, float | None]:
-    """Thresholds from the document, else derived from the schema's rule for the dimension kind."""
-    ni, sup = num(d.get("threshold_noninferior")), num(d.get("threshold_superior"))
-    if sup is None:
-        sup = 0.5 if kind == "pairwise" else 0.0
-    if ni is None and margin is not None:
-        ni = sup - margin
-    return ni, sup
+def _text(x: str | None) -> str | None:
+    return None if x in (None, "") else str(x)
 
 
-def _from_results(decision: Mapping) -> dict:
-    """``candidates`` rebuilt from the flat ``results`` rows, for documents that carry only those."""
-    cands: dict = {}
-    for r in decision.get("results") or []:
-        r = _mapping(r)
-        if "candidate" not in r or "dimension" not in r:
-            continue
-        c = cands.setdefault(str(r["candidate"]), {"dimensions": {}})
-        c["dimensions"][str(r["dimension"])] = {k: v for k, v in r.items() if k not in ("candidate", "dimension")}
-    return cands
+def _segment(name: str, s: Mapping) -> Segment:
+    return Segment(name, Estimate.from_any(s), num(s.get("p_noninferior")), num(s.get("p_superior")),
+                   num(s.get("labels_used")), num(s.get("n_scored")))
 
 
-def candidates(decision: Mapping, extras: Mapping) -> list[Candidate]:
-    margin = num(decision.get("margin"))
-    flat = _mapping(decision.get("verdicts"))
+def _dim(cname: str, dname: str, d: DimensionResult, truth: Mapping) -> Dim:
+    return Dim(
+        candidate=cname, name=dname, kind=d.kind, gating=d.gating, verdict=_verdict(d.verdict),
+        n_scored=num(d.n_scored), bayes=Estimate.from_any({"estimate": d.estimate, "interval": d.interval}),
+        interval_population=interval(d.interval_population),
+        threshold_noninferior=num(d.threshold_noninferior), threshold_superior=num(d.threshold_superior),
+        p_noninferior=num(d.p_noninferior), p_superior=num(d.p_superior), labels_used=num(d.labels_used),
+        labels_needed=num(d.labels_needed), labels_needed_segment=_text(d.labels_needed_segment),
+        human_only=Estimate.from_any(d.human_only), judge_only=Estimate.from_any(d.judge_only),
+        ppi=Estimate.from_any(d.ppi), truth=Estimate.from_any(_mapping(truth.get(cname)).get(dname)),
+        disagreement=_text(d.disagreement), segments=[_segment(n, s) for n, s in d.segments.items()],
+        diagnostics=dict(d.diagnostics), calibration=dict(d.calibration),
+        draws=[v for v in (num(x) for x in d.posterior_draws) if v is not None], basis=d.basis,
+        guards=[dict(g) for g in d.guards], verdict_unguarded=_verdict(d.verdict_unguarded))
+
+
+def candidates(decision: Decision, extras: Mapping) -> list[Candidate]:
+    """The report's rows of a typed decision (calibration.schema); ``extras.truth`` joins by name."""
     truth = _mapping(extras.get("truth"))
-    out = []
-    source = _mapping(decision.get("candidates")) or _from_results(decision)
-    for cname, c in source.items():
-        c = _mapping(c)
-        cname = str(cname)
-        reasons = c.get("reasons")
-        reasons = [str(r) for r in reasons] if isinstance(reasons, list) else []
-        cand = Candidate(cname, _verdict(c.get("verdict", flat.get(cname))), reasons)
-        for dname, d in _mapping(c.get("dimensions")).items():
-            d = _mapping(d)
-            dname = str(dname)
-            kind = str(d.get("kind") or "unknown")
-            ni, sup = _thresholds(kind, d, margin)
-            segs = [
-                Segment(
-                    str(sname),
-                    Estimate.from_any(s),
-                    num(_mapping(s).get("p_noninferior")),
-                    num(_mapping(s).get("p_superior")),
-                    num(_mapping(s).get("labels_used")),
-                    num(_mapping(s).get("n_scored")),
-                )
-                for sname, s in _mapping(d.get("segments")).items()
-            ]
-            draws = d.get("posterior_draws")
-            draws = [v for v in (num(x) for x in draws) if v is not None] if isinstance(draws, list) else []
-            bayes = Estimate.from_any({"estimate": d.get("estimate"), "interval": d.get("interval")})
-            seg_needed = d.get("labels_needed_segment")
-            cand.dims.append(
-                Dim(
-                    candidate=cname,
-                    name=dname,
-                    kind=kind,
-                    gating=bool(d.get("gating", True)),
-                    verdict=_verdict(d.get("verdict")),
-                    n_scored=num(d.get("n_scored")),
-                    bayes=bayes,
-                    interval_population=interval(d.get("interval_population")),
-                    threshold_noninferior=ni,
-                    threshold_superior=sup,
-                    p_noninferior=num(d.get("p_noninferior")),
-                    p_superior=num(d.get("p_superior")),
-                    labels_used=num(d.get("labels_used")),
-                    labels_needed=num(d.get("labels_needed")),
-                    labels_needed_segment=None if seg_needed in (None, "") else str(seg_needed),
-                    human_only=Estimate.from_any(d.get("human_only")),
-                    judge_only=Estimate.from_any(d.get("judge_only")),
-                    ppi=Estimate.from_any(d.get("ppi")),
-                    truth=Estimate.from_any(_mapping(truth.get(cname)).get(dname)),
-                    disagreement=None if d.get("disagreement") in (None, "") else str(d.get("disagreement")),
-                    segments=segs,
-                    diagnostics=dict(_mapping(d.get("diagnostics"))),
-                    calibration=dict(_mapping(d.get("calibration"))),
-                    draws=draws,
-                    basis=None if d.get("basis") in (None, "") else str(d.get("basis")),
-                    guards=[dict(g) for g in d.get("guards") or [] if isinstance(g, Mapping)],
-                    verdict_unguarded=None if d.get("verdict_unguarded") is None else _verdict(
-                        d.get("verdict_unguarded")),
-                )
-            )
-        out.append(cand)
-    return out
+    return [Candidate(cname, _verdict(c.verdict), list(c.reasons),
+                      [_dim(cname, dname, d, truth) for dname, d in c.dimensions.items()])
+            for cname, c in decision.candidates.items()]
 
 
 def all_dims(cands: list[Candidate]) -> list[Dim]:
@@ -339,7 +284,7 @@ def _cost_row(stage: str, model: str, m: Mapping) -> CostRow:
     )
 
 
-def cost_rows(extras: Mapping) -> list[CostRow]:
+def cost_table_rows(extras: Mapping) -> list[CostRow]:
     cost = extras.get("cost")
     rows = []
     if isinstance(cost, list):
@@ -398,7 +343,7 @@ def calibration_table(extras: Mapping) -> tuple[list[str], list[tuple[str, dict[
     return cols, [(m, {str(k): v for k, v in s.items()}) for m, s in items]
 
 
-def judge_bias(extras: Mapping) -> list[tuple[str, str, dict[str, Any]]]:
+def judge_bias_rows(extras: Mapping) -> list[tuple[str, str, dict[str, Any]]]:
     """[(metric or "", "position" | "length" | other, {figure: value})]."""
     raw = _mapping(extras.get("judge_bias"))
     groups = {"": raw} if ("position" in raw or "length" in raw) else raw

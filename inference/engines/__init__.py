@@ -2,6 +2,8 @@
 
 ``make_engine(config)`` builds the engine for a config; engines import their heavy libraries (vLLM, torch,
 openai) only when built.
+
+May import: common/, the rest of inference/ and third-party packages; never jobs/ or calibration/.
 """
 
 from inference.engines.base import RESPONSE_COLUMNS, EngineDeadError, EngineError, EngineStartupError

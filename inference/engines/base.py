@@ -15,9 +15,8 @@ import re
 import numpy as np
 import pandas as pd
 
-# Mirrors jobs.contracts.RESPONSE_COLUMNS (inference/ must not import jobs/; a test checks they agree).
-RESPONSE_COLUMNS = ["request_id", "model", "response", "prompt_tokens", "completion_tokens", "latency_s",
-                    "finish_reason", "attempts", "error"]
+from common.tables import RESPONSE_COLUMNS  # noqa: F401 - the one column list, shared with jobs/
+
 INPUT_COLUMNS = ["request_id", "messages"]
 
 

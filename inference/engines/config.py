@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from common.models import Strict as _Strict
 
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
 # Shapes of well-known keys (OpenAI/Stripe sk-, Hugging Face hf_, AWS key ids, GitHub, Slack, GitLab, Google),
@@ -31,10 +33,6 @@ def check_env_name(value: str | None) -> str | None:
         raise ValueError("must be the NAME of an environment variable (upper-case letters, digits and underscores, "
                          "e.g. OPENAI_API_KEY), not a secret value")
     return value
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class SamplingConfig(_Strict):

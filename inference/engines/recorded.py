@@ -13,7 +13,7 @@ import pandas as pd
 
 from inference.engines.base import RESPONSE_COLUMNS, error_text, require_input, response_frame
 from inference.engines.config import RecordedEngineConfig
-from inference.tables import read_table
+from common.tables import read_table
 
 
 class RecordedEngine:

@@ -9,6 +9,8 @@ responses for one model and shard (request_id, model, response, incumbent_respon
 - ``CodeExec``: code answers run against the traffic's tests in a sandbox (exec.*, docs/code-tasks.md).
 
 Metric names are documented in docs/metrics.md.
+
+May import: common/, the rest of inference/ and third-party packages; never jobs/ or calibration/.
 """
 
 from inference.scorers.base import INPUT_COLUMNS, SCORE_COLUMNS, MissingColumn

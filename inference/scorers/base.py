@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-SCORE_COLUMNS = ["request_id", "model", "metric", "value"]
+from common.tables import SCORE_COLUMNS  # noqa: F401 - the one column list, shared with jobs/
 # Every scorer sees one candidate (or the incumbent) on one traffic shard, joined with the traffic.
 INPUT_COLUMNS = ["request_id", "model", "response", "incumbent_response", "reference", "messages"]
 

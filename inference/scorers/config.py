@@ -5,15 +5,13 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from common.models import Strict as _Strict
 
 from inference.engines.config import OpenAIEngineConfig, VLLMEngineConfig
 
 RUBRIC_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class ChecksConfig(_Strict):

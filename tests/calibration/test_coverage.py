@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from calibration.simulate import coverage_study
+from tests.support.simulate import coverage_study
 
 REPS = 24  # x 2 candidates = 48 intervals; two vectorised NUTS fits of 12 independent replicates
 BAND = (0.85, 0.95)

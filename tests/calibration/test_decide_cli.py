@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from calibration.simulate import simulate_pairwise
+from tests.support.simulate import simulate_pairwise
 from calibration.config import DecisionConfig
-from jobs.decide import decide_tables
+from calibration.pipeline import decide
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data"
@@ -94,7 +94,7 @@ def test_segment_regression_blocks_migrate():
                             judge_bias=(0.0,), seg_effects=(0.6, 0.6, -2.4), segments=("eu", "us", "apac"))
     decision = DecisionConfig(dimensions=[{"name": "quality", "kind": "pairwise"}], margin=0.05, confidence=0.9,
                               draws=400, tune=400)
-    doc = decide_tables(sim.scores, sim.labels, sim.traffic, decision, "incumbent", segments=["region"])
+    doc = decide(sim.scores, sim.labels, sim.traffic, decision, "incumbent", segments=["region"]).as_dict()
     e = doc["candidates"]["cand-a"]["dimensions"]["quality"]
     assert sim.truth["cand-a"] > 0.5 and sim.truth_seg["cand-a"]["region=apac"] < 0.3
     assert e["p_noninferior"] >= 0.9
@@ -108,7 +108,7 @@ def test_labels_with_a_design(tmp_path):
     """`baton decide` on labels that carry inclusion_prob: a bad probability is exit 2 naming file, row and
     column; good ones weight the model's likelihood and the baselines (the labels alone cannot give the
     unlabelled units' probabilities, so the model cannot condition on them)."""
-    from calibration.simulate import simulate_design
+    from tests.support.simulate import simulate_design
 
     t = simulate_design(7, "stratified", n_requests=300, n_labels=40)
     scores, labels = tmp_path / "scores.parquet", tmp_path / "labels.csv"
@@ -202,3 +202,21 @@ def test_config_levels_reach_the_decision_config():
                                        {"name": "quality", "kind": "pairwise"}]}}
     decision = parse_config(raw).decision
     assert decision.dimensions[0].levels == [1.0, 2.0, 3.0, 4.0, 5.0] and decision.dimensions[1].levels is None
+
+
+def test_baton_decide_names_the_flags_the_statistics_layer_does_not(tmp_path, capsys):
+    """calibration.data's errors name no flag (it serves the run config too); `baton decide` adds the flags to fix,
+    exit 2, before any sampling."""
+    import argparse
+
+    from jobs.decide import add_arguments, main
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--scores", str(SCORES), "--labels", str(LABELS), "--dimension", "quality", "--kind", "pairwise",
+            "--margin", "0.05", "--confidence", "0.9", "--out", str(tmp_path / "o")]
+    assert main(parser.parse_args([*base, "--incumbent", "llama-7b", "--candidate", "llama-7b"])) == 2
+    err = capsys.readouterr().err
+    assert "--candidate, --incumbent: candidate 'llama-7b' is also the incumbent" in err
+    assert main(parser.parse_args([*base, "--incumbent", "llama-7b", "--segment", "app"])) == 2
+    assert "--segment needs --traffic: segment columns ['app'] given without a traffic table" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """Labels chosen by an informative design (stratified with unequal allocation, active) do not bias the estimate.
 
-The world (calibration.simulate.simulate_design) is built so that an unweighted analysis is wrong: the human
+The world (tests.support.simulate.simulate_design) is built so that an unweighted analysis is wrong: the human
 preference is a step in the judge score, which the calibration model's logistic does not fit, and the design puts
 most labels where the preference is high. Adjusted for the design (log pi as a covariate, or 1/pi weights), the
 Bayesian estimate is unbiased over seeded replicates, and so are the weighted human-only (Hajek) and difference
@@ -14,10 +14,10 @@ import pytest
 
 from calibration import baselines
 from calibration.data import InputError, prepare
-from calibration.label_design import LOG_PI
+from calibration.design import LOG_PI
 from calibration.estimands import aggregate, thin_params
 from calibration.models import cell_weights, fit
-from calibration.simulate import simulate_design
+from tests.support.simulate import simulate_design
 
 CAND = "cand-a"
 

@@ -12,7 +12,7 @@ import pytest
 from calibration import baselines, decision, design, guards
 from calibration.data import prepare
 from calibration.pipeline import SamplerSettings, summarise_dimension
-from calibration.simulate import simulate_misspec
+from tests.support.simulate import simulate_misspec
 
 CONV = {"converged": True, "r_hat_max": 1.0, "ess_bulk_min": 500.0, "divergences": 0}
 

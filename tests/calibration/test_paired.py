@@ -10,7 +10,7 @@ import pytest
 from calibration.data import prepare
 from calibration.estimands import _model_moments, aggregate
 from calibration.models import build_model, paired_requests
-from calibration.simulate import simulate_binary, simulate_pairwise
+from tests.support.simulate import simulate_binary, simulate_pairwise
 
 
 def _params(K, sv, se, alphas=(0.0, 0.4)):

@@ -105,21 +105,32 @@ def test_segment_labels_needed_positive_when_the_model_blocks_on_few_labels():
 
 
 def test_label_export_reads_a_positive_need_and_its_segment(tmp_path):
-    from jobs.label_export import needs_from_decision
+    from jobs.errors import ContractError
+    from jobs.labels.export import needs_from_decision
+    from tests.calibration.test_decision_schema import _example
 
-    doc = {"candidates": {
-        "cand-a": {"dimensions": {"quality": {"labels_needed": None, "labels_needed_segment": None}}},
-        "cand-b": {"dimensions": {"quality": {"labels_needed": 37, "labels_needed_segment": "region=apac"}}}}}
+    doc = _example()  # the documented decision.json, two candidates with their needs
+    a = doc["candidates"].pop("cand-a")
+    a["dimensions"]["quality"].update(labels_needed=None, labels_needed_segment=None)
+    b = json.loads(json.dumps(a))
+    b["dimensions"]["quality"].update(labels_needed=37, labels_needed_segment="region=apac")
+    doc["candidates"] = {"cand-a": a, "cand-b": b}
     p = tmp_path / "decision.json"
     p.write_text(json.dumps(doc))
     assert needs_from_decision(str(p)) == ({"cand-b": 37}, "region=apac")
+    # read as the typed decision: a document off the schema is refused naming the field
+    b["dimensions"]["quality"]["labels_needed"] = "lots"
+    p.write_text(json.dumps(doc))
+    with pytest.raises(ContractError, match=r"decision.json: not a decision document .*candidates.cand-b.dimensions"
+                                            r".quality.labels_needed"):
+        needs_from_decision(str(p))
 
 
 @pytest.mark.parametrize("segments,expect", [(("eu",), False), (("eu", "us", "apac"), True)])
 def test_segment_slopes_only_with_segments(segments, expect):
     from calibration.data import prepare
     from calibration.models import build_model
-    from calibration.simulate import simulate_pairwise
+    from tests.support.simulate import simulate_pairwise
 
     sim = simulate_pairwise(0, n_requests=60, n_labels=20, n_annot=1, candidates=("cand-a",), cand_effect=(0.0,),
                             judge_bias=(0.0,), segments=segments)

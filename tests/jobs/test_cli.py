@@ -78,7 +78,7 @@ def test_missing_local_input_files_exit_2_naming_the_file(tmp_path, capsys):
     # The labels of a run: read by the pipeline's labels stage, before the calibration spends compute.
     from jobs.config import load_config
     from jobs.errors import EXIT_BAD_INPUT, BatonError
-    from jobs.migrate import import_labels
+    from jobs.labels import run as import_labels
     from jobs.store import RunStore
 
     cfg = load_config(str(_config(tmp_path, labels={"path": str(tmp_path / "absent-labels.csv")})))

@@ -89,7 +89,7 @@ def _rerun_heals(store, cfg) -> None:
 
     hurt = _corrupt(store, cfg)
     decision = run_pipeline(cfg, progress=False)
-    assert set(decision["verdicts"]) == {c.name for c in cfg.candidates}
+    assert set(decision.verdicts) == {c.name for c in cfg.candidates}
     aside = {(t, n["shard"]) for t in ("traffic", "responses", "scores") for _, n in store.set_asides(t)}
     cand = cfg.candidates[0].name
     # The three damaged shards, and the scores computed from the damaged responses, were set aside and redone.

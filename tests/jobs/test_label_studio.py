@@ -24,8 +24,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from jobs.label_export import export_batch
-from jobs.label_import import import_answers
+from jobs.labels.export import export_batch
+from jobs.labels.import_ import import_answers
 from tests.jobs.test_labels import answer, check_against_truth, make_run
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,14 +17,14 @@ import pytest
 import yaml
 
 from jobs import cli
-from jobs import labels as labels_cli
+from jobs.labels import command as labels_cli
 from jobs.config import parse_config
-from jobs.calibrate import decide_run
+from jobs.decide import run as decide_run
 from jobs.errors import ContractError
-from jobs.label_checks import design_weights, run_checks
-from jobs.label_export import export_batch
-from jobs.label_import import import_answers
-from jobs.label_task import LabelDimension, LabelTaskConfig, load_task_config
+from jobs.labels.checks import design_weights, run_checks
+from jobs.labels.export import export_batch
+from jobs.labels.import_ import import_answers
+from jobs.labels.task import LabelDimension, LabelTaskConfig, load_task_config
 from jobs.store import RunStore
 
 INC, CANDS = "inc-model", ["cand-a", "cand-b"]
@@ -314,13 +314,29 @@ def test_table_level_errors_exit_2_naming_file_and_column(run, capsys):
         export_batch(run["cfg"], run["store"], run["task"], str(out), n=2, candidates=["cand-z"])
 
 
+def _decision_with_needs(needs: dict) -> dict:
+    """A decision.json (the documented example, docs/decision-schema.md) whose candidates and dimensions carry the
+    given (labels_needed, labels_needed_segment)."""
+    import copy
+
+    from tests.calibration.test_decision_schema import _example
+
+    doc = _example()
+    dim = next(iter(doc["candidates"].pop("cand-a")["dimensions"].values()))
+    cands = {}
+    for cand, dims in needs.items():
+        body = {"verdict": "more_labels", "reasons": [], "dimensions": {}}
+        for name, (need, seg) in dims.items():
+            body["dimensions"][name] = {**copy.deepcopy(dim), "labels_needed": need, "labels_needed_segment": seg}
+        cands[cand] = body
+    return {**doc, "candidates": cands, "verdicts": {c: "more_labels" for c in cands}, "results": []}
+
+
 def test_export_from_decision_asks_for_labels_needed_on_the_segment(run):
     export_batch(run["cfg"], run["store"], run["task"], str(run["tmp"] / "b"), n=10, seed=7, batch="d0",
                          candidates=["cand-b"])
-    decision = {"candidates": {
-        "cand-a": {"dimensions": {"quality": {"labels_needed": 0, "labels_needed_segment": None}}},
-        "cand-b": {"dimensions": {"quality": {"labels_needed": 6, "labels_needed_segment": "app=Y"},
-                                  "style": {"labels_needed": 2, "labels_needed_segment": None}}}}}
+    decision = _decision_with_needs({"cand-a": {"quality": (0, None)},
+                                     "cand-b": {"quality": (6, "app=Y"), "style": (2, None)}})
     dpath = run["tmp"] / "decision.json"
     dpath.write_text(json.dumps(decision))
     assert baton_labels(["export", "--config", run["cfg_path"], "--out", str(run["tmp"] / "b"),
@@ -365,7 +381,7 @@ def test_decide_adjusts_for_the_active_design(run):
     dims = [d for d in run["cfg"].decision.dimensions if d.name == "quality"]
     cfg = run["cfg"].model_copy(update={"decision": run["cfg"].decision.model_copy(
         update={"dimensions": dims, "draws": 150, "tune": 150})})
-    doc = decide_run(cfg, run["store"])
+    doc = decide_run(cfg, run["store"]).as_dict()
     weights = design_weights(run["store"])
     for cand in CANDS:
         e = doc["candidates"][cand]["dimensions"]["quality"]
@@ -445,7 +461,7 @@ def _quality_only(cfg, **update):
 def test_labels_stage_quarantines_bad_rows_decides_on_the_rest_and_reimports_a_corrected_file(run):
     """One off-scale label (7 on a pairwise dimension) no longer ends the run at decide; a corrected labels file on
     a rerun is imported again (its content changed), and an unchanged one is a no-op."""
-    from jobs.migrate import import_labels
+    from jobs.labels import run as import_labels
 
     good = [(f"r{i:03d}", c, "quality", _pairwise_truth(c, i), "ann1") for c in CANDS for i in range(1, 31)]
     bad = [("r031", "cand-a", "quality", 7, "ann1"),  # off the pairwise scale
@@ -467,7 +483,7 @@ def test_labels_stage_quarantines_bad_rows_decides_on_the_rest_and_reimports_a_c
     assert by_row[61].field == "dimension" and "'tone' is not one of the decision's dimensions" in by_row[61].reason
     assert by_row[62].field == "request_id" and "'r999' is not in this run's traffic" in by_row[62].reason
     assert by_row[63].field == "model" and "'ghost' is neither the incumbent nor a candidate" in by_row[63].reason
-    doc = decide_run(cfg, store)  # the decision uses the 60 good labels
+    doc = decide_run(cfg, store).as_dict()  # the decision uses the 60 good labels
     assert {e["labels_used"] for e in (doc["candidates"][c]["dimensions"]["quality"] for c in CANDS)} == {30}
 
     # the annotator corrects the 7 to a 1: the rerun's labels stage sees a new source and re-imports it
@@ -627,7 +643,7 @@ def test_annotator_identity_maps_label_studio_ids_and_emails_to_one_person(run, 
     import_answers(run["cfg"], store, str(api), identities=ids)
     assert set(store.read_table("labels")["annotator"]) == {"ann@example.com"}
     # without a mapping, an export's created_username ("email, id") still gives the email
-    from jobs.label_import import annotator_identity
+    from jobs.labels.import_ import annotator_identity
     assert annotator_identity({"completed_by": 7, "created_username": " ann@example.com, 7"}, {}) == "ann@example.com"
     assert annotator_identity({"completed_by": 7}, {}) == "7"
     with pytest.raises(Exception, match="listed under both"):
@@ -657,7 +673,7 @@ def test_labels_stage_on_s3_reimports_when_the_object_changes(tmp_path, s3_bucke
     unchanged object is a no-op, a re-uploaded different one is imported again."""
     import boto3
 
-    from jobs.migrate import import_labels
+    from jobs.labels import run as import_labels
 
     endpoint, bucket = s3_bucket
     r = make_run(tmp_path, {"root": f"s3://{bucket}/baton", "endpoint_url": endpoint})

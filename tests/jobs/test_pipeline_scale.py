@@ -83,7 +83,7 @@ def test_only_the_planted_rows_are_quarantined(run):
 def test_decision_is_written_for_both_candidates(run):
     bench, _, store, decision = run
     doc = json.loads(store.read_document("decision", "decision.json"))
-    assert set(doc["verdicts"]) == set(bench.CANDIDATES) == set(decision["verdicts"])
+    assert set(doc["verdicts"]) == set(bench.CANDIDATES) == set(decision.verdicts)
     for cand in bench.CANDIDATES:
         entry = doc["candidates"][cand]["dimensions"]["quality"]
         assert entry["labels_used"] == LABELS_PER_CANDIDATE

@@ -226,7 +226,7 @@ def _pipeline_config(tmp_path, server, run_id: str, n: int, **cand) -> tuple[str
 
 
 def _check_one_row_per_request_in_every_reader(cfg, store, traffic, name):
-    from jobs.label_export import units_of_run
+    from jobs.labels.export import units_of_run
     from jobs.score import score
 
     want = sorted(traffic["request_id"])

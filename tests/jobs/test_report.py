@@ -74,14 +74,18 @@ def test_cost_rows_come_from_the_shard_records_of_every_invocation(tmp_path):
 
 def test_report_total_adds_no_requests_and_shows_small_costs():
     from calibration.report import render_report
-    from calibration.report.view import cost_rows as view_rows
+    from calibration.report.view import cost_table_rows as view_rows
     from calibration.report.view import cost_total
 
     extras = {"cost": [{"stage": "replay", "model": "c", "requests": 20, "wall_s": 5.0, "est_cost_usd": 0.000123},
                        {"stage": "score", "model": "c", "requests": 20, "wall_s": 1.0}]}
     total = cost_total(view_rows(extras))
     assert total.requests is None and total.requests_per_s is None and total.est_cost_usd == pytest.approx(0.000123)
-    md, _ = render_report({"candidates": {}}, extras)
+    from calibration.schema import Decision
+
+    empty = Decision(created_at="2026-12-01T00:00:00Z", incumbent="i", margin=0.05, confidence=0.9, seed=0,
+                     verdicts={}, candidates={}, results=[])
+    md, _ = render_report(empty, extras)
     line = next(x for x in md.splitlines() if x.startswith("| total |"))
     assert "| 40 |" not in line and line.rstrip(" |").endswith("$0.000123")
     assert "| replay | c | 20 |" in md and "| 4.00 |" in md  # 20 requests over 5 s of shard work

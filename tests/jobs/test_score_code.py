@@ -89,9 +89,13 @@ def test_score_runs_code_tasks_on_ray(tmp_path, ray_cluster):
     rates = code_rates(store)  # the report's code section: raw pass rates per model
     assert rates["inc"]["pass"] == 1 and rates["inc"]["n"] == len(tasks) and rates["cand"]["pass"] == 0
     assert rates["cand"]["error_kinds"]["timeout"] > 0
-    decision = {"incumbent": "inc", "verdicts": {"cand": "more_labels"}, "candidates": {"cand": {
-        "verdict": "more_labels", "reasons": [], "dimensions": {"correctness": {
-            "kind": "binary", "estimate": -0.4, "interval": [-0.5, -0.3], "verdict": "reject"}}}}}
+    from tests.calibration.test_decision_schema import _example
+
+    decision = _example()  # the documented decision.json, made this run's: one binary dimension of cand
+    dim = decision["candidates"].pop("cand-a")["dimensions"]["quality"]
+    dim.update(kind="binary", estimate=-0.4, interval=[-0.5, -0.3], verdict="reject")
+    decision.update(incumbent="inc", verdicts={"cand": "more_labels"}, results=[], candidates={"cand": {
+        "verdict": "more_labels", "reasons": [], "dimensions": {"correctness": dim}}})
     md, html = render_report(decision, {"code": rates})
     assert "## Code tasks" in md and "| cand | correctness | -0.400 | [-0.500, -0.300] | 0% | -1.000 |" in md and 'id="code-table"' in html
 

@@ -1,1 +1,1 @@
-"""Test support: a loopback OpenAI-compatible server and a tiny local causal LM."""
+"""Test support: a loopback OpenAI-compatible server, a tiny local causal LM and the seeded simulators (simulate)."""

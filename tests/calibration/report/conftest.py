@@ -24,7 +24,9 @@ def _dim(rng, kind, estimate, sd, verdict, *, margin=0.05, labels=100, needed=0,
         "kind": kind, "gating": gating, "n_scored": 1000, "estimate": estimate, "interval": [lo, hi],
         "interval_population": [lo - 0.01, hi + 0.01], "threshold_noninferior": ni, "threshold_superior": sup,
         "p_noninferior": float(np.mean(draws > ni)), "p_superior": float(np.mean(draws > sup)),
-        "verdict": verdict, "labels_used": labels, "labels_needed": needed, "labels_needed_segment": segment,
+        "verdict": verdict, "verdict_unguarded": verdict, "basis": "population", "guards": [], "design_valid": {},
+        "design": {"weighted": False, "adjustment": None},
+        "labels_used": labels, "labels_needed": needed, "labels_needed_segment": segment,
         "human_only": {"estimate": estimate - 0.01, "interval": [lo - 0.05, hi + 0.05], "n": labels},
         "judge_only": {"estimate": estimate + 0.03, "interval": [lo + 0.02, hi + 0.02]},
         "ppi": {"estimate": estimate - 0.005, "interval": [lo - 0.02, hi + 0.02]},
@@ -77,6 +79,7 @@ def make_decision() -> dict:
     }
     results = [
         {"candidate": c, "dimension": d, "estimate": v["estimate"], "interval": v["interval"],
+         "interval_population": v["interval_population"], "basis": v["basis"],
          "p_noninferior": v["p_noninferior"], "p_superior": v["p_superior"], "verdict": v["verdict"],
          "labels_used": v["labels_used"], "labels_needed": v["labels_needed"],
          "human_only": v["human_only"], "ppi": v["ppi"], "judge_only": v["judge_only"]}

@@ -8,7 +8,9 @@ import re
 import pytest
 
 from calibration.report import render_report
-from calibration.report.view import budget_curves, candidates, cost_rows, cost_total
+from calibration.report.view import budget_curves, candidates, cost_table_rows, cost_total
+from calibration.schema import Decision
+from pydantic import ValidationError
 
 EVIL = "<script>alert(1)</script>"
 SECTIONS = ["verdicts", "config", "results", "forest", "baselines", "posteriors", "calibration", "label-budget",
@@ -127,7 +129,7 @@ def test_plots_draw_rows_lines_and_annotations(rendered, decision, parse_html):
 
 
 def test_label_budget_measured_and_projected(decision, extras, rendered, parse_html):
-    cands = candidates(decision, extras)
+    cands = candidates(Decision.model_validate(decision), extras)
     curves = {(c.candidate, c.dimension): c for c in budget_curves(cands, extras)}
     assert curves[("cand-a", "quality")].source == "measured"
     assert curves[("cand-a", "quality")].points == [(25, 0.16), (50, 0.11), (100, 0.075)]
@@ -145,7 +147,7 @@ def test_label_budget_measured_and_projected(decision, extras, rendered, parse_h
 
 
 def test_cost_rows_and_totals(extras, rendered, parse_html):
-    rows = cost_rows(extras)
+    rows = cost_table_rows(extras)
     assert [(r.stage, r.model) for r in rows] == [("generate", "cand-a"), ("generate", EVIL), ("judge", "all")]
     total = cost_total(rows)
     # Requests count different things per stage: the total adds tokens, errors and cost, never requests.
@@ -165,7 +167,7 @@ def test_absent_data_degrades_to_not_measured(decision, parse_html):
     for c in bare["candidates"].values():
         for d in c["dimensions"].values():
             for k in ("posterior_draws", "diagnostics", "calibration", "segments", "human_only", "judge_only", "ppi"):
-                d.pop(k)
+                d[k] = type(d[k])()  # the typed decision always has the field; empty means not measured
     md, page = render_report(bare)  # no extras at all
     dom = parse_html(page)
     for sid in SECTIONS:
@@ -180,17 +182,23 @@ def test_absent_data_degrades_to_not_measured(decision, parse_html):
     assert len(_verdict_items(dom)) == 3
 
 
-def test_empty_and_malformed_documents(parse_html):
-    md, page = render_report({})
+def test_empty_and_malformed_documents(decision, parse_html):
+    """The report reads the typed decision (calibration.schema): no candidate renders, a document that breaks the
+    schema is refused naming the field, before anything is rendered."""
+    empty = {**decision, "verdicts": {}, "candidates": {}, "results": []}
+    md, page = render_report(empty)
     dom = parse_html(page)
     assert "no candidate in the decision" in dom.by_id("sec-verdicts").all_text()
     assert "Not measured in this run" in md
-    odd = {"margin": "wide", "confidence": None, "candidates": {"x": {"verdict": "maybe", "dimensions": {
-        "q": {"kind": "pairwise", "estimate": float("nan"), "interval": [None, 1], "posterior_draws": ["a", 1]}}}}}
-    md, page = render_report(odd, {"cost": "n/a", "judge_bias": 3, "label_budget": []})
-    items = _verdict_items(parse_html(page))
-    assert items[0].attrs["class"] == "verdict verdict-unknown" and "NO VERDICT" in items[0].all_text()
-    with pytest.raises(TypeError, match="decision must be a mapping"):
+    odd = copy.deepcopy(decision)
+    odd["candidates"]["cand-a"]["verdict"] = "maybe"
+    with pytest.raises(ValidationError, match=r"candidates\.cand-a\.verdict"):
+        render_report(odd)
+    with pytest.raises(ValidationError, match="candidates"):
+        render_report({k: v for k, v in decision.items() if k != "candidates"})  # flat results alone
+    md, page = render_report(decision, {"cost": "n/a", "judge_bias": 3, "label_budget": []})  # odd extras
+    assert "sec-cost" in page
+    with pytest.raises(TypeError, match="decision must be a Decision or a mapping"):
         render_report([])
 
 
@@ -199,19 +207,6 @@ def test_rendering_is_pure_and_deterministic(decision, extras, rendered):
     again = render_report(decision, extras)
     assert again == rendered
     assert decision == d0 and extras == e0
-
-
-def test_flat_results_only_document_still_reports(decision, parse_html):
-    """A document with only the flat ``results`` rows (no ``candidates``) still gets verdicts and tables."""
-    flat = {k: v for k, v in copy.deepcopy(decision).items() if k != "candidates"}
-    md, page = render_report(flat)
-    dom = parse_html(page)
-    items = _verdict_items(dom)
-    assert [i.attrs["class"] for i in items] == [
-        "verdict verdict-migrate", "verdict verdict-reject", "verdict verdict-more-labels"]
-    q = decision["candidates"]["cand-a"]["dimensions"]["quality"]
-    assert f"{q['estimate']:.3f} {_iv(q['interval'])}" in dom.by_id("results-table").all_text()
-    assert len(dom.by_id("forest-plot").find_all("svg")) == 3
 
 
 def test_guards_basis_and_like_with_like_widths(decision, parse_html):

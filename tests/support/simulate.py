@@ -1,5 +1,9 @@
 """Seeded simulators of scored traffic with human labels, for coverage tests and benchmarks.
 
+It lives in tests/support (moved from calibration/, which holds only what a run uses): tests import it as
+``tests.support.simulate`` and the benchmarks the same way (each benchmark already puts the repository root on
+sys.path), so one copy serves both and nothing in calibration/, inference/ or jobs/ can depend on it.
+
 Pairwise world: each (request, candidate) has a latent human preference ``l = a_c + u_{c,s} + e`` (e ~ N(0,1)).
 Each annotator labels ``1`` (candidate better), ``0.5`` (tie), ``0`` from ``l + logistic noise`` cut at +-``tie``.
 Two position orders of one LLM judge see ``l + bias_c +- position + N(0, noise)`` and answer 1/0.5/0 the same way
@@ -197,7 +201,7 @@ def simulate_design(seed: int, design_name: str = "active", n_requests: int = 60
     floored at ``tau n / N``; ``stratified`` splits the traffic at ``x = 0`` into two regions and takes 3/4 of the
     labels from the upper one. Labels carry their ``inclusion_prob`` and ``batch``; ``design`` holds every unit's.
     A linear ordered logistic fitted to such labels as if they were a random sample mis-predicts the under-sampled
-    units; with ``log pi`` as a covariate or ``1 / pi`` weights it does not (calibration.label_design)."""
+    units; with ``log pi`` as a covariate or ``1 / pi`` weights it does not (calibration.design)."""
     from calibration import design
 
     rng = np.random.default_rng(seed)

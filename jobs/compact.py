@@ -1,48 +1,12 @@
-"""Decide stage of the pipeline: the run's scores, labels and traffic segments -> decision/decision.json.
-
-The same code as the standalone `baton decide` (jobs.decide.decide_tables), fed from the run store.
-"""
+"""The scores table read compactly (categorical codes, float32), for the decide and report stages. Plumbing."""
 
 from __future__ import annotations
-
-import json
-import logging
 
 import numpy as np
 import pandas as pd
 
-from calibration.data import InputError
-from jobs.config import RunConfig
-from jobs.decide import decide_tables
-from jobs.contracts import SCORE_COLUMNS
-from jobs.errors import ContractError
-from jobs.label_checks import design_weights
+from common.tables import SCORE_COLUMNS
 from jobs.store import RunStore
-
-log = logging.getLogger(__name__)
-
-
-def decide_run(cfg: RunConfig, store: RunStore) -> dict:
-    """Calibrate and decide from the run's tables; writes decision.json and returns it."""
-    scores = read_scores_compact(store)
-    labels = store.read_table("labels")
-    if labels.empty:
-        raise ContractError(f"{store.uri('labels')}: no human labels in this run (set labels.path or use `baton labels import`)")
-    traffic = store.read_table("traffic", columns=["request_id", *cfg.traffic.segments]) if cfg.traffic.segments else None
-    # every unit any exported batch could have chosen, not only the labelled ones: a unit's probability combines
-    # all batches (`baton labels export`); labels from a plain table carry none and count as a random sample
-    design = design_weights(store) if cfg.decision.design_adjustment != "none" else None
-    if design is not None and design.empty:
-        design = None
-    try:
-        decision = decide_tables(scores, labels, traffic, cfg.decision, cfg.incumbent.name,
-                                 [c.name for c in cfg.candidates], list(cfg.traffic.segments), design=design)
-    except InputError as exc:
-        raise ContractError(f"{store.uri()}: {exc}") from None
-    decision["run_id"] = cfg.run_id
-    store.write_document("decision", "decision.json", json.dumps(decision, indent=2, default=float))
-    store.update_manifest(stages={"decide": {"verdicts": decision["verdicts"], "warnings": decision.get("warnings", [])}})
-    return decision
 
 
 def read_scores_compact(store: RunStore, keep_metric=None) -> pd.DataFrame:

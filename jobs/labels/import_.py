@@ -13,7 +13,7 @@ earlier shards (kept under ``<table>/_retired/``). An identical re-export writes
 
 The pipeline's labels stage (`import_labels_table`, ``labels.path``) is re-imported when its source changes
 (content hash of a local file, ETag and size on S3) and is a no-op when it does not; its bad rows are quarantined
-(jobs.label_checks.screen_labels) and the decision uses the rest.
+(jobs.labels.checks.screen_labels) and the decision uses the rest.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import pandas as pd
 from jobs.config import RunConfig
 from jobs.contracts import QUARANTINE_COLUMNS, read_table_file, table_files, validate_labels
 from jobs.errors import ContractError, storage_error
-from jobs.label_task import KEY_SCHEMA, LabelDimension, parse_value, unblind
+from jobs.labels.task import KEY_SCHEMA, LabelDimension, parse_value, unblind
 from jobs.store import RunStore, shard_id, storage_options
 
 log = logging.getLogger("baton.labels")
@@ -390,7 +390,7 @@ def import_labels_table(cfg: RunConfig, store: RunStore) -> dict:
     fields) go to quarantine with file, row, field and reason; the decision uses the rest. The shard is named by
     the source's fingerprint: an unchanged source is a no-op, a changed one replaces the earlier import (retired,
     not deleted; see retire_shards)."""
-    from jobs.label_checks import screen_labels
+    from jobs.labels.checks import screen_labels
 
     uri = cfg.labels.path
     if not uri:

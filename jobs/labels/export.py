@@ -22,10 +22,13 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 import pandas as pd
 
+from pydantic import ValidationError
+
 from calibration import design
+from calibration.schema import Decision
 from jobs.config import RunConfig
 from jobs.errors import ContractError
-from jobs.label_task import KEY_SCHEMA, LabelTaskConfig
+from jobs.labels.task import KEY_SCHEMA, LabelTaskConfig
 from jobs.store import RunStore
 
 log = logging.getLogger("baton.labels")
@@ -153,17 +156,22 @@ def needs_from_decision(path: str) -> tuple[dict[str, int], str | None]:
         raise ContractError(f"{path}: cannot read the decision ({exc.strerror})") from None
     except json.JSONDecodeError as exc:
         raise ContractError(f"{path}: not JSON (line {exc.lineno}: {exc.msg})") from None
-    if not isinstance(doc.get("candidates"), dict):
-        raise ContractError(f"{path}: no 'candidates' mapping (see docs/decision-schema.md)")
+    try:
+        decision = Decision.model_validate(doc)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ContractError(f"{path}: not a decision document (docs/decision-schema.md): {where}: {first['msg']}"
+                            + (f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else "")) from None
     needs: dict[str, int] = {}
     best: tuple[int, str | None] = (0, None)
-    for cand, body in doc["candidates"].items():
-        for dim, d in (body.get("dimensions") or {}).items():
-            need = int(d.get("labels_needed") or 0)
+    for cand, body in decision.candidates.items():
+        for d in body.dimensions.values():
+            need = d.labels_needed or 0
             if need > needs.get(cand, 0):
                 needs[cand] = need
             if need > best[0]:
-                best = (need, d.get("labels_needed_segment"))
+                best = (need, d.labels_needed_segment)
     return {c: n for c, n in needs.items() if n > 0}, best[1]
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from common.models import Strict
 from jobs.config import RunConfig, repeated
 from jobs.errors import ConfigError
 
@@ -20,10 +21,8 @@ PAIRWISE_CHOICES = {"a": "A", "a better": "A", "tie": "tie", "equal": "tie", "b"
 
 
 # -- configuration --------------------------------------------------------------------------------------------
-class LabelDimension(BaseModel):
+class LabelDimension(Strict):
     """One dimension the annotators judge."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(..., min_length=1, description="Dimension name as in the labels table (e.g. quality).")
     kind: Literal["pairwise", "binary", "ordinal"] = Field(..., description="pairwise: A better / tie / B better; binary: 0/1 per answer; ordinal: an integer scale per answer.")
@@ -57,10 +56,8 @@ class LabelDimension(BaseModel):
         return [str(v) for v in range(self.scale_min, self.scale_max + 1)]
 
 
-class LabelTaskConfig(BaseModel):
+class LabelTaskConfig(Strict):
     """Export/import options of human labelling (``--task-config`` YAML)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     instructions: str = Field("Read the conversation and the two answers, then answer every question. The answers "
                               "come from different systems in a random order.",

@@ -1,8 +1,8 @@
 """`baton labels export|import|check`: choose requests for human labelling, blind them, take the answers back.
 
-The command line only; the work is in jobs.label_export (choose, blind, write a batch and its key),
-jobs.label_import (un-blind, validate, quarantine and commit the answers), jobs.label_checks (design weights,
-agreement and representativeness, stored in ``labels/checks.json``) and jobs.label_task (dimensions and scales,
+The command line only; the work is in jobs.labels.export (choose, blind, write a batch and its key),
+jobs.labels.import_ (un-blind, validate, quarantine and commit the answers), jobs.labels.checks (design weights,
+agreement and representativeness, stored in ``labels/checks.json``) and jobs.labels.task (dimensions and scales,
 ``--task-config``).
 """
 
@@ -14,10 +14,10 @@ import numpy as np
 
 from jobs.config import load_config
 from jobs.errors import EXIT_OK
-from jobs.label_checks import run_checks
-from jobs.label_export import export_batch
-from jobs.label_import import import_answers
-from jobs.label_task import load_task_config
+from jobs.labels.checks import run_checks
+from jobs.labels.export import export_batch
+from jobs.labels.import_ import import_answers
+from jobs.labels.task import load_task_config
 from jobs.store import RunStore
 
 

@@ -18,10 +18,10 @@ import pandas as pd
 from calibration import agreement
 from jobs.config import RunConfig
 from jobs.contracts import QUARANTINE_COLUMNS, Checked, validate_labels
-from jobs.label_task import LabelTaskConfig
+from jobs.labels.task import LabelTaskConfig
 from jobs.store import RunStore
 
-# Values a dimension's kind allows on the labels table's scale (jobs.label_task.unblind, calibration.data).
+# Values a dimension's kind allows on the labels table's scale (jobs.labels.task.unblind, calibration.data).
 KIND_VALUES = {"pairwise": (0.0, 0.5, 1.0), "binary": (0.0, 1.0)}
 
 
