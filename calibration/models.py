@@ -51,7 +51,7 @@ def _cells(blocks: list[CalibrationData]):
 
 def cell_weights(d: CalibrationData, first_row: np.ndarray) -> np.ndarray:
     """Pseudo-likelihood weight of each labelled cell under the ``weights`` design adjustment: ``1 / pi`` scaled
-    to sum to Kish's effective sample size (all 1 otherwise; calibration.label_design).
+    to sum to Kish's effective sample size (all 1 otherwise; calibration.design).
 
     Weighting each cell's log-likelihood by its inverse inclusion probability makes the fit design-consistent under
     an informative design even when the model is misspecified (the survey-weighted pseudo-posterior of Savitsky &
