@@ -31,9 +31,9 @@ def population_win_rate(mu: float, sd: float, tie: float = 0.8) -> float:
     return float(np.sum(w * (0.5 + 0.5 * (expit(lat - tie) - expit(-tie - lat)))))
 
 
-def simulate_conversations(seed: int, n_conversations: int = 80, max_turns: int = 6, n_label_conversations: int = 20,
+def simulate_conversations(seed: int, n_conversations: int = 60, max_turns: int = 10, n_label_conversations: int = 15,
                            candidates=("cand-a", "cand-b"), cand_effect=(0.3, -0.1), judge_bias=(0.8, 0.0),
-                           conv_sd: float = 1.0, judge_conv_sd: float = 0.7, position_bias: float = 0.5,
+                           conv_sd: float = 1.0, judge_conv_sd: float = 1.0, position_bias: float = 0.5,
                            judge_noise: float = 0.7, tie: float = 0.8) -> SimTables:
     """Module docstring. Traffic carries ``conversation_id`` and ``turn``; ``truth`` is the finite-population truth
     and ``truth_seg['population']`` the population one."""
