@@ -95,3 +95,17 @@ def test_clustered_aggregate_needs_conversations():
     d = dataclasses.replace(_prepare(t, cluster_col="conversation_id"), cluster_idx=None)
     with pytest.raises(ValueError, match="cluster_col"):
         aggregate_clustered(d, {"cut": np.zeros((2, 2))}, np.random.default_rng(0))
+
+
+def test_pipeline_uses_the_clustered_estimands_and_reports_the_cluster_robust_baseline():
+    from calibration.pipeline import SamplerSettings, calibrate_dimension
+
+    t = simulate_conversations(4, n_conversations=30, n_label_conversations=10, candidates=("cand-a",),
+                               cand_effect=(0.3,), judge_bias=(0.8,))
+    d = _prepare(t, cluster_col="conversation_id")
+    out = calibrate_dimension(d, 0.05, 0.9, settings=SamplerSettings(draws=150, tune=150, retry_unconverged=False))
+    entry = out["cand-a"]
+    cr = entry["human_only_cluster_robust"]
+    assert cr["method"] == "cluster-robust CR1" and cr["conversations"] == 10
+    assert entry["interval_population"][0] < entry["estimate"] < entry["interval_population"][1]
+    assert entry["verdict"] in ("migrate", "more_labels", "reject")
