@@ -11,7 +11,8 @@ Two replay modes for traffic that carries ``conversation_id`` and ``turn``:
 A turn whose earlier turn failed is not sent (its history would not be the candidate's): it becomes an error row
 of kind ``upstream`` naming the failed turn. The logged next user turn may no longer fit the candidate's answer (the
 user reacted to the incumbent's); ``messages_sent`` keeps the history each turn was sent with, and
-inference.scorers.continuity judges whether the next user message still fits. A batch must hold whole conversations (the caller groups them; jobs.replay_conversation).
+inference.scorers.continuity judges whether the next user message still fits. A batch must hold whole
+conversations (the caller groups them; jobs.replay_conversation).
 """
 
 from __future__ import annotations
