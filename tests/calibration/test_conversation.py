@@ -109,3 +109,28 @@ def test_pipeline_uses_the_clustered_estimands_and_reports_the_cluster_robust_ba
     assert cr["method"] == "cluster-robust CR1" and cr["conversations"] == 10
     assert entry["interval_population"][0] < entry["estimate"] < entry["interval_population"][1]
     assert entry["verdict"] in ("migrate", "more_labels", "reject")
+
+
+@pytest.mark.parametrize("kind", ["pairwise", "binary"])
+def test_singleton_conversations_reduce_to_the_independent_estimands(kind):
+    """With every conversation a single turn and no conversation effect, the clustered draws are the independent
+    ones (calibration.estimands.aggregate): same centre, same spread, scored and population (no NUTS: fixed
+    posterior draws)."""
+    from calibration.estimands import aggregate
+    from calibration.simulate import simulate_absolute, simulate_pairwise
+
+    t = simulate_pairwise(5) if kind == "pairwise" else simulate_absolute(5, "binary")
+    traffic = t.traffic.assign(conv=t.traffic.request_id)
+    dim = "quality" if kind == "pairwise" else "correctness"
+    d = prepare(t.scores, t.labels, "incumbent", None, dim, kind, traffic, cluster_col="conv")
+    rng = np.random.default_rng(0)
+    D, M, F, S, K = 4000, d.n_models, d.X.shape[2], len(d.segment_names), d.n_cat
+    p = {"cut": np.sort(rng.normal(0, 0.1, (D, K - 1)), axis=1), "alpha": np.zeros((D, M)),
+         "beta": np.full((D, M, F), 0.6) + rng.normal(0, 0.05, (D, M, F)), "seg_effect": np.zeros((D, M, S)),
+         "beta_seg": np.zeros((D, S, F)), "item_sigma": np.full(D, 0.3), "req_sigma": np.full(D, 0.5),
+         "req_effect": np.zeros((D, 0)), "conv_sigma": np.zeros(D)}
+    flat = aggregate(dataclasses.replace(d, cluster_idx=None, cluster_names=None), p, np.random.default_rng(1))
+    clus = aggregate_clustered(d, p, np.random.default_rng(2))
+    for a, b in ((flat.fp, clus.fp), (flat.pop, clus.pop)):
+        assert abs(a.mean() - b.mean()) < 0.1 * a.std()
+        assert b.std() == pytest.approx(a.std(), rel=0.08)
