@@ -38,7 +38,7 @@ def cluster_codes(traffic: pd.DataFrame | None, cluster_col: str, request_ids: n
     A scored request absent from traffic or with an empty conversation is its own conversation (a single-turn
     exchange), with a warning, so no row is dropped."""
     if traffic is None:
-        raise InputError(f"conversation column {cluster_col!r} given without a traffic table (--traffic)")
+        raise InputError(f"conversation column {cluster_col!r} given without a traffic table")
     _require(traffic, ["request_id", cluster_col], "traffic")
     tid = traffic["request_id"].astype(str).to_numpy()
     first = ~pd.Series(tid).duplicated(keep="first").to_numpy()
