@@ -150,8 +150,9 @@ def summarise_dimension(data: CalibrationData, p: dict[str, np.ndarray], diag: d
             "ppi": _round_dict(pp), "disagreement": disagreement, "segments": segs, "diagnostics": diag,
             "calibration": calib, "design": des, "posterior_draws": [round(float(v), 5) for v in thin],
         }
-        if conversations:
-            out[cand]["human_only_cluster_robust"] = _round_dict(clustered.human_only_cluster_robust(data, ci, alpha))
+        if conversations:  # inside human_only (a free-form dict in the decision schema), beside the per-request CLT
+            out[cand]["human_only"]["cluster_robust"] = _round_dict(clustered.human_only_cluster_robust(data, ci,
+                                                                                                     alpha))
         if des["weighted"]:
             how = {"covariate": "the model conditions on log pi", "weights": "the model weights labels by 1/pi"}
             reasons.append(f"labels from an unequal-probability design (pi {des['pi_min']:.3g} to {des['pi_max']:.3g}):"

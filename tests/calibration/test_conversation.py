@@ -105,7 +105,7 @@ def test_pipeline_uses_the_clustered_estimands_and_reports_the_cluster_robust_ba
     d = _prepare(t, cluster_col="conversation_id")
     out = calibrate_dimension(d, 0.05, 0.9, settings=SamplerSettings(draws=150, tune=150, retry_unconverged=False))
     entry = out["cand-a"]
-    cr = entry["human_only_cluster_robust"]
+    cr = entry["human_only"]["cluster_robust"]
     assert cr["method"] == "cluster-robust CR1" and cr["conversations"] == 10
     assert entry["interval_population"][0] < entry["estimate"] < entry["interval_population"][1]
     assert entry["verdict"] in ("migrate", "more_labels", "reject")
