@@ -61,6 +61,9 @@ class CalibrationData:
     lab_pi: np.ndarray | None = None  # (n_labels,) float in (0, 1]
     # how the model adjusts for the design: "covariate" (log pi is a feature), "weights" (pseudo-likelihood), None
     design_adjustment: str | None = None
+    # conversation of each request (calibration.clustered): None when turns are independent requests
+    cluster_idx: np.ndarray | None = None  # (n_req,) int code of the request's conversation
+    cluster_names: np.ndarray | None = None  # (n_clusters,) object: the conversation ids
 
     def estimand_mask(self) -> np.ndarray:
         """(n_req, n_candidates) bool: requests a candidate's estimand averages over (it was scored there)."""
@@ -205,6 +208,7 @@ def prepare(
     design_adjustment: str = "covariate",
     metrics: list[str] | None = None,
     levels: list[float] | None = None,
+    cluster_col: str | None = None,
 ) -> CalibrationData:
     """Validate and reshape the long tables (see docs/contracts) into a :class:`CalibrationData`.
 
@@ -214,7 +218,8 @@ def prepare(
     (calibration.design): ``covariate`` (needs ``design``; otherwise ``weights``), ``weights`` or ``none``
     (every label alike, design ignored everywhere). ``metrics`` restricts the covariates (and the judge-only
     baseline) to those metric names; None: every metric in scores. ``levels`` declares an ordinal dimension's scale (e.g. 1..5):
-    every level is a category even when no label uses it, and a label outside it is an error."""
+    every level is a category even when no label uses it, and a label outside it is an error. ``cluster_col``: a
+    traffic column grouping requests into conversations (e.g. ``conversation_id``; calibration.clustered)."""
     if design_adjustment not in ADJUSTMENTS:
         raise InputError(f"design adjustment must be one of {ADJUSTMENTS}, got {design_adjustment!r}")
     if kind not in KINDS:
@@ -325,6 +330,11 @@ def prepare(
 
     seg_idx, seg_names, seg_warn = _segments(traffic, segment_cols, request_ids)
     warns += seg_warn
+    cluster_idx, cluster_names = None, None
+    if cluster_col is not None:
+        from calibration.clustered import cluster_codes  # noqa: PLC0415 (only conversation runs need it)
+
+        cluster_idx, cluster_names = cluster_codes(traffic, cluster_col, request_ids, warns)
 
     # labels
     lab = labels[labels["dimension"].astype(str) == dimension]
@@ -377,7 +387,7 @@ def prepare(
         lab_model=midx[keep].astype(np.int64), lab_cat=cat[keep].astype(np.int64),
         lab_annotator=np.asarray(ann)[keep].astype(np.int64), warnings=warns, raw_metric_names=metric_names,
         judge_raw=judge_raw, present=present, unit_pi=unit_pi, lab_pi=lab_pi,
-        design_adjustment=mode,
+        design_adjustment=mode, cluster_idx=cluster_idx, cluster_names=cluster_names,
     )
 
 

@@ -94,6 +94,23 @@ def _request_effect(model: pm.Model, c: dict, B: int):
     return sig[c["block"]] * z[inv]
 
 
+def _conversation_effect(model: pm.Model, c: dict, blocks: list[CalibrationData]):
+    """Per-(row model, conversation) effect ``w[m, g] ~ N(0, sigma_conv)`` shared by the turns of one conversation.
+
+    Turns of one conversation share its user, topic and history, so their labels (and the judge's errors) move
+    together; without this term they count as independent requests and every interval is too narrow (Gelman & Hill
+    2007 ch. 12; calibration.clustered). One ``w`` per labelled (model, conversation); the unlabelled ones are drawn
+    from the prior in calibration.clustered. Non-centred. Returns the (cell,) term to add to the linear predictor."""
+    G = max(len(d.cluster_names) for d in blocks)
+    M = blocks[0].n_models
+    conv = np.concatenate([d.cluster_idx[c["req"][c["block"] == b]] for b, d in enumerate(blocks)])
+    uniq, inv = np.unique((c["block"].astype(np.int64) * M + c["model"]) * G + conv, return_inverse=True)
+    model.add_coord("labelled_conversation", np.arange(len(uniq)))
+    sig = pm.HalfNormal("conv_sigma", 1.0, dims="block")
+    z = pm.Normal("conv_z", 0.0, 1.0, dims="labelled_conversation")
+    return sig[c["block"]] * z[inv]
+
+
 def request_effects(idata, blocks: list[CalibrationData]) -> np.ndarray:
     """(draw, block, max labelled requests) posterior draws of the shared request effect ``v``, in the order of
     ``np.unique(block.lab_req)`` per block (zero-padded; an empty last axis without the effect)."""
@@ -176,6 +193,8 @@ def build_model(blocks: list[CalibrationData], paired: bool = True) -> pm.Model:
             eta = eta + sig_item[blk] * item_z
         if paired and paired_requests(blocks):
             eta = eta + _request_effect(model, c, B)
+        if blocks[0].cluster_idx is not None:  # conversations: turns share an effect (calibration.clustered)
+            eta = eta + _conversation_effect(model, c, blocks)
         p = pm.OrderedLogistic.compute_p(eta, cut[blk])
         loglik = pt.sum(counts * pt.log(pt.clip(p, 1e-12, 1.0)), axis=1)
         pm.Potential("labels", pt.sum(weight * loglik) if weighted else pt.sum(loglik))
@@ -213,4 +232,13 @@ def extract_params(idata, blocks: list[CalibrationData]) -> dict[str, np.ndarray
         "item_sigma": get("item_sigma", (B,)),
         "req_sigma": get("req_sigma", (B,)),
         "req_effect": request_effects(idata, blocks),
+        **_conversation_params(idata, blocks),
     }
+
+
+def _conversation_params(idata, blocks: list[CalibrationData]) -> dict[str, np.ndarray]:
+    if "conv_z" not in idata.posterior:
+        return {}
+    from calibration.clustered import conversation_effects  # noqa: PLC0415
+
+    return conversation_effects(idata, blocks)

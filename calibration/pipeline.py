@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from calibration import baselines, decision, design, guards, segments
+from calibration import baselines, clustered, decision, design, guards, segments
 from calibration.config import DecisionConfig
 from calibration.data import CalibrationData, prepare
 from calibration.schema import CandidateDecision, Decision, DimensionResult, ResultRow
@@ -130,7 +130,8 @@ def summarise_dimension(data: CalibrationData, p: dict[str, np.ndarray], diag: d
     rng = rng or np.random.default_rng(seed)
     diag = dict(diag)
     diag["ppc"] = heldout_check(data, p)
-    est = aggregate(data, p, rng)
+    conversations = data.cluster_idx is not None  # turns of one conversation are correlated (calibration.clustered)
+    est = (clustered.aggregate_clustered if conversations else aggregate)(data, p, rng)
     alpha = 1 - confidence
     thr_ni, thr_sup = decision.thresholds(data.kind, margin)
     obs = baselines.cell_matrix(data)
@@ -196,6 +197,9 @@ def summarise_dimension(data: CalibrationData, p: dict[str, np.ndarray], diag: d
             "ppi": _round_dict(pp), "disagreement": disagreement, "segments": segs, "diagnostics": diag,
             "calibration": calib, "design": des, "posterior_draws": [round(float(v), 5) for v in thin],
         }
+        if conversations:  # inside human_only (a free-form dict in the decision schema), beside the per-request CLT
+            out[cand]["human_only"]["cluster_robust"] = _round_dict(clustered.human_only_cluster_robust(data, ci,
+                                                                                                     alpha))
         if des["weighted"]:
             how = {"covariate": "the model conditions on log pi", "weights": "the model weights labels by 1/pi"}
             reasons.append(f"labels from an unequal-probability design (pi {des['pi_min']:.3g} to {des['pi_max']:.3g}):"
