@@ -115,50 +115,48 @@ def full_truth(labels: pd.DataFrame, kind: str, incumbent: str) -> dict[str, flo
     return {m: float((cell[m] - cell[incumbent]).mean()) for m in cell.columns if m != incumbent}
 
 
-def run_case(name, scores, labels, kind, incumbent, dimension, n, draws, blocks_per_fit, seed0, settings,
-             levels=None):
-    """One row per (draw, candidate, method) with coverage, widths and the verdict; see the module docstring."""
+def run_case(name, scores, labels, kind, incumbent, dimension, n, reps, seed0, settings, levels=None):
+    """One row per (draw, candidate, method) for the label draws ``reps`` (fitted as the blocks of one NUTS run),
+    with coverage, widths and the verdict; see the module docstring."""
     truth = full_truth(labels, kind, incumbent)
     reqs = np.array(sorted(labels["request_id"].unique()))
     rows = []
-    for start in range(0, draws, blocks_per_fit):
-        reps = list(range(start, min(draws, start + blocks_per_fit)))
-        blocks = []
-        for rep in reps:
-            rng = np.random.default_rng(seed0 + 1000 * n + rep)
-            keep = set(rng.choice(reqs, n, replace=False))
-            blocks.append(prepare(scores, labels[labels["request_id"].isin(keep)], incumbent, None, dimension,
-                                  kind, levels=levels))
-        t0 = time.time()
-        idata, params = fit(blocks, draws=settings.draws, tune=settings.tune, chains=settings.chains,
-                            seed=seed0 + n + start)
-        t_fit = time.time() - t0
-        for b, (rep, d) in enumerate(zip(reps, blocks)):
-            diag = sampler_diagnostics(idata, block=b)
-            rng = np.random.default_rng(seed0 + rep)
-            p = thin_params(params, b, settings.max_posterior_draws, rng)
-            item_sigma = float(p["item_sigma"].mean()) if "item_sigma" in p else np.nan
-            out = summarise_dimension(d, p, diag, MARGIN, CONF, seed0 + rep, settings, rng=rng)
-            for cand, e in out.items():
-                t = truth[cand]
-                ho = e["human_only"]
-                for method, src in (("bayes", e), ("human_only", ho), ("ppi", e["ppi"] or {})):
-                    iv, ivp = src.get("interval"), src.get("interval_population")
-                    if iv is None or None in iv:
-                        continue
-                    half = (iv[1] - iv[0]) / 2
-                    beyond = max(iv[0] - t, t - iv[1], 0.0)
-                    rows.append({
-                        "case": name, "n": n, "rep": rep, "candidate": cand, "method": method, "truth": t,
-                        "estimate": src.get("estimate"), "covered": iv[0] <= t <= iv[1], "width": 2 * half,
-                        "width_population": (ivp[1] - ivp[0]) if ivp else np.nan,
-                        "far_miss": beyond > half, "verdict": e["verdict"], "unguarded": e["verdict_unguarded"],
-                        "threshold": e["threshold_noninferior"], "labels": e["labels_used"],
-                        "converged": diag["converged"], "human_only_estimate": ho.get("estimate"),
-                        "judge_only_estimate": (e["judge_only"] or {}).get("estimate"), "item_sigma": item_sigma,
-                        "ppc_better": (e["diagnostics"].get("ppc") or {}).get("better_than_baseline")})
-        print(f"  {name} n={n} draws {reps[0]}-{reps[-1]}: fit {t_fit:.0f}s, all {time.time() - t0:.0f}s",
-              file=sys.stderr, flush=True)
+    blocks = []
+    for rep in reps:
+        rng = np.random.default_rng(seed0 + 1000 * n + rep)
+        keep = set(rng.choice(reqs, n, replace=False))
+        blocks.append(prepare(scores, labels[labels["request_id"].isin(keep)], incumbent, None, dimension,
+                              kind, levels=levels))
+    t0 = time.time()
+    idata, params = fit(blocks, draws=settings.draws, tune=settings.tune, chains=settings.chains,
+                        seed=seed0 + n + reps[0])
+    t_fit = time.time() - t0
+    for b, (rep, d) in enumerate(zip(reps, blocks)):
+        diag = sampler_diagnostics(idata, block=b)
+        rng = np.random.default_rng(seed0 + rep)
+        p = thin_params(params, b, settings.max_posterior_draws, rng)
+        item_sigma = float(p["item_sigma"].mean()) if "item_sigma" in p else np.nan
+        out = summarise_dimension(d, p, diag, MARGIN, CONF, seed0 + rep, settings, rng=rng)
+        for cand, e in out.items():
+            t = truth[cand]
+            ho = e["human_only"]
+            for method, src in (("bayes", e), ("human_only", ho), ("ppi", e["ppi"] or {})):
+                iv, ivp = src.get("interval"), src.get("interval_population")
+                if iv is None or None in iv:
+                    continue
+                half = (iv[1] - iv[0]) / 2
+                beyond = max(iv[0] - t, t - iv[1], 0.0)
+                rows.append({
+                    "case": name, "n": n, "rep": rep, "candidate": cand, "method": method, "truth": t,
+                    "estimate": src.get("estimate"), "covered": iv[0] <= t <= iv[1], "width": 2 * half,
+                    "width_population": (ivp[1] - ivp[0]) if ivp else np.nan,
+                    "far_miss": beyond > half, "verdict": e["verdict"], "unguarded": e["verdict_unguarded"],
+                    "threshold": e["threshold_noninferior"], "labels": e["labels_used"],
+                    "converged": diag["converged"], "human_only_estimate": ho.get("estimate"),
+                    "judge_only_estimate": (e["judge_only"] or {}).get("estimate"), "item_sigma": item_sigma,
+                    "ppc_better": (e["diagnostics"].get("ppc") or {}).get("better_than_baseline")})
+    print(f"  {name} n={n} draws {reps[0]}-{reps[-1]}: fit {t_fit:.0f}s, all {time.time() - t0:.0f}s",
+          file=sys.stderr, flush=True)
     return pd.DataFrame(rows)
 
 
@@ -219,6 +217,7 @@ def main() -> int:
     ap.add_argument("--hanna-criterion", default="CH")
     ap.add_argument("--csv", help="write every interval to this CSV, appended after each (case, n), so a long run "
                                   "can be summarised while it goes (--summarise)")
+    ap.add_argument("--first-draw", type=int, default=0, help="start at this draw (continue a stopped run)")
     ap.add_argument("--summarise", help="only summarise the intervals in this CSV (a finished or partial run)")
     args = ap.parse_args()
     if args.summarise:
@@ -228,20 +227,24 @@ def main() -> int:
     settings = SamplerSettings(draws=args.draws, tune=args.tune, retry_unconverged=False)
     t0 = time.time()
     res = []
-
-    def keep(part: pd.DataFrame) -> None:
-        res.append(part)
-        if args.csv:
-            part.to_csv(args.csv, mode="a", header=len(res) == 1, index=False)
-
+    header = not (args.csv and Path(args.csv).exists())
     s, lab = pandalm_tables()
-    for n in [int(x) for x in args.ns.split(",") if x]:
-        keep(run_case("pandalm", s, lab, "pairwise", "incumbent", "quality", n, args.draws_per_n,
-                      args.blocks_per_fit, 0, settings))
     hs, hl = hanna_tables(args.hanna_criterion)
-    for n in [int(x) for x in args.hanna_ns.split(",") if x]:
-        keep(run_case(f"hanna-{args.hanna_criterion}", hs, hl, "ordinal", "Human", args.hanna_criterion, n,
-                      args.draws_per_n, args.blocks_per_fit, 7, settings, levels=[1, 2, 3, 4, 5]))
+    hanna = f"hanna-{args.hanna_criterion}"
+    cases = [("pandalm", n, (s, lab, "pairwise", "incumbent", "quality"), 0, None)
+             for n in [int(x) for x in args.ns.split(",") if x]]
+    cases += [(hanna, n, (hs, hl, "ordinal", "Human", args.hanna_criterion), 7, [1, 2, 3, 4, 5])
+              for n in [int(x) for x in args.hanna_ns.split(",") if x]]
+    # Round-robin over (case, n), one vectorised fit of blocks_per_fit draws at a time, every interval appended to
+    # the CSV as it comes: a run stopped early still has about as many draws at every n.
+    for start in range(args.first_draw, args.draws_per_n, args.blocks_per_fit):
+        reps = list(range(start, min(args.draws_per_n, start + args.blocks_per_fit)))
+        for name, n, tabs, seed0, levels in cases:
+            part = run_case(name, *tabs, n, reps, seed0, settings, levels=levels)
+            res.append(part)
+            if args.csv:
+                part.to_csv(args.csv, mode="a", header=header, index=False)
+                header = False
     return summarise(pd.concat(res, ignore_index=True), args, time.time() - t0)
 
 
