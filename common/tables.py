@@ -13,6 +13,8 @@ RESPONSE_COLUMNS = ["request_id", "model", "response", "prompt_tokens", "complet
 SCORE_COLUMNS = ["request_id", "model", "metric", "value"]
 LABEL_COLUMNS = ["request_id", "model", "dimension", "value"]
 QUARANTINE_COLUMNS = ["stage", "source", "row", "request_id", "field", "reason", "raw"]
+# A labels batch's sampling design: every unit of its pool, chosen or not (jobs.labels.design_table).
+DESIGN_COLUMNS = ["batch", "request_id", "model", "inclusion_prob", "selected"]
 
 
 def read_one(fs, path: str) -> pd.DataFrame:

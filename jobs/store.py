@@ -50,7 +50,8 @@ from jobs.errors import CorruptShard, StoreError, storage_error
 
 log = logging.getLogger(__name__)
 
-TABLES = ("traffic", "responses", "scores", "embeddings", "labels", "calibration", "decision", "quarantine")
+TABLES = ("traffic", "responses", "scores", "embeddings", "labels", "calibration", "decision", "quarantine",
+          "label_design")
 _SHARD = re.compile(r"^[A-Za-z0-9._=-]{1,200}$")
 
 

@@ -3,6 +3,8 @@
 - ``task``: the dimensions annotators judge (``--task-config``) and their answer scales;
 - ``export``: choose units by a sampling design (calibration.design), blind them, write a batch and its key;
 - ``import_``: un-blind, validate, quarantine and commit answers; the pipeline's labels stage (:func:`run`);
+- ``design_table``: the run store's ``label_design`` table (each batch's pool and inclusion probabilities), its one
+  reader, and the legacy ``labels/design-<batch>.parquet`` documents of older runs;
 - ``checks``: screening of a labels table, design weights, agreement and representativeness;
 - ``command``: the `baton labels export|import|check` command line.
 

@@ -9,7 +9,6 @@ scored ones (weighted by the design). Both are printed by `baton labels import|c
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
@@ -18,6 +17,7 @@ import pandas as pd
 from calibration import agreement
 from jobs.config import RunConfig
 from jobs.contracts import QUARANTINE_COLUMNS, Checked, validate_labels
+from jobs.labels.design_table import read_design
 from jobs.labels.task import LabelTaskConfig
 from jobs.store import RunStore
 
@@ -78,26 +78,18 @@ def design_weights(store: RunStore) -> pd.DataFrame:
     """Inclusion probability of every (request_id, candidate) unit over all exported batches.
 
     ``inclusion_prob = 1 - prod_b (1 - pi_b)`` (calibration.design.combine_inclusion) with ``pi_b`` the unit's
-    probability in batch b (0 where b's pool did not hold it); ``weight = 1 / inclusion_prob`` where positive.
+    probability in batch b (0 where b's pool did not hold it), from the ``label_design`` table
+    (jobs.labels.design_table.read_design); ``weight = 1 / inclusion_prob`` where positive.
     Columns: request_id, model, inclusion_prob, weight. This is what the calibration should weight labels by.
     """
-    frames = []
-    try:
-        names = store.fs.ls(store.path("labels"), detail=False, refresh=True)
-    except FileNotFoundError:
-        names = []
-    for name in sorted(names):
-        base = name.rsplit("/", 1)[-1]
-        if base.startswith("design-") and base.endswith(".parquet"):
-            frames.append(pd.read_parquet(io.BytesIO(store.read_document("labels", base))).assign(b=base))
-    if not frames:
+    allp = read_design(store).dropna(subset=["inclusion_prob"])  # a legacy key alone has no pi
+    if allp.empty:
         return pd.DataFrame(columns=["request_id", "model", "inclusion_prob", "weight"])
-    allp = pd.concat(frames, ignore_index=True)
     allp["miss"] = 1.0 - allp["inclusion_prob"].clip(0, 1)
-    comb = allp.groupby(["request_id", "candidate"])["miss"].prod().reset_index()
+    comb = allp.groupby(["request_id", "model"])["miss"].prod().reset_index()
     comb["inclusion_prob"] = 1.0 - comb["miss"]
     comb["weight"] = np.where(comb["inclusion_prob"] > 0, 1.0 / comb["inclusion_prob"].where(comb["inclusion_prob"] > 0, 1), np.nan)
-    return comb.rename(columns={"candidate": "model"})[["request_id", "model", "inclusion_prob", "weight"]]
+    return comb[["request_id", "model", "inclusion_prob", "weight"]]
 
 
 def run_checks(cfg: RunConfig, store: RunStore, task: LabelTaskConfig) -> dict:

@@ -11,7 +11,6 @@ annotator files.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ from calibration import design
 from calibration.schema import Decision
 from jobs.config import RunConfig
 from jobs.errors import ContractError
+from jobs.labels.design_table import TABLE, read_design, write_design
 from jobs.labels.task import KEY_SCHEMA, LabelTaskConfig
 from jobs.store import RunStore
 
@@ -82,19 +82,6 @@ def _segment_filter(units: pd.DataFrame, segment: str | None) -> pd.DataFrame:
             raise ContractError(f"segment {segment!r}: column {col!r} is not a segment column of the run's traffic")
         mask &= units[col].astype(str).to_numpy() == value
     return units[mask].reset_index(drop=True)
-
-
-def _keys(store: RunStore) -> list[dict]:
-    try:
-        names = store.fs.ls(store.path("labels"), detail=False, refresh=True)
-    except FileNotFoundError:
-        return []
-    out = []
-    for name in sorted(names):
-        base = name.rsplit("/", 1)[-1]
-        if base.startswith("key-") and base.endswith(".json"):
-            out.append(json.loads(store.read_document("labels", base)))
-    return out
 
 
 def _uncertainty(units: pd.DataFrame, store: RunStore, task: LabelTaskConfig, metric: str | None,
@@ -203,9 +190,12 @@ def export_batch(cfg: RunConfig, store: RunStore, task: LabelTaskConfig, out_dir
         raise ContractError(f"--batch {batch!r}: use letters, digits, '.', '_' or '-'")
     if store.has_document("labels", f"key-{batch}.json") or (key_path and os.path.exists(key_path)):
         raise ContractError(f"batch {batch!r} already has a key; choose another --batch")
+    if store.is_committed(TABLE, batch):
+        raise ContractError(f"batch {batch!r} is already in the run's label design; choose another --batch")
 
     units = _segment_filter(units_of_run(cfg, store, candidates), segment)
-    taken = {(it["request_id"], it["candidate"]) for k in _keys(store) for it in k["items"]}
+    done = read_design(store)
+    taken = set(zip(done.loc[done["selected"], "request_id"], done.loc[done["selected"], "model"]))
     if taken:
         keep = [(r, c) not in taken for r, c in zip(units["request_id"], units["candidate"])]
         units = units[keep].reset_index(drop=True)
@@ -270,9 +260,7 @@ def export_batch(cfg: RunConfig, store: RunStore, task: LabelTaskConfig, out_dir
         key_uri = key_path
     else:
         key_uri = store.write_document("labels", f"key-{batch}.json", payload)
-    buf = io.BytesIO()
-    pd.concat(pool_parts, ignore_index=True).to_parquet(buf, index=False)
-    store.write_document("labels", f"design-{batch}.parquet", buf.getvalue())
+    write_design(store, batch, pd.concat(pool_parts, ignore_index=True), chosen)
     return {"batch": batch, "items": len(chosen), "design": design_name, "segment": segment,
             "per_candidate": chosen["candidate"].value_counts().to_dict(), "files": files, "key": key_uri}
 

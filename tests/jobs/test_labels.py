@@ -22,10 +22,12 @@ from jobs.config import parse_config
 from jobs.decide import run as decide_run
 from jobs.errors import ContractError
 from jobs.labels.checks import design_weights, run_checks
+from jobs.labels.design_table import read_design, write_design
 from jobs.labels.export import export_batch
 from jobs.labels.import_ import import_answers
 from jobs.labels.task import LabelDimension, LabelTaskConfig, load_task_config
 from jobs.store import RunStore
+from common.tables import DESIGN_COLUMNS
 
 INC, CANDS = "inc-model", ["cand-a", "cand-b"]
 N_REQ = 60
@@ -358,7 +360,7 @@ def test_active_export_prefers_uncertain_units(run):
     res = export_batch(run["cfg"], run["store"], run["task"], str(run["tmp"] / "b"), n=12, seed=8, batch="a1",
                        design_name="active", candidates=["cand-a"], tau=0.2)
     assert res["items"] == 12
-    pool = pd.read_parquet(__import__("io").BytesIO(run["store"].read_document("labels", "design-a1.parquet")))
+    pool = read_design(run["store"])
     scores = run["store"].read_table("scores")
     p = scores[(scores["model"] == "cand-a")].groupby("request_id")["value"].mean()
     pool["p"] = p.reindex(pool["request_id"]).to_numpy()
@@ -725,3 +727,59 @@ def test_label_studio_import_killed_midway_converges_on_rerun(run, monkeypatch):
     assert s["annotations"]["corrected"] == 1 and len(s["retired"]) == 1
     assert len(store.read_table("labels")) == n and store.read_table("quarantine").empty
     assert sum(r.get("batch") == "ls3" for r in store.commits("labels").values()) == 1
+
+
+def test_design_is_a_table_committed_once_per_batch(run):
+    """The design is the run store's label_design table (a checksummed shard per batch), and a batch's design is
+    committed exactly once: exporting the same batch again (its key kept outside the store) is refused and
+    writes no row."""
+    store = run["store"]
+    res = export_batch(run["cfg"], store, run["task"], str(run["tmp"] / "b"), n=5, seed=1, batch="e1",
+                       key_path=str(run["tmp"] / "key1.json"))
+    table = store.read_table("label_design")
+    assert list(table.columns) == DESIGN_COLUMNS and len(table) == 2 * N_REQ - 1
+    assert set(table["batch"]) == {"e1"} and table["selected"].sum() == res["items"] == 10
+    key = json.loads((run["tmp"] / "key1.json").read_text())
+    chosen = table[table["selected"]]
+    assert set(zip(chosen["request_id"], chosen["model"])) == {(it["request_id"], it["candidate"]) for it in key["items"]}
+    assert "sha256" in store.commit_record("label_design", "e1")
+    assert not store.fs.glob(store.path("labels", "design-*"))  # no documents any more
+    with pytest.raises(ContractError, match="e1"):
+        export_batch(run["cfg"], store, run["task"], str(run["tmp"] / "b2"), n=5, seed=2, batch="e1",
+                     key_path=str(run["tmp"] / "key2.json"))
+    with pytest.raises(ContractError, match="already"):
+        write_design(store, "e1", pd.DataFrame({"request_id": ["r001"], "candidate": ["cand-a"],
+                                                "inclusion_prob": [0.5]}), pd.DataFrame(columns=["request_id", "candidate"]))
+    assert len(store.read_table("label_design")) == 2 * N_REQ - 1 and store.count_rows("label_design") == 2 * N_REQ - 1
+    # a key kept outside the store still keeps its units out of the next batch (the design says they are taken)
+    export_batch(run["cfg"], store, run["task"], str(run["tmp"] / "b3"), n=5, seed=3, batch="e2")
+    second = read_design(store).query("batch == 'e2' and selected")
+    assert not set(zip(second["request_id"], second["model"])) & set(zip(chosen["request_id"], chosen["model"]))
+
+
+def test_design_of_a_run_exported_before_the_table_is_still_read(run):
+    """A run store written by the earlier export (labels/design-<batch>.parquet documents, the chosen units only in
+    labels/key-<batch>.json) is read by the same reader: its weights count, its units are not offered again."""
+    store = run["store"]
+    pool = pd.DataFrame({"request_id": [f"r{i:03d}" for i in range(N_REQ)], "candidate": "cand-b",
+                         "inclusion_prob": 0.1})
+    buf = __import__("io").BytesIO()
+    pool.to_parquet(buf, index=False)
+    store.write_document("labels", "design-old.parquet", buf.getvalue())
+    picked = [f"r{i:03d}" for i in range(0, N_REQ, 10)]
+    store.write_document("labels", "key-old.json", json.dumps(
+        {"batch": "old", "items": [{"item_id": f"i{r}", "request_id": r, "candidate": "cand-b", "a_is": "candidate",
+                                    "inclusion_prob": 0.1, "stratum": "all"} for r in picked]}))
+    legacy = read_design(store)
+    assert list(legacy.columns) == DESIGN_COLUMNS and len(legacy) == N_REQ and set(legacy["batch"]) == {"old"}
+    assert sorted(legacy.loc[legacy["selected"], "request_id"]) == picked
+    w = design_weights(store)
+    assert len(w) == N_REQ and w["inclusion_prob"].to_numpy() == pytest.approx(0.1)
+    export_batch(run["cfg"], store, run["task"], str(run["tmp"] / "b"), n=10, seed=4, batch="new",
+                 candidates=["cand-b"])
+    both = read_design(store)
+    new = both[both["batch"] == "new"]
+    assert len(new) == N_REQ - len(picked) and not set(new["request_id"]) & set(picked)  # not offered again
+    w = design_weights(store).set_index("request_id")
+    assert w.loc["r001", "inclusion_prob"] == pytest.approx(1 - 0.9 * (1 - 10 / (N_REQ - len(picked))))
+    assert w.loc["r000", "inclusion_prob"] == pytest.approx(0.1)  # only in the old batch's pool
