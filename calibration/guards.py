@@ -8,9 +8,14 @@ wrong place. Each guard returns ``{name, fired, value, threshold, detail}``; a f
 - ``design_valid``: a prediction-powered interval whose validity rests on the labels' sampling design, not on the
   model (PPI++ / difference estimator, Angelopoulos, Duchi & Zrnic 2023; Sarndal, Swensson & Wretman 1992 eq.
   6.3.1), with the Bayesian predictive mean as predictor, cross-fitted by PSIS-LOO for the labelled requests
-  (Vehtari, Gelman & Gabry 2017). Value: its normal P(non-inferior) on the decision's basis; fires below the
-  confidence C. Because this interval covers at about its nominal rate whatever the model, a candidate inferior
-  beyond the margin passes it with probability at most about 1 - C, which bounds the guarded false-migrate rate.
+  (Vehtari, Gelman & Gabry 2017). Value: its P(non-inferior) on the decision's basis, from a Student t with
+  n - 1 degrees of freedom (the standard error is estimated from the n labels); fires below the confidence C.
+  Because this interval covers at about its nominal rate whatever the model, a candidate inferior beyond the
+  margin passes it with probability at most about 1 - C, which bounds the guarded false-migrate rate. That rests
+  on the central limit theorem, so it also fires with fewer than ``MIN_DESIGN_LABELS`` labelled requests for the
+  candidate: with two or three labels that happen to agree the estimated standard error is near zero, and on
+  PandaLM with 2-3 labels per model pair this let one candidate far below the margin (full-human win rate 0.348)
+  migrate when its two labels both favoured it (benchmarks/calibration_real.py, n = 25).
 - ``predictive_check``: the model's held-out (PSIS-LOO) log score per annotation minus that of the label-frequency
   baseline (fitted in-sample, so favoured); fires when it is below minus two standard errors of the paired per-cell
   difference (the metrics, through the model, predict held-out labels worse than no metrics at all, beyond noise).
@@ -20,12 +25,15 @@ wrong place. Each guard returns ``{name, fired, value, threshold, detail}``; a f
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import norm
+from scipy.stats import norm, t as student_t
 
 from calibration import baselines
 from calibration.data import CalibrationData
 from calibration.diagnostics import loo_cell_means
 from calibration.estimands import _model_moments, _model_terms
+
+# Fewest labelled requests of a candidate with which the design-valid guard can let ``migrate`` through.
+MIN_DESIGN_LABELS = 10
 
 
 def predictive_means(data: CalibrationData, p: dict[str, np.ndarray], max_draws: int = 250,
@@ -74,12 +82,17 @@ def evaluate(dv: dict, ppc: dict, bayes_interval: list[float], ppi: dict, thr_ni
         out.append({"name": "design_valid", "fired": True, "value": None, "threshold": confidence,
                     "detail": "too few labelled requests for a design-valid interval: the model alone cannot migrate"})
     else:
-        se = dv[se_key]
-        p_ni = float(norm.sf((thr_ni - dv["estimate"]) / se)) if se > 0 else float(dv["estimate"] > thr_ni)
-        out.append({"name": "design_valid", "fired": bool(p_ni < confidence - 1e-9), "value": round(p_ni, 4),
-                    "threshold": confidence, "interval": [round(v, 4) for v in dv[key]],
-                    "detail": f"design-valid (PPI++ with the Bayesian predictor) P(non-inferior) = {p_ni:.3f}, "
-                              f"interval {[round(v, 3) for v in dv[key]]}"})
+        se, n = dv[se_key], int(dv.get("n") or 0)
+        p_ni = float(student_t.sf((thr_ni - dv["estimate"]) / se, df=max(n - 1, 1))) if se > 0 \
+            else float(dv["estimate"] > thr_ni)
+        few = n < MIN_DESIGN_LABELS
+        detail = (f"design-valid (PPI++ with the Bayesian predictor) P(non-inferior) = {p_ni:.3f}, "
+                  f"interval {[round(v, 3) for v in dv[key]]}")
+        if few:
+            detail = (f"only {n} labelled requests for this candidate, fewer than {MIN_DESIGN_LABELS}: too few for a "
+                      f"design-valid interval, the model alone cannot migrate ({detail})")
+        out.append({"name": "design_valid", "fired": bool(few or p_ni < confidence - 1e-9), "value": round(p_ni, 4),
+                    "threshold": confidence, "interval": [round(v, 4) for v in dv[key]], "detail": detail})
     if ppc.get("heldout_log_score") is not None and ppc.get("baseline_log_score") is not None:
         d = float(ppc["heldout_log_score"] - ppc["baseline_log_score"])
         tol = -2.0 * float(ppc.get("log_score_diff_se") or 0.0)
@@ -102,12 +115,13 @@ def labels_needed(dv: dict, thr_ni: float, confidence: float, available: int, ba
     when its estimate is not above the threshold."""
     se = dv.get("se_population" if basis == "population" else "se")
     if dv.get("estimate") is None or not se:
-        return int(available)
+        return int(min(available, MIN_DESIGN_LABELS - int(dv.get("n") or 0))) if available else 0
+    n = dv["n"]
+    short = max(0, MIN_DESIGN_LABELS - n)  # the guard cannot pass below MIN_DESIGN_LABELS whatever the estimate
     gap = dv["estimate"] - thr_ni
     z = norm.ppf(confidence)
     if gap <= 0:
         return int(available)
     if gap >= z * se:
-        return 0
-    n = dv["n"]
-    return int(min(available, max(1, int(np.ceil(n * (z * se / gap) ** 2 - n)))))
+        return int(min(available, short))
+    return int(min(available, max(1, short, int(np.ceil(n * (z * se / gap) ** 2 - n)))))

@@ -108,7 +108,7 @@ def test_baselines_report_both_estimands_with_the_finite_population_correction()
 
 def test_predictive_check_guard_fires_only_beyond_noise():
     dv = {"estimate": 0.6, "se": 0.01, "se_population": 0.01, "interval": [0.58, 0.62],
-          "interval_population": [0.58, 0.62]}
+          "interval_population": [0.58, 0.62], "n": 100}
     ok = {"heldout_log_score": -0.95, "baseline_log_score": -0.94, "log_score_diff_se": 0.02}
     bad = {"heldout_log_score": -1.10, "baseline_log_score": -0.94, "log_score_diff_se": 0.02}
     pp = {"interval": [0.5, 0.7], "interval_population": [0.5, 0.7]}
@@ -128,6 +128,26 @@ def test_design_valid_labels_needed():
     assert guards.labels_needed(dv, 0.45, 0.9, 10, "population") == 10
     assert guards.labels_needed({**dv, "estimate": 0.44}, 0.45, 0.9, 300, "scored") == 300
     assert guards.labels_needed({**dv, "estimate": 0.6}, 0.45, 0.9, 300, "scored") == 0
+
+
+def test_design_valid_needs_enough_labels_and_a_t_quantile():
+    # Two or three labels that happen to agree give a near-zero standard error: on PandaLM (n = 25 over ten pairs)
+    # that let a pair with full-human win rate 0.348 migrate. Below MIN_DESIGN_LABELS the guard always fires.
+    few = {"estimate": 0.9, "se": 0.01, "se_population": 0.02, "n": 3, "interval": [0.88, 0.92],
+           "interval_population": [0.86, 0.94]}
+    g = guards.evaluate(few, {}, [0.8, 0.9], {}, 0.45, 0.9, "population")[0]
+    assert g["name"] == "design_valid" and g["fired"], g
+    assert "fewer than 10" in g["detail"]
+    assert guards.labels_needed(few, 0.45, 0.9, 300, "population") == 7  # up to the minimum
+    assert guards.labels_needed(few, 0.45, 0.9, 4, "population") == 4
+    enough = {**few, "n": guards.MIN_DESIGN_LABELS}
+    assert not guards.evaluate(enough, {}, [0.8, 0.9], {}, 0.45, 0.9, "population")[0]["fired"]
+    # t with n - 1 degrees of freedom, not the normal: 1.5 se above the threshold passes at n = 200 (P 0.932) but
+    # not at n = 4 (t with 3 df: P 0.885)
+    edge = {"estimate": 0.45 + 1.5 * 0.02, "se": 0.02, "se_population": 0.02, "interval": [0, 1],
+            "interval_population": [0, 1]}
+    p = {n: guards.evaluate({**edge, "n": n}, {}, [0, 1], {}, 0.45, 0.9, "population")[0]["value"] for n in (4, 200)}
+    assert p[4] < 0.9 < p[200], p
 
 
 def test_verdict_function_guards_only_block_migrate():
