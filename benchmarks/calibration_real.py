@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from calibration.data import prepare  # noqa: E402
 from calibration.diagnostics import sampler_diagnostics  # noqa: E402
 from calibration.estimands import thin_params  # noqa: E402
+from calibration.guards import MIN_DESIGN_LABELS  # noqa: E402
 from calibration.models import fit  # noqa: E402
 from calibration.pipeline import SamplerSettings, summarise_dimension  # noqa: E402
 
@@ -257,7 +258,13 @@ def summarise(df: pd.DataFrame, args, seconds: float) -> int:
     far = far_miss_study(df)
     below = [f"{c}/{cand}/n={n}" for (c, cand, n), v in pairs["cov_bayes"].items() if v < GOAL]
     worst = pairs["cov_bayes"].idxmin()
-    b = df[df.method == "bayes"]
+    b = df[df.method == "bayes"].copy()
+    # rows decided before the design-valid guard's label minimum (calibration.guards.MIN_DESIGN_LABELS) existed:
+    # apply it to them here (exact for that rule; the t quantile it came with only blocks more)
+    early = (b.verdict == "migrate") & (b.labels < MIN_DESIGN_LABELS)
+    b["verdict_as_run"] = b.verdict
+    b.loc[early, "verdict"] = "more_labels"
+    wrong_as_run = b[(b.verdict_as_run == "migrate") & (b.truth < b.threshold)]
     wrong = b[(b.verdict == "migrate") & (b.truth < b.threshold)]
     wrong_unguarded = b[(b.unguarded == "migrate") & (b.truth < b.threshold)]
     below_thr = b[b.truth < b.threshold]
@@ -277,6 +284,11 @@ def summarise(df: pd.DataFrame, args, seconds: float) -> int:
         "far_miss": far,
         "decisions_below_threshold": int(len(below_thr)),
         "wrong_migrates": int(len(wrong)), "wrong_migrates_unguarded": int(len(wrong_unguarded)),
+        "wrong_migrates_without_label_minimum": int(len(wrong_as_run)),
+        "wrong_migrate_cases": [f"{r.case}/{r.candidate}/n={r.n}/draw {r.rep}: truth {r.truth:.3f}, {r.labels} labels"
+                                for r in wrong_as_run.itertuples()],
+        "migrates_by_n": {f"{c}/n={n}": int(v) for (c, n), v in
+                          b.assign(m=b.verdict == "migrate").groupby(["case", "n"])["m"].sum().items()},
         "migrates": int((b.verdict == "migrate").sum()),
         "not_converged_share": round(float(1 - b.drop_duplicates(["case", "n", "rep"]).converged.mean()), 3),
         "nuts": {"draws": args.draws, "tune": args.tune, "chains": 2, "blocks_per_fit": args.blocks_per_fit},
