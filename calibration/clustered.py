@@ -28,7 +28,7 @@ from scipy.stats import t as student_t
 
 from calibration.checks import InputError, require as _require
 from calibration.data import CalibrationData
-from calibration.estimands import EstimandDraws, _model_moments, _model_terms
+from calibration.estimands import EstimandDraws, _model_moments, _model_terms, candidate_cell
 
 
 def cluster_codes(traffic: pd.DataFrame | None, cluster_col: str, request_ids: np.ndarray,
@@ -143,12 +143,7 @@ def aggregate_clustered(data: CalibrationData, p: dict[str, np.ndarray], rng: np
         to_seg = sparse.csr_matrix((np.ones(R), (np.arange(R), seg)), shape=(R, S))
         to_pair = sparse.csr_matrix((np.ones(R), (np.arange(R), pair[sl])), shape=(R, P))
         for c in range(C):
-            if data.kind == "pairwise":
-                diff, dvar = e1[c], var[c]
-            else:
-                diff, dvar = e1[c + 1] - e1[0], var[c + 1] + var[0]
-                if paired:
-                    dvar = dvar - 2.0 * shared[c + 1] * shared[0]
+            diff, dvar = candidate_cell(e1, var, shared, c, data.kind, paired)
             mk = emask[sl, c][None, :]
             s1[:, c, :] += np.asarray((to_seg.T @ (diff * mk).T).T)
             nv[:, c, :] += np.asarray((to_seg.T @ (dvar * mk).T).T)

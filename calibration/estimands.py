@@ -179,6 +179,19 @@ def _condition_on_drawn_effects(moments, sl: slice, drawn, data: CalibrationData
     moments[0][:, loc], moments[1][:, loc], moments[2][:, loc] = a, b, 0.0
 
 
+def candidate_cell(e1: list, var: list, shared: list, c: int, kind: str, paired: bool):
+    """(mean, variance) of candidate ``c``'s estimand value per request from the row models' predictive moments
+    (lists over row models of (draw, request) arrays): the candidate's own cell for pairwise dimensions, the
+    candidate-minus-incumbent difference for absolute ones. ``paired``: the shared request effect moves both cells
+    together and cancels in the difference, so its covariance comes off the variance."""
+    if kind == "pairwise":
+        return e1[c], var[c]
+    dvar = var[c + 1] + var[0]
+    if paired:
+        dvar = dvar - 2.0 * shared[c + 1] * shared[0]
+    return e1[c + 1] - e1[0], dvar
+
+
 def aggregate(data: CalibrationData, p: dict[str, np.ndarray], rng: np.random.Generator, chunk: int | None = None,
               k_pred: float | None = None) -> EstimandDraws:
     """Posterior draws of the finite-population and population estimands (see module docstring).
@@ -232,13 +245,7 @@ def aggregate(data: CalibrationData, p: dict[str, np.ndarray], rng: np.random.Ge
             starts = np.flatnonzero(np.r_[True, np.diff(seg[order]) != 0])
             seg_ids = seg[order][starts]
         for c in range(C):
-            if data.kind == "pairwise":
-                diff, dvar = e1[c], var[c]
-            else:
-                # paired: the shared request effect moves both cells together and cancels in the difference
-                diff, dvar = e1[c + 1] - e1[0], var[c + 1] + var[0]
-                if paired:
-                    dvar -= 2.0 * shared[c + 1] * shared[0]
+            diff, dvar = candidate_cell(e1, var, shared, c, data.kind, paired)
             mk = emask[sl, c]
             for acc, a in ((s1, diff), (s2, diff * diff), (nv, dvar)):
                 if S <= 64:  # (D, R) @ (R, S): sums per segment over this candidate's estimand requests
