@@ -114,14 +114,14 @@ def labels_needed(dv: dict, thr_ni: float, confidence: float, available: int, ba
     shrinks like 1/sqrt(labels), so ``n (z_C se / gap)^2 - n`` more; all still-unlabelled requests ``available``
     when its estimate is not above the threshold."""
     se = dv.get("se_population" if basis == "population" else "se")
-    if dv.get("estimate") is None or not se:
-        return int(min(available, MIN_DESIGN_LABELS - int(dv.get("n") or 0))) if available else 0
-    n = dv["n"]
+    n = int(dv.get("n") or 0)
     short = max(0, MIN_DESIGN_LABELS - n)  # the guard cannot pass below MIN_DESIGN_LABELS whatever the estimate
+    if dv.get("estimate") is None:
+        return int(min(available, short))
     gap = dv["estimate"] - thr_ni
     z = norm.ppf(confidence)
     if gap <= 0:
         return int(available)
-    if gap >= z * se:
+    if not se or gap >= z * se:  # se 0: every scored request labelled, the estimate is the value
         return int(min(available, short))
     return int(min(available, max(1, short, int(np.ceil(n * (z * se / gap) ** 2 - n)))))

@@ -140,6 +140,8 @@ def test_design_valid_needs_enough_labels_and_a_t_quantile():
     assert "fewer than 10" in g["detail"]
     assert guards.labels_needed(few, 0.45, 0.9, 300, "population") == 7  # up to the minimum
     assert guards.labels_needed(few, 0.45, 0.9, 4, "population") == 4
+    # no standard error (every scored request labelled) above the threshold: nothing more is needed, never < 0
+    assert guards.labels_needed({**few, "se": 0.0, "n": 40}, 0.45, 0.9, 300, "scored") == 0
     enough = {**few, "n": guards.MIN_DESIGN_LABELS}
     assert not guards.evaluate(enough, {}, [0.8, 0.9], {}, 0.45, 0.9, "population")[0]["fired"]
     # t with n - 1 degrees of freedom, not the normal: 1.5 se above the threshold passes at n = 200 (P 0.932) but
