@@ -291,7 +291,9 @@ def summarise(df: pd.DataFrame, args, seconds: float) -> int:
                           b.assign(m=b.verdict == "migrate").groupby(["case", "n"])["m"].sum().items()},
         "migrates": int((b.verdict == "migrate").sum()),
         "not_converged_share": round(float(1 - b.drop_duplicates(["case", "n", "rep"]).converged.mean()), 3),
-        "nuts": {"draws": args.draws, "tune": args.tune, "chains": 2, "blocks_per_fit": args.blocks_per_fit},
+        # a --summarise of a CSV does not know the settings it was run with
+        "nuts": None if args.summarise else {"draws": args.draws, "tune": args.tune, "chains": 2,
+                                             "blocks_per_fit": args.blocks_per_fit},
     }
     meets = bool(not below and figures["draws_per_n"] >= 100 and not len(wrong))
     print(json.dumps({"benchmark": "calibration_real", **figures, "seconds": round(seconds, 1),
