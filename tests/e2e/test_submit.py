@@ -1,4 +1,4 @@
-"""`baton submit` against a real `ray start --head` on loopback (one head for the module): the job driver's own
+"""`baton submit` against a real `ray start --head` on loopback (one head for the e2e session): the job driver's own
 exit code comes back, a --timeout says the job still runs (exit 5), and the runtime_env options reach the job.
 
 The gate case uses a stand-in interpreter (--py-executable): a shell script that runs the real Python for Ray's
