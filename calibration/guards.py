@@ -25,7 +25,7 @@ wrong place. Each guard returns ``{name, fired, value, threshold, detail}``; a f
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import norm, t as student_t
+from scipy.stats import t as student_t
 
 from calibration import baselines
 from calibration.data import CalibrationData
@@ -111,17 +111,27 @@ def evaluate(dv: dict, ppc: dict, bayes_interval: list[float], ppi: dict, thr_ni
 def labels_needed(dv: dict, thr_ni: float, confidence: float, available: int, basis: str) -> int:
     """Extra labelled requests after which the design-valid interval would likely support non-inferiority (when
     the ``design_valid`` guard is what blocks migrate, the model's own labels_needed is 0): its standard error
-    shrinks like 1/sqrt(labels), so ``n (z_C se / gap)^2 - n`` more; all still-unlabelled requests ``available``
-    when its estimate is not above the threshold."""
+    shrinks like 1/sqrt(labels), so the smallest total m with ``gap >= t_{C, m-1} se sqrt(n / m)`` (the guard's own
+    Student t rule, :func:`evaluate`), minus n; all still-unlabelled requests ``available`` when its estimate is
+    not above the threshold."""
     se = dv.get("se_population" if basis == "population" else "se")
     n = int(dv.get("n") or 0)
     short = max(0, MIN_DESIGN_LABELS - n)  # the guard cannot pass below MIN_DESIGN_LABELS whatever the estimate
     if dv.get("estimate") is None:
         return int(min(available, short))
     gap = dv["estimate"] - thr_ni
-    z = norm.ppf(confidence)
     if gap <= 0:
         return int(available)
-    if not se or gap >= z * se:  # se 0: every scored request labelled, the estimate is the value
+
+    def settles(m: int) -> bool:
+        return bool(gap >= student_t.ppf(confidence, df=max(m - 1, 1)) * se * np.sqrt(n / m))
+
+    if not se or settles(n):  # se 0: every scored request labelled, the estimate is the value
         return int(min(available, short))
-    return int(min(available, max(1, short, int(np.ceil(n * (z * se / gap) ** 2 - n)))))
+    lo, hi = n, n + max(int(available), 1)  # settles(lo) is False; bisect for the first m that settles
+    if not settles(hi):
+        return int(available)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if settles(mid) else (mid, hi)
+    return int(min(available, max(1, short, hi - n)))

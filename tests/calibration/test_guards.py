@@ -123,8 +123,15 @@ def test_predictive_check_guard_fires_only_beyond_noise():
 
 def test_design_valid_labels_needed():
     dv = {"estimate": 0.5, "se": 0.04, "se_population": 0.05, "n": 50}
-    # gap 0.05, z_0.9 = 1.2816: 50 (1.2816 * 0.05 / 0.05)^2 - 50 = 32.1 -> 33 on the population basis
-    assert guards.labels_needed(dv, 0.45, 0.9, 300, "population") == 33
+    # gap 0.05 on the population basis: the first m with t_{0.9, m-1} 0.05 sqrt(50 / m) <= 0.05 is 84 (the normal
+    # quantile's 50 (1.2816)^2 = 82.1 would say 33 more, which the guard's t rule does not yet pass at 83)
+    assert guards.labels_needed(dv, 0.45, 0.9, 300, "population") == 34
+    # the guard's own rule decides: at n = 10 a gap of 1.33 se passes the normal (1.2816) but not t with 9 df
+    # (1.383); one more label settles it (t_10 1.372 * sqrt(10 / 11) = 1.308 se)
+    edge = {"estimate": 0.55, "se": 0.075, "se_population": 0.075, "n": 10}
+    assert guards.labels_needed(edge, 0.45, 0.9, 300, "population") == 1
+    assert guards.evaluate({**edge, "interval": [0, 1], "interval_population": [0, 1]}, {}, [0, 1], {}, 0.45, 0.9,
+                           "population")[0]["fired"]
     assert guards.labels_needed(dv, 0.45, 0.9, 10, "population") == 10
     assert guards.labels_needed({**dv, "estimate": 0.44}, 0.45, 0.9, 300, "scored") == 300
     assert guards.labels_needed({**dv, "estimate": 0.6}, 0.45, 0.9, 300, "scored") == 0
