@@ -283,6 +283,18 @@ def test_a_quarantined_turn_takes_its_conversations_later_turns(tmp_path):
     assert q.loc["c0-t3", "reason"].startswith("conversation 'c0': turn 2 was quarantined (messages is missing)")
 
 
+def test_a_run_sampled_per_turn_is_not_replayed_per_conversation(tmp_path):
+    from jobs import replay
+    from tests.support.fixtures import write_traffic
+
+    cfg = parse_config(_raw(tmp_path / "store", "t.parquet"))
+    store = RunStore(cfg.store, cfg.run_id)
+    write_traffic(store, conversation_traffic({"c0": 2}), 4)  # committed as the turn-mode sample does
+    with pytest.raises(ContractError, match="was sampled per turn") as exc:
+        replay.run(cfg, store, progress=False)
+    assert exc.value.exit_code == 2
+
+
 def test_conversation_judges_need_conversation_mode_and_an_engine(tmp_path):
     with pytest.raises(ConfigError, match="scoring.continuity judges conversation-mode answers"):
         parse_config(_raw(tmp_path, "t.parquet", replay={"mode": "turn"}, scoring={"continuity": {
