@@ -62,6 +62,8 @@ def _keys(uri: str, opts: dict, strat_cols: list[str]) -> pd.DataFrame:
         keys = chunk[["request_id", "conversation_id", "turn", *strat_cols]].copy()
         keys["_users"] = pd.Series([_user_count(m, p) for m, p in zip(msgs, prompts)], dtype=object)
         parts.append(keys)
+    if not parts:  # an empty table
+        return pd.DataFrame(columns=["request_id", "conversation_id", "turn", *strat_cols, "_users"])
     return pd.concat(parts, ignore_index=True)
 
 

@@ -30,10 +30,10 @@ import pandas as pd
 from inference.scorers import Checks, Embedder, Judge, ScoringConfig, similarity_scores, split_failures
 from inference.scorers.code_exec import CodeExec
 from inference.scorers.continuity import ContinuityJudge
-from inference.scorers.judge import build_judge_engine
-from inference.scorers.transcript import TranscriptJudge
 from inference.scorers.embeddings import EMBED_COLUMNS
+from inference.scorers.judge import build_judge_engine
 from inference.scorers.rubrics import load_rubric
+from inference.scorers.transcript import TranscriptJudge
 from jobs.config import RunConfig, load_config
 from jobs.contracts import QUARANTINE_COLUMNS, SCORE_COLUMNS, validate_scores
 from jobs.shards import ensure_ray, run_shards
@@ -165,21 +165,18 @@ class ScoreShardTask:
             stats["exec_s"] = round(time.monotonic() - t, 3)
             stats["exec_isolation"] = ",".join(sorted(self.code.isolations))
 
-        judged = []
         t = time.monotonic()
-        if self.judge is not None:
-            judged.append(self.judge(batch))
-        replayed = batch["messages_sent"].notna().any()
-        if self.continuity is not None and replayed:
-            traffic = batch.assign(messages=batch.get("logged_messages", batch["messages"]))
-            judged.append(self.continuity(batch[batch["messages_sent"].notna()], traffic))
-            stats["continuity_calls"] = int(len(judged[-1]))
+        verdicts = [self.judge(batch)] if self.judge is not None else []
+        sent = batch["messages_sent"].notna()
+        if self.continuity is not None and sent.any():  # only answers the model wrote to its own history
+            logged = batch.assign(messages=batch.get("logged_messages", batch["messages"]))
+            verdicts.append(self.continuity(batch[sent], logged))
+            stats["continuity_calls"] = int(len(verdicts[-1]))
         if self.transcript is not None:
-            judged.append(self.transcript(batch))
-            stats["transcript_calls"] = int(len(judged[-1]))
-        if judged:
-            judged = pd.concat([j for j in judged if len(j)], ignore_index=True) if any(len(j) for j in judged) \
-                else judged[0]
+            verdicts.append(self.transcript(batch))
+            stats["transcript_calls"] = int(len(verdicts[-1]))
+        if verdicts:
+            judged = pd.concat(verdicts, ignore_index=True) if len(verdicts) > 1 else verdicts[0]
             scores, failures = split_failures(judged)
             parts.append(scores)
             stats["judge_calls"], stats["judge_failures"] = int(len(judged)), int(len(failures))

@@ -65,11 +65,11 @@ def _raw(root, traffic_path: str, run_id: str = "conv", model: str = "/never/loa
 @pytest.fixture(scope="module")
 def judged():
     """The scripted judge on loopback; records every transcript it is shown."""
-    seen: list[str] = []
+    seen: list[str] = []  # transcripts, and the correctness judge's prompts
 
     def responder(messages, model):
         user = messages[-1]["content"]
-        if "<transcript>" in user:
+        if "<transcript>" in user or "<conversation>" in user:
             seen.append(user)
         return scripted_judge(messages, model)
 
@@ -89,7 +89,8 @@ def run(ray_cluster, judged, tmp_path_factory):
     engine = {"kind": "openai", "name": "judge", "model": "judge-1", "base_url": srv.base_url, "rpm": 60000,
               "tpm": 10000000, "max_attempts": 2}
     cfg = parse_config(_raw(root, str(root / "traffic.parquet"), model=tiny_model_path(), scoring={
-        "embeddings": {"enabled": False}, "judge": {"engine": engine},  # the judge's engine, shared; judge itself off
+        "embeddings": {"enabled": False},
+        "judge": {"enabled": True, "engine": engine, "dimensions": [{"name": "correctness"}]},  # engine shared
         "continuity": {"enabled": True}, "transcript": {"enabled": True}}))
     assert run_pipeline(cfg, progress=False, no_labels=True) is None  # stops after scoring: no labels
     store = RunStore(cfg.store, cfg.run_id)
@@ -143,12 +144,25 @@ def test_continuity_and_transcript_scores(run, judged):
         "c0-t3": 3.0, "c1-t1": 1.0, "c2-t4": 4.0, "c3-t2": 2.0, "c4-t3": 3.0}
     # The transcript the judge saw: the logged user turns with the candidate's answers, in order.
     by_id = _responses(store)
-    c2 = [t for t in seen if _user("c2", 4) in t and "INCUMBENT" not in t]
+    c2 = [t for t in seen if "<transcript>" in t and _user("c2", 4) in t and "INCUMBENT" not in t]
     assert len(c2) == 1
     pos = [c2[0].index(by_id.loc[f"c2-t{k}", "response"]) for k in range(1, 5)]
     users = [c2[0].index(_user("c2", k)) for k in range(1, 5)]
     assert users[0] < pos[0] < users[1] < pos[1] < users[2] < pos[2] < users[3] < pos[3]
     assert store.manifest()["stages"]["score"]["transcript_rubrics"]["conversation"]["rubric"] == "conversation.v1"
+
+
+@pytest.mark.slow
+def test_the_judge_grades_the_history_the_candidate_was_sent(run, judged):
+    _, store, _ = run
+    _, seen = judged
+    by_id = _responses(store)
+    conv = [t.split("<conversation>")[1].split("</conversation>")[0] for t in seen if "<conversation>" in t
+            and f"<answer>\n{by_id.loc['c2-t3', 'response']}\n</answer>" in t and _user("c2", 3) in t]
+    assert conv and all("INCUMBENT" not in c for c in conv)  # not the logged history
+    assert all(c.index(by_id.loc["c2-t1", "response"]) < c.index(_user("c2", 2)) for c in conv)
+    scores = store.read_table("scores")
+    assert ((scores.model == "tiny-hf") & (scores.metric == "judge.abs.correctness")).sum() == 11  # answered turns
 
 
 @pytest.mark.slow
