@@ -103,6 +103,15 @@ def plan(keys: pd.DataFrame, cfg: RunConfig, uri: str) -> tuple[np.ndarray, np.n
     return mask, prob, shard
 
 
+def check(cfg: RunConfig) -> int:
+    """The first pass alone (`baton validate`): raises ContractError (exit 2) as the run would; returns the number
+    of conversations the sample keeps."""
+    uri = cfg.traffic.path
+    keys = _keys(uri, storage_options(cfg.store) if uri.startswith("s3://") else {}, cfg.traffic.sample.stratify_by)
+    _, _, shard = plan(keys, cfg, uri)
+    return int(keys.loc[shard >= 0, "conversation_id"].nunique())
+
+
 def run(cfg: RunConfig, store: RunStore, stage: str = "sample") -> dict:
     """Commit the run's traffic table of whole conversations (and its quarantine); see the module docstring."""
     uri = cfg.traffic.path

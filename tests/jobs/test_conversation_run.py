@@ -257,6 +257,20 @@ def test_cli_run_on_traffic_without_conversations_exits_2(tmp_path, capsys):
     assert "replay.mode: conversation needs column 'conversation_id'" in err and "replay.mode: turn" in err
 
 
+def test_validate_checks_the_conversations(tmp_path, capsys):
+    from jobs.cli import main
+
+    traffic = conversation_traffic({"c0": 3, "c1": 2})
+    traffic.to_parquet(tmp_path / "t.parquet")
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(_raw(tmp_path / "store", str(tmp_path / "t.parquet"))))
+    assert main(["validate", "--config", str(path), "--no-store", "--no-labels"]) == 0
+    assert '"conversations": 2' in capsys.readouterr().out
+    traffic[traffic.request_id != "c0-t2"].to_parquet(tmp_path / "t.parquet")
+    assert main(["validate", "--config", str(path), "--no-store", "--no-labels"]) == 2
+    assert "conversation 'c0', field 'turn': turns [1, 3] are not 1..2" in capsys.readouterr().err
+
+
 def test_shards_hold_whole_conversations_in_turn_order(tmp_path):
     turns = {f"k{i:02d}": 1 + i % 5 for i in range(30)}
     traffic = conversation_traffic(turns).sample(frac=1.0, random_state=1).reset_index(drop=True)
