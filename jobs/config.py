@@ -95,6 +95,12 @@ class ExecutionConfig(_Strict):
     lease_ttl_s: float = Field(60.0, ge=2, description="Seconds a driver's run lease lives without a heartbeat; a killed driver's lease is taken over this long after its last heartbeat (heartbeats every ttl/4).")
 
 
+class ReplayConfig(_Strict):
+    """How the candidates answer the traffic (docs/conversations.md)."""
+
+    mode: Literal["turn", "conversation"] = Field("turn", description="'turn': every row is sent with its logged history (the incumbent's earlier answers); 'conversation': the traffic's `conversation_id` and `turn` group rows into conversations, each replayed whole by one actor with the candidate's own earlier answers in the history (shards never split a conversation; the sample keeps or drops whole conversations).")
+
+
 class NightlyConfig(_Strict):
     """The nightly job's watch over its history (`python -m jobs.nightly`, docs/drift.md)."""
 
@@ -110,6 +116,7 @@ class RunConfig(_Strict):
     traffic: TrafficConfig = Field(..., description="Traffic to replay.")
     incumbent: IncumbentConfig = Field(..., description="The model being retired.")
     candidates: list[CandidateConfig] = Field(..., min_length=1, description="Candidate models.")
+    replay: ReplayConfig = Field(default_factory=ReplayConfig, description="Replay mode: per turn (default) or whole conversations.")
     scoring: ScoringConfig = Field(default_factory=ScoringConfig, description="Scorers: checks, embeddings, LLM judge.")
     recorded_scores: list[str] = Field(default_factory=list, description="Score tables computed elsewhere (e.g. recorded judge verdicts), validated and added to the scores table.")
     labels: LabelsConfig = Field(default_factory=LabelsConfig, description="Human labels.")
@@ -132,6 +139,9 @@ class RunConfig(_Strict):
             raise ValueError(f"candidate names must be unique; repeated: {dupes}")
         if self.incumbent.name in names:
             raise ValueError(f"incumbent name {self.incumbent.name!r} is also a candidate name")
+        for key in ("continuity", "transcript"):
+            if getattr(self.scoring, key).enabled and self.replay.mode != "conversation":
+                raise ValueError(f"scoring.{key} judges conversation-mode answers: it needs replay.mode: conversation")
         return self
 
 

@@ -215,6 +215,13 @@ def validate_traffic(df: pd.DataFrame, source: str, segments: list[str] | None =
         out["timestamp"] = timestamp
     for seg in segments:
         out[seg] = df[seg].astype(str)
+    if "conversation_id" in df.columns:  # conversations (docs/conversations.md): kept for replay and the clustering
+        conv = df["conversation_id"]
+        out["conversation_id"] = conv.astype(str).where(conv.notna(), None)
+    if "turn" in df.columns:
+        turn = pd.to_numeric(df["turn"], errors="coerce")
+        whole = turn.dropna()
+        out["turn"] = turn.astype("Int64") if (whole == whole.round()).all() else turn
     return q.result(out)
 
 

@@ -50,6 +50,8 @@ def path_keys(cfg: RunConfig) -> list[tuple[str, str]]:
                 out.append((f"{key}.{field}", getattr(c, field)))
     if cfg.scoring.judge.rubrics_dir:
         out.append(("scoring.judge.rubrics_dir", cfg.scoring.judge.rubrics_dir))
+    if cfg.scoring.transcript.rubrics_dir:
+        out.append(("scoring.transcript.rubrics_dir", cfg.scoring.transcript.rubrics_dir))
     if cfg.scoring.embeddings.model:
         out.append(("scoring.embeddings.model", cfg.scoring.embeddings.model))
     return out

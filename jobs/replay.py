@@ -13,6 +13,12 @@ shard's commit record (a retry adds its attempts to the row's), so the manifest'
 contributed, not just the last one. A candidate left without a single successful row stops the run here, before
 any scoring, naming its dominant error kind.
 
+In ``replay.mode: conversation`` every traffic shard holds whole conversations (jobs.sample_conversations), and
+the task wraps the engine in ``inference.engines.conversation.ConversationEngine``: the candidate writes every
+turn, in order, with its own earlier answers in the history; the responses shard also keeps ``messages_sent`` (the
+history each turn was sent with) and ``round``. A retry resends a conversation from its first failed turn (the
+turns after it were never sent), its earlier answers kept as that turn's history.
+
     python -m jobs.replay --config run.yaml
 """
 
@@ -32,6 +38,7 @@ import pandas as pd
 from inference.engines import make_engine
 from inference.engines.base import error_kind, error_row, response_frame
 from inference.engines.config import CandidateConfig
+from inference.engines.conversation import CONVERSATION_COLUMNS, ConversationEngine
 from inference.engines.http_errors import retryable
 from jobs.config import RunConfig, default_s3_options, load_config
 from common.tables import RESPONSE_COLUMNS
@@ -42,6 +49,7 @@ from jobs.store import RunStore, shard_id
 
 log = logging.getLogger(__name__)
 TABLE = "responses"
+CONVERSATION_EXTRA = ["messages_sent", "round"]  # kept in a conversation-mode responses shard (docs/conversations.md)
 
 
 def shard_stats(out: pd.DataFrame, wall_s: float) -> dict:
@@ -80,7 +88,7 @@ class ReplayShardTask:
     committed shard, its failed rows retried (per ``retry_errors``) and the shard superseded."""
 
     def __init__(self, store: RunStore, candidate: dict, retry_errors: str = "retryable",
-                 downstream: list[str] | None = None):
+                 downstream: list[str] | None = None, mode: str = "turn"):
         from pydantic import TypeAdapter
 
         self.store = store
@@ -92,6 +100,10 @@ class ReplayShardTask:
         if self.candidate.kind == "recorded":
             kwargs["storage_options"] = default_s3_options(self.candidate.path)
         self.engine = make_engine(self.candidate, **kwargs)
+        # A recorded file's answers are looked up as they are, in either mode.
+        self.conversation = mode == "conversation" and self.candidate.kind != "recorded"
+        self.columns = RESPONSE_COLUMNS + (CONVERSATION_EXTRA if self.conversation else [])
+        self.keys = CONVERSATION_COLUMNS if self.conversation else []
 
     def __call__(self, traffic_shard: str) -> dict:
         name = self.candidate.name
@@ -101,7 +113,7 @@ class ReplayShardTask:
             return self._retry(traffic_shard, out_shard, record)
         started = time.monotonic()
         # A recorded engine needs only the ids: the messages (most of a shard's bytes) are not read.
-        columns = ["request_id"] if self.candidate.kind == "recorded" else ["request_id", "messages"]
+        columns = ["request_id"] if self.candidate.kind == "recorded" else ["request_id", "messages", *self.keys]
         batch = self._traffic(traffic_shard, columns)
         if self.candidate.kind == "recorded":
             raw = self.engine.lookup(list(batch["request_id"]))
@@ -112,7 +124,7 @@ class ReplayShardTask:
             out = self._run_engine(batch, shard_id("replay", name, traffic_shard))
         self._check_complete(batch, out, traffic_shard)
         stats = shard_stats(out, time.monotonic() - started)
-        written = self.store.write_shard(TABLE, out_shard, out[RESPONSE_COLUMNS],
+        written = self.store.write_shard(TABLE, out_shard, out[self.columns],
                                          meta={"candidate": name, "traffic_shard": traffic_shard, "stats": stats})
         return {**stats, "skipped": 0 if written else 1, "sent": int(len(batch)), "attempts_now": stats["attempts"]}
 
@@ -123,14 +135,21 @@ class ReplayShardTask:
         batch["request_id"] = batch["request_id"].astype(str)
         return batch
 
-    def _run_engine(self, batch: pd.DataFrame, quarantine_shard: str) -> pd.DataFrame:
+    def _run_engine(self, batch: pd.DataFrame, quarantine_shard: str,
+                    answered: dict[str, dict] | None = None) -> pd.DataFrame:
         name = self.candidate.name
-        out = self.engine(batch)
+        if self.conversation:
+            try:
+                out = ConversationEngine(self.engine, name)(batch, answered)
+            except ValueError as exc:  # the sample stage checked the shard; a hand-made one may still be wrong
+                raise ContractError(f"candidate {name!r}: {exc}") from None
+        else:
+            out = self.engine(batch)
         checked = validate_responses(out, source=f"engine {name}")
         if len(checked.quarantine):
             # An engine broke the contract on some rows: keep the request as an error row, the raw row aside.
             reasons = self._quarantine(checked.quarantine, quarantine_shard)
-            out = pd.concat([checked.valid[RESPONSE_COLUMNS],
+            out = pd.concat([checked.valid[self.columns],
                              response_frame([error_row(r, name, "quarantined", why) for r, why in reasons.items()])],
                             ignore_index=True)
         return out
@@ -145,16 +164,24 @@ class ReplayShardTask:
         again = old["error"].map(lambda e: should_retry(error_kind(e), self.retry_errors)).to_numpy(dtype=bool)
         if not again.any():
             return {"skipped": 1}
-        traffic = self._traffic(traffic_shard, ["request_id", "messages"])
-        batch = traffic[traffic["request_id"].isin(set(old.loc[again, "request_id"]))].reset_index(drop=True)
+        traffic = self._traffic(traffic_shard, ["request_id", "messages", *self.keys])
+        answered = None
+        if self.conversation:
+            again, batch, answered = _conversation_retry(traffic, old, again)
+        else:
+            batch = traffic[traffic["request_id"].isin(set(old.loc[again, "request_id"]))].reset_index(drop=True)
         generation = int(record.get("generation", 0)) + 1
-        new = self._run_engine(batch, shard_id("replay", self.candidate.name, traffic_shard, f"retry{generation}"))
+        new = self._run_engine(batch, shard_id("replay", self.candidate.name, traffic_shard, f"retry{generation}"),
+                               answered)
         self._check_complete(batch, new, traffic_shard)
+        if answered:  # the kept turns came back as they were: only the resent ones are new
+            new = new[~new["request_id"].isin(set(answered))].reset_index(drop=True)
+            batch = batch[~batch["request_id"].isin(set(answered))].reset_index(drop=True)
         sent_attempts = int(new["attempts"].sum())
         # A row's attempts count every invocation that sent it, so the shard's totals stay cumulative.
         before = old.loc[again].set_index("request_id")["attempts"]
         new["attempts"] = (new["attempts"] + new["request_id"].map(before).fillna(0)).astype("int64")
-        merged = pd.concat([old.loc[~again, RESPONSE_COLUMNS], new[RESPONSE_COLUMNS]], ignore_index=True)
+        merged = pd.concat([old.loc[~again, self.columns], new[self.columns]], ignore_index=True)
         order = pd.Series(np.arange(len(traffic)), index=traffic["request_id"].to_numpy())
         merged = merged.iloc[np.argsort(order.reindex(merged["request_id"]).to_numpy(), kind="stable")]
         self._check_complete(traffic, merged, traffic_shard)
@@ -186,6 +213,22 @@ class ReplayShardTask:
             extra = sorted((got - want).keys())[:5]
             raise ContractError(f"candidate {self.candidate.name!r}, traffic shard {traffic_shard}: engine output does "
                                 f"not match its input one to one (missing {missing}, extra/duplicated {extra})")
+
+
+def _conversation_retry(traffic: pd.DataFrame, old: pd.DataFrame, again: np.ndarray
+                        ) -> tuple[np.ndarray, pd.DataFrame, dict[str, dict]]:
+    """Conversation mode: (rows to resend, the engine's batch, the rows kept as history). A conversation is resent
+    from its first turn to retry; its turns after that one (not sent: ``upstream``) go along, its earlier answered
+    turns are handed back as they are."""
+    keys = traffic.set_index("request_id")[["conversation_id", "turn"]]
+    conv = old["request_id"].map(keys["conversation_id"])
+    turn = pd.to_numeric(old["request_id"].map(keys["turn"])).astype(int)
+    first = turn[again].groupby(conv[again]).min()
+    resend = conv.isin(first.index) & (turn >= conv.map(first))
+    kept = old[conv.isin(first.index) & ~resend]
+    answered = {str(r["request_id"]): r for r in kept.to_dict("records")}
+    batch = traffic[traffic["conversation_id"].isin(first.index)].reset_index(drop=True)
+    return resend.to_numpy(dtype=bool), batch, answered
 
 
 def _resources(c) -> dict:
@@ -274,6 +317,10 @@ def run(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
     traffic = sorted(store.commits("traffic"))
     if not traffic:
         raise ContractError(f"{store.uri('traffic')}: no committed traffic shards to replay (run the sampling stage first)")
+    sampled = store.manifest().get("stages", {}).get("sample", {}).get("mode", "turn")
+    if cfg.replay.mode == "conversation" and sampled != "conversation":
+        raise ContractError(f"replay.mode: conversation, but the traffic of run {cfg.run_id!r} was sampled per turn "
+                            f"(its shards may split conversations): use a new run id for a conversation-mode run")
     ensure_ray(cfg)
     policy = cfg.execution.retry_errors
     results: dict[str, dict] = {}
@@ -294,7 +341,7 @@ def run(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
             downstream = ([cand.name, *(c.name for c in cfg.candidates)] if cand.name == cfg.incumbent.name
                           else [cand.name])
             done = run_shards(ReplayShardTask, {"store": store, "candidate": cand.model_dump(), "retry_errors": policy,
-                                                "downstream": downstream},
+                                                "downstream": downstream, "mode": cfg.replay.mode},
                               pending + retry, desc=f"replay {cand.name}", progress=progress, **_resources(cand))
         now = {k: int(done[k].fillna(0).sum()) if k in done.columns else 0
                for k in ("sent", "attempts_now", "retried", "recovered")}

@@ -72,6 +72,10 @@ def run(cfg: RunConfig, store: RunStore) -> dict:
     if done.get("status") == "done":
         log.info("traffic sample already committed (%s rows); skipping", done.get("rows"))
         return done
+    if cfg.replay.mode == "conversation":  # whole conversations per shard (docs/conversations.md)
+        from jobs import sample_conversations
+
+        return sample_conversations.run(cfg, store, STAGE)
     uri = cfg.traffic.path
     opts = storage_options(cfg.store) if uri.startswith("s3://") else {}
     strat_cols = cfg.traffic.sample.stratify_by

@@ -8,6 +8,12 @@ model, S)``, whose commit marks the task done (a rerun skips it).
 The incumbent's shards run first: its answers and the references are embedded once, there, and the candidates'
 tasks read those vectors back instead of encoding them again (a candidate task encodes only its own answers,
 unless the incumbent's embeddings shard is missing).
+
+In ``replay.mode: conversation`` a traffic shard holds whole conversations: the judge reads the history each turn
+was sent with (the responses' ``messages_sent``), and two more judges can run (docs/conversations.md):
+``scoring.continuity`` (``judge.continuity`` per turn with a next turn: does the logged next user message still fit
+the model's answer; models whose answers were replayed) and ``scoring.transcript`` (``judge.transcript.<rubric>``
+per conversation, on its last turn's row). Both commit with the shard's other scores, so they resume like them.
 """
 
 from __future__ import annotations
@@ -23,8 +29,11 @@ import pandas as pd
 
 from inference.scorers import Checks, Embedder, Judge, ScoringConfig, similarity_scores, split_failures
 from inference.scorers.code_exec import CodeExec
+from inference.scorers.continuity import ContinuityJudge
 from inference.scorers.embeddings import EMBED_COLUMNS
+from inference.scorers.judge import build_judge_engine
 from inference.scorers.rubrics import load_rubric
+from inference.scorers.transcript import TranscriptJudge
 from jobs.config import RunConfig, load_config
 from jobs.contracts import QUARANTINE_COLUMNS, SCORE_COLUMNS, validate_scores
 from jobs.shards import ensure_ray, run_shards
@@ -37,13 +46,20 @@ class ScoreShardTask:
     """Shard task (see jobs.shards): built once per actor, so the embedding model and judge engine load once."""
 
     def __init__(self, store: RunStore, scoring: ScoringConfig, incumbent: str, incumbent_replayed: bool,
-                 segments: list[str]):
+                 segments: list[str], conversation: bool = False):
         self.store, self.scoring = store, scoring
         self.incumbent, self.incumbent_replayed, self.segments = incumbent, incumbent_replayed, segments
         self.checks = Checks(scoring.checks)
         self.embedder = Embedder(scoring.embeddings) if scoring.embeddings.enabled else None
         self.judge = Judge(scoring.judge) if scoring.judge.enabled else None
         self.code = CodeExec(scoring.code) if scoring.code.enabled else None
+        self.conversation = conversation
+        self.continuity = (ContinuityJudge(build_judge_engine(scoring.judge_engine("continuity")),
+                                           raw_chars=scoring.continuity.raw_chars)
+                           if conversation and scoring.continuity.enabled else None)
+        self.transcript = (TranscriptJudge(scoring.transcript, scoring.judge_engine("transcript"),
+                                           scoring.judge.rubrics_dir)
+                           if conversation and scoring.transcript.enabled else None)
 
     # -- inputs ------------------------------------------------------------------------------------------
     def _answers(self, model: str, traffic_shard: str, traffic: pd.DataFrame) -> pd.Series | None:
@@ -64,7 +80,10 @@ class ScoreShardTask:
         """The joined input of the scorers, and how many of the model's responses had failed (not scored)."""
         # Only the judge reads the conversation; without it the messages (most of a shard's bytes, and slow to
         # turn into Python objects) are not read at all.
-        wanted = ["request_id", "response", "reference", *self.segments] + (["messages"] if self.judge is not None else [])
+        judges = self.judge is not None or self.continuity is not None or self.transcript is not None
+        wanted = ["request_id", "response", "reference", *self.segments] + (["messages"] if judges else [])
+        if self.conversation:
+            wanted += ["conversation_id", "turn"]
         if self.code is not None:
             wanted.append("tests")  # absent from a shard of traffic without code tasks: ignore_missing drops it
         traffic = self.store.read_shard("traffic", traffic_shard, columns=wanted, ignore_missing=True)
@@ -74,7 +93,8 @@ class ScoreShardTask:
         answers = self._answers(model, traffic_shard, traffic)
         if answers is None:
             raise FileNotFoundError(f"responses of {model!r} for traffic shard {traffic_shard!r} are not committed")
-        batch = traffic[["request_id", *[c for c in ("messages", "tests", *self.segments) if c in traffic.columns]]].copy()
+        keep = ("messages", "tests", "conversation_id", "turn", *self.segments)
+        batch = traffic[["request_id", *[c for c in keep if c in traffic.columns]]].copy()
         batch["model"] = model
         batch["response"] = answers.reindex(batch["request_id"]).to_numpy(dtype=object)
         if model == self.incumbent:
@@ -86,8 +106,27 @@ class ScoreShardTask:
         batch["reference"] = traffic["reference"].to_numpy(dtype=object) if "reference" in traffic.columns else None
         for col in ("response", "incumbent_response", "reference"):
             batch[col] = batch[col].astype(object).where(batch[col].notna(), None)
+        batch["messages_sent"] = None
+        if self.conversation and "messages" in batch.columns:
+            sent = self._sent(model, traffic_shard)
+            if sent is not None:  # the judges read the history the model was sent, not the logged one
+                batch["messages_sent"] = sent.reindex(batch["request_id"]).to_numpy(dtype=object)
+                batch["logged_messages"] = batch["messages"]
+                batch["messages"] = [s if s is not None and not (isinstance(s, float) and np.isnan(s)) else m
+                                     for s, m in zip(batch["messages_sent"], batch["logged_messages"])]
         failed = int(batch["response"].isna().sum())
         return batch, failed
+
+    def _sent(self, model: str, traffic_shard: str) -> pd.Series | None:
+        """A conversation-mode model's ``messages_sent`` by request_id; None for logged answers."""
+        if model == self.incumbent and not self.incumbent_replayed:
+            return None
+        resp = self.store.read_shard("responses", shard_id(model, traffic_shard), columns=["request_id", "messages_sent"],
+                                     ignore_missing=True)
+        if resp is None or "messages_sent" not in resp.columns:
+            return None  # a recorded candidate's answers: no history of their own
+        resp = resp.drop_duplicates("request_id")
+        return resp["messages_sent"].set_axis(resp["request_id"].astype(str))
 
     # -- the task ----------------------------------------------------------------------------------------
     def __call__(self, key: str) -> dict:
@@ -126,9 +165,18 @@ class ScoreShardTask:
             stats["exec_s"] = round(time.monotonic() - t, 3)
             stats["exec_isolation"] = ",".join(sorted(self.code.isolations))
 
-        if self.judge is not None:
-            t = time.monotonic()
-            judged = self.judge(batch)
+        t = time.monotonic()
+        verdicts = [self.judge(batch)] if self.judge is not None else []
+        sent = batch["messages_sent"].notna()
+        if self.continuity is not None and sent.any():  # only answers the model wrote to its own history
+            logged = batch.assign(messages=batch.get("logged_messages", batch["messages"]))
+            verdicts.append(self.continuity(batch[sent], logged))
+            stats["continuity_calls"] = int(len(verdicts[-1]))
+        if self.transcript is not None:
+            verdicts.append(self.transcript(batch))
+            stats["transcript_calls"] = int(len(verdicts[-1]))
+        if verdicts:
+            judged = pd.concat(verdicts, ignore_index=True) if len(verdicts) > 1 else verdicts[0]
             scores, failures = split_failures(judged)
             parts.append(scores)
             stats["judge_calls"], stats["judge_failures"] = int(len(judged)), int(len(failures))
@@ -189,7 +237,7 @@ def run(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
     responses = set(store.commits("responses"))
     scored = set(store.commits("scores"))
     kwargs = {"store": store, "scoring": scoring, "incumbent": incumbent, "incumbent_replayed": replayed,
-              "segments": list(cfg.traffic.segments)}
+              "segments": list(cfg.traffic.segments), "conversation": cfg.replay.mode == "conversation"}
     stats: dict = {"shards_done": 0, "shards_skipped": 0, "shards_waiting": 0, "rows": 0, "responses_failed": 0,
                    "judge_calls": 0, "judge_failures": 0, "embedded": 0}
     started = time.monotonic()
@@ -219,6 +267,9 @@ def run(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
         stats["shards_skipped"] += int(done["skipped"].astype(bool).sum())
         for col in ("rows", "responses_failed", "judge_calls", "judge_failures", "embedded"):
             stats[col] = int(done[col].sum())
+        for col in ("continuity_calls", "transcript_calls"):  # conversation mode only
+            if col in done.columns:
+                stats[col] = int(done[col].fillna(0).sum())
         for col in ("checks_s", "embed_s", "judge_s"):
             stats[col] = round(float(done[col].sum()), 3)
         if "exec_isolation" in done.columns:  # which sandbox ran the code tasks (docs/code-tasks.md)
@@ -232,6 +283,10 @@ def run(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
         stats["judge_model"] = judge.engine.model if judge.engine is not None else None
         stats["rubrics"] = {d.name: {"rubric": r.id, "sha256": r.sha256} for d in judge.dimensions
                             for r in [load_rubric(d.name, d.version, judge.rubrics_dir)]}
+    if cfg.replay.mode == "conversation" and scoring.transcript.enabled:
+        stats["transcript_rubrics"] = {
+            d.name: {"rubric": r.id, "sha256": r.sha256} for d in scoring.transcript.dimensions
+            for r in [load_rubric(d.name, d.version, scoring.transcript.rubrics_dir or scoring.judge.rubrics_dir)]}
     store.update_manifest(stages={"score": stats})
     return stats
 

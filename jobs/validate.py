@@ -34,6 +34,10 @@ def main(args: argparse.Namespace) -> int:
               "traffic_rows_quarantined": len(checked.quarantine),
               "first_problems": checked.quarantine[["row", "field", "reason"]].head(10).to_dict("records"),
               "input_files": found["inputs"], "labels": found.get("labels", "not required (--no-labels)")}
+    if cfg.replay.mode == "conversation":  # turns 1..n of every conversation, as `baton run` checks them first
+        from jobs import sample_conversations
+
+        report["conversations"] = sample_conversations.check(cfg)
     print(json.dumps(report, indent=2, default=str))
     if len(checked.quarantine):
         print(f"{len(checked.quarantine)} traffic row(s) would be quarantined", file=sys.stderr)

@@ -90,6 +90,48 @@ class JudgeConfig(_Strict):
         return self
 
 
+class ContinuityConfig(_Strict):
+    """Continuity judge for conversation-mode replay: does the logged next user turn still fit the candidate's answer?"""
+
+    enabled: bool = Field(False, description="Compute judge.continuity (1 fits, 0 does not) on every turn with a next turn; needs replay.mode: conversation.")
+    engine: JudgeEngine | None = Field(None, discriminator="kind", description="The judge model's engine config (kind openai or vllm); None: scoring.judge.engine.")
+    raw_chars: int = Field(500, ge=20, description="Characters of an unparseable judge answer kept in the failure record.")
+
+
+class TranscriptDimension(_Strict):
+    """One rubric applied to a whole conversation transcript."""
+
+    name: str = Field("conversation", description="Rubric file stem (rubrics/<name>.v<version>.md; its absolute section); the metric is judge.transcript.<name>.")
+    version: int = Field(1, ge=1, description="Rubric version.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not RUBRIC_NAME.match(value):
+            raise ValueError("must be lowercase letters, digits and '_' (it is a file stem and a metric name part)")
+        return value
+
+
+class TranscriptConfig(_Strict):
+    """Whole-transcript judge: the model's turns in order with the logged user turns, one score per conversation,
+    written on the conversation's last turn row."""
+
+    enabled: bool = Field(False, description="Compute judge.transcript.<name> per conversation; needs replay.mode: conversation.")
+    engine: JudgeEngine | None = Field(None, discriminator="kind", description="The judge model's engine config (kind openai or vllm); None: scoring.judge.engine.")
+    dimensions: list[TranscriptDimension] = Field(default_factory=lambda: [TranscriptDimension()], description="Rubrics applied to each transcript (default: the built-in conversation.v1).")
+    rubrics_dir: str | None = Field(None, description="Folder of extra or overriding rubric files; None: scoring.judge.rubrics_dir, then the built-in ones.")
+    max_transcript_chars: int = Field(24000, ge=1000, description="A transcript longer than this is cut (marked) in the judge prompt.")
+    raw_chars: int = Field(500, ge=20, description="Characters of an unparseable judge answer kept in the failure record.")
+
+    @model_validator(mode="after")
+    def _unique(self) -> "TranscriptConfig":
+        names = [d.name for d in self.dimensions]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"transcript.dimensions: repeated dimension {dupes}")
+        return self
+
+
 class CodeExecConfig(_Strict):
     """Code tasks: run the answer's Python against the traffic's `tests` in a sandbox (docs/code-tasks.md)."""
 
@@ -112,6 +154,20 @@ class ScoringConfig(_Strict):
     embeddings: EmbeddingConfig = Field(default_factory=EmbeddingConfig, description="Embedding similarity.")
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="LLM-as-judge.")
     code: CodeExecConfig = Field(default_factory=CodeExecConfig, description="Code tasks: answers run against the traffic's tests in a sandbox (exec.*).")
+    continuity: ContinuityConfig = Field(default_factory=ContinuityConfig, description="Conversation mode: does the logged next user turn still fit the candidate's answer (judge.continuity).")
+    transcript: TranscriptConfig = Field(default_factory=TranscriptConfig, description="Conversation mode: a judge score per whole transcript (judge.transcript.<name>, on the last turn's row).")
     num_actors: int = Field(1, ge=1, description="Scoring actors (each loads the embedding model once).")
     num_cpus: float = Field(1, gt=0, description="CPUs per scoring actor.")
     num_gpus: float = Field(0, ge=0, description="GPUs per scoring actor (embeddings, a vLLM judge).")
+
+    @model_validator(mode="after")
+    def _conversation_judges(self) -> "ScoringConfig":
+        for key in ("continuity", "transcript"):
+            sub = getattr(self, key)
+            if sub.enabled and sub.engine is None and self.judge.engine is None:
+                raise ValueError(f"scoring.{key}.enabled needs an engine: scoring.{key}.engine or scoring.judge.engine")
+        return self
+
+    def judge_engine(self, key: str) -> JudgeEngine | None:
+        """The engine config of the ``continuity`` or ``transcript`` judge (its own, else the main judge's)."""
+        return getattr(self, key).engine or self.judge.engine

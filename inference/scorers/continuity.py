@@ -66,7 +66,7 @@ def parse_fits(text: object) -> tuple[float | None, str | None]:
 
 class ContinuityJudge:
     """``ContinuityJudge(engine)(responses, traffic)``: conversation-mode responses (with ``conversation_id`` and
-    ``turn``, jobs.replay_conversation) and their traffic in, ``judge.continuity`` score rows out."""
+    ``turn``, jobs.replay in conversation mode) and their traffic in, ``judge.continuity`` score rows out."""
 
     def __init__(self, engine: Callable[[pd.DataFrame], pd.DataFrame], raw_chars: int = 500):
         self.engine = engine

@@ -55,6 +55,16 @@ def _reference_block(reference: str | None, incumbent: str | None, limit: int) -
     return _NO_REFERENCE
 
 
+def build_judge_engine(engine, structured_output: bool = True) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """A judge's engine (an openai or vllm engine config) through the candidates' engines, built once per actor."""
+    from inference.engines import make_engine
+
+    if structured_output and engine.kind == "openai" and engine.response_format is None:
+        # JSON mode where the API has it; the judges' prompts ask for JSON either way.
+        engine = engine.model_copy(update={"response_format": {"type": "json_object"}})
+    return make_engine(engine)
+
+
 class Judge:
     """Ray Data stage: the joined batch in, judge score rows out (with ``error``/``raw`` set on failures)."""
 
@@ -77,13 +87,7 @@ class Judge:
         if self._engine is None:
             if self.config.engine is None:
                 raise ValueError("judge.engine is not configured")
-            from inference.engines import make_engine  # the candidates' engines, built once per actor
-
-            engine = self.config.engine
-            if self.config.structured_output and engine.kind == "openai" and engine.response_format is None:
-                # JSON mode where the API has it; the rubric prompts ask for JSON either way.
-                engine = engine.model_copy(update={"response_format": {"type": "json_object"}})
-            self._engine = make_engine(engine)
+            self._engine = build_judge_engine(self.config.engine, self.config.structured_output)
         return self._engine
 
     # -- prompts -----------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Shared by the scorer tests and tests/jobs/test_score.py. Markers in the conversation steer it:
 JUDGE-GARBAGE (an unparseable answer), JUDGE-REFUSE (the judge refuses), JUDGE-OUT-OF-RANGE (score 9),
-JUDGE-FAVOURS-A (a position-biased judge: always A in pairwise).
+JUDGE-FAVOURS-A (a position-biased judge: always A in pairwise). The continuity judge answers fits unless the next
+user message holds JUDGE-NO-FIT; the transcript judge scores the number of assistant turns (at most 5).
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ def scripted_judge(messages: list[dict], model: str) -> str:
         return "lorem ipsum, the vibes are immaculate"
     if "JUDGE-REFUSE" in conversation:
         return "I'm sorry, but I can't help with grading this conversation."
+    if system.startswith("You check replayed conversations"):  # inference.scorers.continuity
+        follow = _block(user, "next_user_message") or ""
+        return '{"fits": false}' if "JUDGE-NO-FIT" in follow else '{"fits": true}'
+    if "whole conversations" in system:  # the transcript rubric (conversation.v1): score = assistant turns, max 5
+        transcript = _block(user, "transcript") or ""
+        if "JUDGE-GARBAGE" in transcript:
+            return "lorem ipsum"
+        return json.dumps({"reasoning": "r", "score": min(5, transcript.count("[assistant]"))})
     pairwise = "<answer_a>" in user
     if "You judge only correctness" in system:
         reference = _block(user, "reference_answer")
