@@ -252,11 +252,14 @@ def _labels_needed(data: CalibrationData, draws, est, c: int, labelled, in_estim
         return 0, None
     if gate.blocking:
         name = gate.blocking[0]
-        group, s = gate.where[name]  # a segment or a turn position
-        in_s = (group.idx == s) & in_estimand
+        if name in gate.where:  # a segment or a turn position
+            group, s = gate.where[name]
+            idx, g_est = group.idx, group.est
+        else:
+            s, idx, g_est = list(data.segment_names).index(name), data.seg_idx, est
+        in_s = (idx == s) & in_estimand
         ys = y[labelled & in_s]
         label_sd = float(np.std(y[labelled], ddof=1)) if labelled.sum() >= 2 else 0.5
-        g_est = group.est
         need = decision.segment_labels_needed(
             (g_est.pop_seg if basis == "population" else g_est.fp_seg)[:, c, s], thr, confidence, gate.band_k, float(ys.mean()) if len(ys) else None, len(ys),
             max(label_sd, 1e-6), int(in_s.sum()) - len(ys))

@@ -76,6 +76,15 @@ def test_a_regressing_turn_position_blocks_jointly_with_the_segments(gates):
     assert gate.blocking == (["turn=2+"] if gates else [])
     assert ("p_noninferior_joint" in gate.positions["turn=2+"]) is gates
     assert gate.where["turn=2+"] == (grouping, 1)
+    if gates:  # the labels that would settle the block go to the blocking position
+        from calibration.pipeline import _labels_needed
+
+        labelled = np.zeros(100, bool)
+        labelled[[0, 1, 2, 3]] = True  # two labels at turns 2+ (odd requests), disagreeing: not settled yet
+        y = np.where(labelled, np.array([0.5, 1.0, 0.5, 0.0] + [0.0] * 96), np.nan)
+        need, where = _labels_needed(_Data(), seg.pop[:, 0], seg, 0, labelled, ones, 0.45, 0.9, "more_labels",
+                                     True, gate, y, 100, 20)
+        assert where == "turn=2+" and need > 0
 
 
 @pytest.fixture(scope="module")
