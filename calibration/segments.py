@@ -149,6 +149,5 @@ def gate_segments(data, est, c: int, labelled: np.ndarray, in_estimand: np.ndarr
         out.band_k = band_multiplier(draws, level)
         out.blocking, p_adj = blocking_segments(draws, gating_names, thr_ni, level)
         for name, p in zip(gating_names, p_adj):
-            g, _ = out.where[name]
             (out.entries if name in out.entries else out.positions)[name]["p_noninferior_joint"] = round(float(p), 4)
     return out
