@@ -96,15 +96,17 @@ def _cluster_var(totals: np.ndarray, sizes: np.ndarray) -> np.ndarray:
 
 
 def aggregate_clustered(data: CalibrationData, p: dict[str, np.ndarray], rng: np.random.Generator,
-                        chunk: int | None = None, k_pred: float | None = None) -> EstimandDraws:
+                        chunk: int | None = None, k_pred: float | None = None,
+                        groups: tuple[np.ndarray, int] | None = None) -> EstimandDraws:
     """Finite-population and population estimand draws for clustered requests (module docstring).
 
-    Same estimands as calibration.estimands.aggregate; the request effect of a paired absolute dimension is
-    integrated for every cell (not conditioned on its drawn value), which is slightly conservative."""
+    Same estimands as calibration.estimands.aggregate (``groups`` too); the request effect of a paired absolute
+    dimension is integrated for every cell (not conditioned on its drawn value), which is slightly conservative."""
     if data.cluster_idx is None:
         raise ValueError("aggregate_clustered needs data prepared with a cluster_col")
     D = p["cut"].shape[0]
-    M, S, N, C = data.n_models, len(data.segment_names), data.n_req, len(data.candidates)
+    M, N, C = data.n_models, data.n_req, len(data.candidates)
+    S = len(data.segment_names) if groups is None else int(groups[1])
     G = len(data.cluster_names)
     cl = np.asarray(data.cluster_idx)
     chunk = chunk or max(256, (1 << 22) // max(D, 1))
@@ -120,9 +122,10 @@ def aggregate_clustered(data: CalibrationData, p: dict[str, np.ndarray], rng: np
         W[:, keys // G, keys % G] = p["conv_effect"][:, keys // G, keys % G]
     emask = data.estimand_mask().astype(np.float32)
     seg_all = np.asarray(data.seg_idx)
-    n_seg = np.stack([np.bincount(seg_all, weights=emask[:, c], minlength=S)[:S] for c in range(C)])
-    # population units: conversations overall, (segment, conversation) pairs per segment
-    pair, pair_seg = pd.factorize(seg_all.astype(np.int64) * G + cl)
+    grp_all = seg_all if groups is None else np.asarray(groups[0])
+    n_seg = np.stack([np.bincount(grp_all, weights=emask[:, c], minlength=S)[:S] for c in range(C)])
+    # population units: conversations overall, (segment, conversation) pairs per segment (or group)
+    pair, pair_seg = pd.factorize(grp_all.astype(np.int64) * G + cl)
     pair_seg = np.asarray(pair_seg) // G
     P = len(pair_seg)
     s1 = np.zeros((D, C, S))
@@ -140,7 +143,7 @@ def aggregate_clustered(data: CalibrationData, p: dict[str, np.ndarray], rng: np
             lab = np.flatnonzero(np.isfinite(obs[sl, m]))
             a[:, lab], b[:, lab], g[:, lab] = obs[sl, m][lab][None, :], 0.0, 0.0
             e1.append(a), var.append(b), shared.append(g)
-        to_seg = sparse.csr_matrix((np.ones(R), (np.arange(R), seg)), shape=(R, S))
+        to_seg = sparse.csr_matrix((np.ones(R), (np.arange(R), grp_all[sl])), shape=(R, S))
         to_pair = sparse.csr_matrix((np.ones(R), (np.arange(R), pair[sl])), shape=(R, P))
         for c in range(C):
             diff, dvar = candidate_cell(e1, var, shared, c, data.kind, paired)
@@ -156,7 +159,7 @@ def aggregate_clustered(data: CalibrationData, p: dict[str, np.ndarray], rng: np
     fp = (fp_seg * n_seg[None]).sum(axis=2) / Ntot
     pop_seg = np.empty_like(fp_seg)
     pop = np.empty_like(fp)
-    pair_cl = np.asarray(pd.factorize(seg_all.astype(np.int64) * G + cl)[1]) % G
+    pair_cl = np.asarray(pd.factorize(grp_all.astype(np.int64) * G + cl)[1]) % G
     for c in range(C):
         size_pair = np.bincount(pair, weights=emask[:, c], minlength=P)
         for s in range(S):

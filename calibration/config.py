@@ -26,6 +26,7 @@ class DimensionConfig(_Strict):
     gating: bool = Field(True, description="Whether this dimension must be non-inferior to migrate.")
     metrics: list[str] | None = Field(None, min_length=1, description="Metric names used as covariates (None: every numeric metric).")
     levels: list[float] | None = Field(None, min_length=2, description="Ordinal dimensions: the declared scale, e.g. [1, 2, 3, 4, 5] (every level can be predicted even when no label uses it; a label outside it is an error). None: the range of the labels seen.")
+    label_unit: Literal["turn", "conversation"] = Field("turn", description="What one label judges: a turn (request; the estimand is the mean over turns) or a whole conversation (one value per conversation, keyed by its conversation_id or any of its turns' request_id; metrics are averaged over its turns and the estimand is the mean over conversations). docs/conversations.md.")
 
 
 def margin_bound(dim: DimensionConfig) -> float | None:
@@ -66,7 +67,16 @@ class DecisionConfig(_Strict):
     min_segment_n: int = Field(20, ge=1, description="Scored requests a segment needs before its credible regression can block migrate.")
     fail_unless_migrate: bool = Field(False, description="Exit non-zero unless every candidate's verdict is migrate (for CI gates).")
     basis: Literal["population", "scored"] = Field("population", description="Which posterior the verdicts, P(non-inferior), P(superior) and labels_needed use: 'population' (the future traffic the scored requests were sampled from) or 'scored' (the scored requests themselves, for a night judged as that night). decision.json keeps both intervals.")
+    turn_positions: list[int] = Field([1, 2, 3], description="When the traffic carries `turn`: lower bounds of the turn-position groups reported per dimension (default [1, 2, 3]: turns 1, 2 and 3+). Empty: no per-turn-position results. docs/conversations.md.")
+    turn_positions_gating: bool = Field(True, description="Whether a turn position with a credible regression blocks migrate, judged jointly with the segments (one simultaneous band, calibration.segments); false: reported only.")
     design_adjustment: Literal["covariate", "weights", "none"] = Field("covariate", description="How the calibration accounts for labels chosen with unequal probabilities (`baton labels export --design active|stratified`): 'covariate' puts log pi in the model (labels weigh the same; efficient), 'weights' weights each label's likelihood by 1/pi (robust, wider), 'none' ignores the design (baselines unweighted too). See docs/labels.md.")
+
+    @field_validator("turn_positions")
+    @classmethod
+    def _turn_edges(cls, value: list[int]) -> list[int]:
+        if value and (min(value) < 1 or len(set(value)) != len(value)):
+            raise ValueError(f"must be distinct turn numbers >= 1, got {value!r}")
+        return sorted(value)
 
     @field_validator("margin")
     @classmethod

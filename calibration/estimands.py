@@ -193,13 +193,16 @@ def candidate_cell(e1: list, var: list, shared: list, c: int, kind: str, paired:
 
 
 def aggregate(data: CalibrationData, p: dict[str, np.ndarray], rng: np.random.Generator, chunk: int | None = None,
-              k_pred: float | None = None) -> EstimandDraws:
+              k_pred: float | None = None, groups: tuple[np.ndarray, int] | None = None) -> EstimandDraws:
     """Posterior draws of the finite-population and population estimands (see module docstring).
 
     ``chunk`` requests at a time (default: about 4M draw x request cells, i.e. a few 16 MB float32 work arrays per
-    row model whatever the number of draws), so memory stays bounded at any number of requests."""
+    row model whatever the number of draws), so memory stays bounded at any number of requests.
+    ``groups`` (code per request, number of groups): the ``*_seg`` draws are per group instead of per segment (e.g.
+    turn positions); the model still predicts each request with its own segment's terms."""
     D = p["cut"].shape[0]
-    M, S, N = data.n_models, len(data.segment_names), data.n_req
+    M, N = data.n_models, data.n_req
+    S = len(data.segment_names) if groups is None else int(groups[1])
     C = len(data.candidates)
     if chunk is None:
         chunk = max(256, (1 << 22) // max(D, 1))
@@ -213,16 +216,17 @@ def aggregate(data: CalibrationData, p: dict[str, np.ndarray], rng: np.random.Ge
     s2 = np.zeros((D, C, S))
     nv = np.zeros((D, C, S))
     seg_all = np.asarray(data.seg_idx)
+    grp_all = seg_all if groups is None else np.asarray(groups[0])
     n_seg = np.zeros((C, S))
     for c in range(C):
-        n_seg[c] = np.bincount(seg_all, weights=emask[:, c], minlength=S)[:S]
+        n_seg[c] = np.bincount(grp_all, weights=emask[:, c], minlength=S)[:S]
     terms = [_model_terms(p, m, data.cat_values) for m in range(M)]
     drawn = _drawn_request_effects(data, p)
     paired = data.kind != "pairwise" and bool(np.any(p.get("req_sigma", np.zeros(1)) > 0))
     cond_terms = [_model_terms(p, m, data.cat_values, shared=False) for m in range(M)] if drawn else None
     for r0 in range(0, N, chunk):
         sl = slice(r0, min(N, r0 + chunk))
-        seg = seg_all[sl]
+        seg, grp = seg_all[sl], grp_all[sl]
         R = len(seg)
         e1, var, shared = [], [], []
         for m in range(M):
@@ -239,11 +243,11 @@ def aggregate(data: CalibrationData, p: dict[str, np.ndarray], rng: np.random.Ge
             shared.append(g)
         if S <= 64:
             onehot = np.zeros((R, S), dtype=np.float32)
-            onehot[np.arange(R), seg] = 1.0
+            onehot[np.arange(R), grp] = 1.0
         else:  # many segments: sums over runs of requests sorted by segment instead of a wide one-hot matmul
-            order = np.argsort(seg, kind="stable")
-            starts = np.flatnonzero(np.r_[True, np.diff(seg[order]) != 0])
-            seg_ids = seg[order][starts]
+            order = np.argsort(grp, kind="stable")
+            starts = np.flatnonzero(np.r_[True, np.diff(grp[order]) != 0])
+            seg_ids = grp[order][starts]
         for c in range(C):
             diff, dvar = candidate_cell(e1, var, shared, c, data.kind, paired)
             mk = emask[sl, c]

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from calibration import baselines, clustered, decision, design, guards, segments
+from calibration import conversation_units as units
 from calibration.config import DecisionConfig
 from calibration.data import CalibrationData, prepare
 from calibration.schema import CandidateDecision, Decision, DimensionResult, ResultRow
@@ -66,17 +67,35 @@ def decide(scores: pd.DataFrame, labels: pd.DataFrame, traffic: pd.DataFrame | N
     reasons: dict[str, list[str]] = {}
     warnings: list[str] = []
     cand_names = None
+    conv_traffic = traffic is not None and units.CONVERSATION_COL in traffic.columns
     for dim in d.dimensions:
-        data = prepare(scores, labels, incumbent, candidates or None, dim.name, dim.kind,
-                       traffic=traffic, segment_cols=segments or None, design=design,
-                       design_adjustment=d.design_adjustment, metrics=dim.metrics,
-                       levels=dim.levels)
+        positions_edges = d.turn_positions
+        if dim.label_unit == "conversation":  # one unit per conversation (calibration.conversation_units)
+            s_, l_, t_, w_ = units.conversation_tables(scores, labels, traffic, dim.name, segments)
+            if design is not None:
+                w_.append("the labels' design is per turn; this dimension's conversation labels count as a simple "
+                          "random sample of conversations (or carry their own inclusion_prob)")
+            data = prepare(s_, l_, incumbent, candidates or None, dim.name, dim.kind, traffic=t_,
+                           segment_cols=segments or None, design=None, design_adjustment=d.design_adjustment,
+                           metrics=dim.metrics, levels=dim.levels)
+            data.warnings[:0] = w_
+            positions_edges = []  # a conversation has no turn position
+        else:
+            data = prepare(scores, labels, incumbent, candidates or None, dim.name, dim.kind,
+                           traffic=traffic, segment_cols=segments or None, design=design,
+                           design_adjustment=d.design_adjustment, metrics=dim.metrics,
+                           levels=dim.levels, cluster_col=units.CONVERSATION_COL if conv_traffic else None)
+        if units.TURN_COL in (segments or []):
+            positions_edges = []  # the user made turn a segment: its results are the segments
+        positions = units.turn_positions(traffic, data.request_ids, positions_edges)
         cand_names = data.candidates
         warnings += [f"{dim.name}: {w}" for w in data.warnings]
         entries = calibrate_dimension(data, d.margin, d.confidence, seed=d.seed, settings=settings,
                                       gating=dim.gating, basis=d.basis,
-                                      gating_dimensions=sum(x.gating for x in d.dimensions))
+                                      gating_dimensions=sum(x.gating for x in d.dimensions),
+                                      positions=positions, positions_gating=d.turn_positions_gating)
         for cand, entry in entries.items():
+            entry["estimand"] = dim.label_unit
             reasons.setdefault(cand, []).extend(f"{dim.name}: {r}" for r in entry.pop("reasons"))
             dims.setdefault(cand, {})[dim.name] = DimensionResult.model_validate(entry)
     cands = {cand: CandidateDecision(verdict=decision.combine([e.verdict for e in by_dim.values() if e.gating]),
@@ -92,14 +111,18 @@ def decide(scores: pd.DataFrame, labels: pd.DataFrame, traffic: pd.DataFrame | N
 
 def calibrate_dimension(data: CalibrationData, margin: float, confidence: float, seed: int = 0,
                         settings: SamplerSettings | None = None, gating: bool = True,
-                        basis: str = "population", gating_dimensions: int = 1) -> dict[str, dict]:
+                        basis: str = "population", gating_dimensions: int = 1,
+                        positions: tuple[np.ndarray, list[str]] | None = None,
+                        positions_gating: bool = True) -> dict[str, dict]:
     """Decision-schema ``dimensions[<name>]`` entry for each candidate.
 
     ``basis``: which draws the verdict, P(non-inferior), P(superior) and labels_needed come from: ``population``
     (the future traffic the scored requests were sampled from; the default, since migrating is a decision about
     future traffic) or ``scored`` (the scored requests themselves, for a night judged as that night).
     ``gating_dimensions``: how many gating dimensions the candidate's verdict combines; the segment rule of each
-    is set so that all of them together falsely block at most 1 - C (calibration.segments)."""
+    is set so that all of them together falsely block at most 1 - C (calibration.segments).
+    ``positions`` (group code per request, names; calibration.conversation_units.turn_positions): per-turn-position
+    entries (``turn_positions``), gating jointly with the segments when ``positions_gating``."""
     _check_basis(basis)
     st = settings or SamplerSettings()
     idata, params = fit([data], draws=st.draws, tune=st.tune, chains=st.chains, seed=seed, cores=st.cores)
@@ -117,13 +140,15 @@ def calibrate_dimension(data: CalibrationData, margin: float, confidence: float,
     rng = np.random.default_rng(seed)
     p = thin_params(params, 0, st.max_posterior_draws, rng)
     return summarise_dimension(data, p, diag, margin, confidence, seed, st, gating, basis, calib, rng,
-                               gating_dimensions)
+                               gating_dimensions, positions, positions_gating)
 
 
 def summarise_dimension(data: CalibrationData, p: dict[str, np.ndarray], diag: dict, margin: float,
                         confidence: float, seed: int, st: SamplerSettings, gating: bool = True,
                         basis: str = "population", calib: dict | None = None,
-                        rng: np.random.Generator | None = None, gating_dimensions: int = 1) -> dict[str, dict]:
+                        rng: np.random.Generator | None = None, gating_dimensions: int = 1,
+                        positions: tuple[np.ndarray, list[str]] | None = None,
+                        positions_gating: bool = True) -> dict[str, dict]:
     """The entries of :func:`calibrate_dimension` from one block's posterior draws ``p`` (so a benchmark can fit
     many replicates in one vectorised model and decide each)."""
     _check_basis(basis)
@@ -131,7 +156,13 @@ def summarise_dimension(data: CalibrationData, p: dict[str, np.ndarray], diag: d
     diag = dict(diag)
     diag["ppc"] = heldout_check(data, p)
     conversations = data.cluster_idx is not None  # turns of one conversation are correlated (calibration.clustered)
-    est = (clustered.aggregate_clustered if conversations else aggregate)(data, p, rng)
+    agg = clustered.aggregate_clustered if conversations else aggregate
+    est = agg(data, p, rng)
+    grouping = None
+    if positions is not None:  # the same posterior draws, summed by turn position instead of by segment
+        idx, names = positions
+        grouping = segments.Grouping(list(names), np.asarray(idx),
+                                     agg(data, p, rng, groups=(np.asarray(idx), len(names))), positions_gating)
     alpha = 1 - confidence
     thr_ni, thr_sup = decision.thresholds(data.kind, margin)
     obs = baselines.cell_matrix(data)
@@ -154,7 +185,7 @@ def summarise_dimension(data: CalibrationData, p: dict[str, np.ndarray], diag: d
         # the decision's basis like the overall verdict.
         gate = segments.gate_segments(data, est, ci, ok, emask[:, ci], thr_ni, thr_sup, confidence,
                                       segments.family_level(confidence, gating_dimensions), st.min_segment_n,
-                                      basis)
+                                      basis, grouping)
         segs, regress = gate.entries, gate.blocking
         ho = baselines.human_only(data, ci, alpha)
         pp = baselines.ppi(data, ci, alpha, pred)
@@ -194,7 +225,8 @@ def summarise_dimension(data: CalibrationData, p: dict[str, np.ndarray], diag: d
             "labels_used": labels_used, "labels_needed": need, "labels_needed_segment": need_seg,
             "human_only": _round_dict(ho), "judge_only": _round_dict(baselines.judge_only(data, ci, alpha,
                                                                                           data.judge_raw)),
-            "ppi": _round_dict(pp), "disagreement": disagreement, "segments": segs, "diagnostics": diag,
+            "ppi": _round_dict(pp), "disagreement": disagreement, "segments": segs,
+            "turn_positions": gate.positions or None, "diagnostics": diag,
             "calibration": calib, "design": des, "posterior_draws": [round(float(v), 5) for v in thin],
         }
         if conversations:  # inside human_only (a free-form dict in the decision schema), beside the per-request CLT
@@ -220,12 +252,16 @@ def _labels_needed(data: CalibrationData, draws, est, c: int, labelled, in_estim
         return 0, None
     if gate.blocking:
         name = gate.blocking[0]
-        s = list(data.segment_names).index(name)
-        in_s = (data.seg_idx == s) & in_estimand
+        if name in gate.where:  # a segment or a turn position
+            group, s = gate.where[name]
+            idx, g_est = group.idx, group.est
+        else:
+            s, idx, g_est = list(data.segment_names).index(name), data.seg_idx, est
+        in_s = (idx == s) & in_estimand
         ys = y[labelled & in_s]
         label_sd = float(np.std(y[labelled], ddof=1)) if labelled.sum() >= 2 else 0.5
         need = decision.segment_labels_needed(
-            (est.pop_seg if basis == "population" else est.fp_seg)[:, c, s], thr, confidence, gate.band_k, float(ys.mean()) if len(ys) else None, len(ys),
+            (g_est.pop_seg if basis == "population" else g_est.fp_seg)[:, c, s], thr, confidence, gate.band_k, float(ys.mean()) if len(ys) else None, len(ys),
             max(label_sd, 1e-6), int(in_s.sum()) - len(ys))
         return need, name
     if verdict != decision.MORE:

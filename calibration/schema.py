@@ -56,6 +56,8 @@ class DimensionResult(Strict):
     ppi: dict[str, Any] = Field(..., description="Prediction-powered (PPI++) baseline.")
     disagreement: str | None = Field(..., description="Set when the Bayesian and PPI++ intervals do not overlap.")
     segments: dict[str, dict[str, Any]] = Field(..., description="Per traffic segment figures, keyed 'column=value'.")
+    turn_positions: dict[str, dict[str, Any]] | None = Field(None, description="Conversations only: per turn-position figures, keyed 'turn=1', 'turn=2', 'turn=3+' (the segments' fields); null otherwise.")
+    estimand: Literal["turn", "conversation"] = Field("turn", description="What the estimand averages over: turns (requests) or conversations (a dimension labelled per conversation; n_scored and labels then count conversations).")
     diagnostics: dict[str, Any] = Field(..., description="Sampler diagnostics and the held-out predictive check.")
     calibration: dict[str, dict[str, Any]] = Field(..., description="Calibration coefficient per metric: mean and interval.")
     design: dict[str, Any] = Field(..., description="How the labels' sampling design entered.")
@@ -71,7 +73,7 @@ class CandidateDecision(Strict):
 
 
 RESULT_FIELDS = ("estimate", "interval", "interval_population", "basis", "p_noninferior", "p_superior", "verdict",
-                 "labels_used", "labels_needed", "human_only", "ppi", "judge_only")
+                 "labels_used", "labels_needed", "human_only", "ppi", "judge_only", "estimand")
 
 
 class ResultRow(Strict):
@@ -91,6 +93,7 @@ class ResultRow(Strict):
     human_only: dict[str, Any] = Field(..., description="As in the dimension entry.")
     ppi: dict[str, Any] = Field(..., description="As in the dimension entry.")
     judge_only: dict[str, Any] = Field(..., description="As in the dimension entry.")
+    estimand: Literal["turn", "conversation"] = Field("turn", description="As in the dimension entry.")
 
     @classmethod
     def of(cls, candidate: str, dimension: str, d: DimensionResult) -> ResultRow:

@@ -81,50 +81,73 @@ def _interval(draws: np.ndarray, confidence: float) -> list[float]:
 
 
 @dataclass
+class Grouping:
+    """A partition of the scored requests reported group by group: the traffic segments, or the turn positions
+    (calibration.conversation_units). ``est``: estimand draws whose ``*_seg`` axis is this grouping's."""
+
+    names: list[str]
+    idx: np.ndarray  # (n_req,) group code
+    est: object  # calibration.estimands.EstimandDraws
+    gates: bool = True  # whether its groups may block migrate (else reported only)
+
+
+@dataclass
 class SegmentGate:
     """One candidate's segments in one dimension: decision-schema entries and the joint rule's outcome."""
 
     entries: dict[str, dict] = field(default_factory=dict)
+    positions: dict[str, dict] = field(default_factory=dict)  # turn-position entries, same fields
     blocking: list[str] = field(default_factory=list)  # most credible first
     level: float = 0.0  # the band's level in this dimension, C^(1/D)
     band_k: float | None = None  # its multiplier (None when no segment gates)
     most_useful: str | None = None  # where labels shrink the posterior most (share x sd per label)
+    where: dict[str, tuple[Grouping, int]] = field(default_factory=dict)  # group name -> (grouping, code)
 
 
 def gate_segments(data, est, c: int, labelled: np.ndarray, in_estimand: np.ndarray, thr_ni: float,
                   thr_sup: float, confidence: float, level: float, min_segment_n: int,
-                  basis: str = "population") -> SegmentGate:
+                  basis: str = "population", positions: Grouping | None = None) -> SegmentGate:
     """Segment entries of candidate ``c`` and the joint rule over its gating segments (those with at least
     ``min_segment_n`` scored requests), on the decision's basis: the population draws ``est.pop_seg`` (default)
-    or the scored requests' ``est.fp_seg``."""
+    or the scored requests' ``est.fp_seg``.
+
+    ``positions`` (the turn positions): entries of their own (``SegmentGate.positions``); when it gates, its groups
+    join the segments in the one simultaneous band (their draws come from the same posterior, so the band uses
+    their correlation too), and a blocking position is named like ``turn=3+``."""
     from calibration.decision import prob_above
 
     out = SegmentGate(level=level)
-    names = list(data.segment_names)
-    if len(names) == 1:
-        return out
-    gating, score = [], {}
-    for s, name in enumerate(names):
-        sd = est.fp_seg[:, c, s]
-        pop = est.pop_seg[:, c, s]
-        in_s = (data.seg_idx == s) & in_estimand
-        n_s, lab_s = int(in_s.sum()), int((labelled & in_s).sum())
-        gates = n_s >= min_segment_n
-        out.entries[name] = {
-            "estimate": round(float(sd.mean()), 4), "interval": _interval(sd, confidence),
-            "interval_population": _interval(pop, confidence),
-            "p_noninferior": round(prob_above(sd, thr_ni), 4),
-            "p_noninferior_population": round(prob_above(pop, thr_ni), 4),
-            "p_superior": round(prob_above(sd, thr_sup), 4), "labels_used": lab_s, "n_scored": n_s,
-            "gating": gates}
-        if gates:
-            gating.append(s)
-        score[name] = in_s.mean() * sd.std() / np.sqrt(lab_s + 1)
+    groupings = []
+    if len(data.segment_names) > 1:
+        groupings.append((Grouping(list(data.segment_names), np.asarray(data.seg_idx), est), out.entries))
+    if positions is not None and len(positions.names) > 1:
+        groupings.append((positions, out.positions))
+    gating_draws, gating_names, score = [], [], {}
+    for g, entries in groupings:
+        for s, name in enumerate(g.names):
+            sd = g.est.fp_seg[:, c, s]
+            pop = g.est.pop_seg[:, c, s]
+            in_s = (g.idx == s) & in_estimand
+            n_s, lab_s = int(in_s.sum()), int((labelled & in_s).sum())
+            gates = g.gates and n_s >= min_segment_n
+            entries[name] = {
+                "estimate": round(float(sd.mean()), 4), "interval": _interval(sd, confidence),
+                "interval_population": _interval(pop, confidence),
+                "p_noninferior": round(prob_above(sd, thr_ni), 4),
+                "p_noninferior_population": round(prob_above(pop, thr_ni), 4),
+                "p_superior": round(prob_above(sd, thr_sup), 4), "labels_used": lab_s, "n_scored": n_s,
+                "gating": gates}
+            out.where[name] = (g, s)
+            if gates:
+                gating_draws.append((g.est.pop_seg if basis == "population" else g.est.fp_seg)[:, c, s])
+                gating_names.append(name)
+            if entries is out.entries:
+                score[name] = in_s.mean() * sd.std() / np.sqrt(lab_s + 1)
     out.most_useful = max(score, key=score.get) if score else None
-    if gating:
-        draws = (est.pop_seg if basis == "population" else est.fp_seg)[:, c, gating]
+    if gating_draws:
+        draws = np.stack(gating_draws, axis=1)
         out.band_k = band_multiplier(draws, level)
-        out.blocking, p_adj = blocking_segments(draws, [names[s] for s in gating], thr_ni, level)
-        for s, p in zip(gating, p_adj):
-            out.entries[names[s]]["p_noninferior_joint"] = round(float(p), 4)
+        out.blocking, p_adj = blocking_segments(draws, gating_names, thr_ni, level)
+        for name, p in zip(gating_names, p_adj):
+            (out.entries if name in out.entries else out.positions)[name]["p_noninferior_joint"] = round(float(p), 4)
     return out

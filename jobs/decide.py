@@ -38,7 +38,7 @@ def run(cfg: RunConfig, store: RunStore) -> Decision:
     labels = store.read_table("labels")
     if labels.empty:
         raise ContractError(f"{store.uri('labels')}: no human labels in this run (set labels.path or use `baton labels import`)")
-    traffic = store.read_table("traffic", columns=["request_id", *cfg.traffic.segments]) if cfg.traffic.segments else None
+    traffic = decision_traffic(store, list(cfg.traffic.segments))
     # every unit any exported batch could have chosen, not only the labelled ones: a unit's probability combines
     # all batches (`baton labels export`); labels from a plain table carry none and count as a random sample
     design = design_weights(store) if cfg.decision.design_adjustment != "none" else None
@@ -54,6 +54,19 @@ def run(cfg: RunConfig, store: RunStore) -> Decision:
     store.write_document("decision", "decision.json", json.dumps(doc, indent=2, default=float))
     store.update_manifest(stages={"decide": {"verdicts": doc["verdicts"], "warnings": doc["warnings"]}})
     return decision
+
+
+def decision_traffic(store: RunStore, segments: list[str]) -> pd.DataFrame | None:
+    """The traffic columns the decision reads: request_id, the segments and, where the traffic has them, the
+    conversation columns (``conversation_id``: the clustered estimands and conversation-level labels; ``turn``:
+    per-turn-position results; docs/conversations.md). None when there is nothing beyond request_id."""
+    cols = ["request_id", *segments, "conversation_id", "turn"]
+    frames = [df for shard in sorted(store.commits("traffic"))
+              if (df := store.read_shard("traffic", shard, columns=cols, ignore_missing=True)) is not None]
+    if not frames:
+        return None
+    traffic = pd.concat(frames, ignore_index=True)
+    return traffic if len(traffic.columns) > 1 else None
 
 
 # -- `baton decide` -------------------------------------------------------------------------------------------
@@ -97,6 +110,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--levels", type=_levels, default=None,
                         help="ordinal dimension's declared levels, comma-separated (e.g. 1,2,3,4,5)")
     parser.add_argument("--non-gating", action="store_true", help="report the dimension without gating on it")
+    parser.add_argument("--label-unit", choices=["turn", "conversation"], default="turn",
+                        help="what a label judges: a turn (default) or a whole conversation (needs --traffic with "
+                             "conversation_id; the estimand is then the mean over conversations)")
     parser.add_argument("--draws", type=int, default=500, help="NUTS draws per chain")
     parser.add_argument("--tune", type=int, default=500, help="NUTS tuning steps per chain")
     parser.add_argument("--design-adjustment", choices=["weights", "none"], default="weights",
@@ -120,13 +136,14 @@ def _levels(text: str) -> list[float]:
 # DecisionConfig fields -> the flag that sets them, so an argument error names the flag the user typed
 _FLAGS = {"margin": "--margin", "confidence": "--confidence", "seed": "--seed", "draws": "--draws", "tune": "--tune",
           "design_adjustment": "--design-adjustment", "dimensions": "--dimension", "metrics": "--metric",
-          "name": "--dimension", "kind": "--kind", "basis": "--basis", "levels": "--levels"}
+          "name": "--dimension", "kind": "--kind", "basis": "--basis", "levels": "--levels",
+          "label_unit": "--label-unit"}
 
 
 def decision_from_args(args: argparse.Namespace) -> DecisionConfig:
     """The same DecisionConfig the run config's decision section builds, from the flags (ValidationError if bad)."""
     dim = {"name": args.dimension, "kind": args.kind, "gating": not args.non_gating, "metrics": args.metric or None,
-           "levels": args.levels}
+           "levels": args.levels, "label_unit": getattr(args, "label_unit", "turn")}
     return DecisionConfig.model_validate({
         "dimensions": [dim], "margin": args.margin, "confidence": args.confidence, "seed": args.seed,
         "draws": args.draws, "tune": args.tune, "design_adjustment": args.design_adjustment,
@@ -186,7 +203,7 @@ def main(args: argparse.Namespace) -> int:
 
 # The statistics layer names no flag (it serves the run config too); here its messages get the flags to fix.
 _FLAG_HINTS = (("segment columns ", "--segment needs --traffic"), ("candidate ", "--candidate, --incumbent"),
-               ("dimension kind ", "--kind"))
+               ("dimension kind ", "--kind"), ("traffic: no 'conversation_id'", "--label-unit conversation needs --traffic"))
 
 
 def _with_file_context(fn, args):

@@ -6,8 +6,9 @@ decision appends one row per candidate and dimension to the history table `<stor
 night (`date=YYYY-MM-DD.parquet`) written whole: a rerun replaces that night's rows, never adds a second set.
 Each row also carries the mean of every automated metric for the candidate and for the incumbent that night, so
 a drift in the incumbent itself is visible over time, not only the difference. Those series feed EWMA control
-charts (jobs/nightly_drift.py, docs/drift.md): the night's alerts go into its decision.json (`drift`), and with
-`nightly.gate_on_drift: true` a gating alert exits 3.
+charts (jobs/nightly_drift.py, docs/drift.md): the night's alerts go into its decision.json (`drift`), its
+report.html / report.md get the history charts and tables, and with `nightly.gate_on_drift: true` a gating alert
+exits 3.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pandas as pd
 from calibration.schema import Decision
 from jobs.config import RunConfig, load_config
 from jobs.errors import EXIT_GATE, EXIT_OK, ConfigError
-from jobs.nightly_drift import attach_drift
+from jobs.nightly_drift import attach_drift, report_drift
 from jobs.store import RunStore
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -121,7 +122,11 @@ def run_night(cfg: RunConfig, day: str, progress: bool = True,
     rows = history_rows(decision, day, night.run_id, metric_means(store))
     write_history(store, day, rows)
     history = read_history(store)
-    attach_drift(history[history["date"] <= day], decision, day, store, cfg.nightly.drift, cfg.nightly.gate_on_drift)
+    section, view = attach_drift(history[history["date"] <= day], decision, day, store, cfg.nightly.drift,
+                                 cfg.nightly.gate_on_drift)
+    from jobs.report import run as write_report  # the night's report again, now with its history charts
+
+    write_report(night, store, decision, drift=report_drift(section, view, day))
     return decision, rows
 
 

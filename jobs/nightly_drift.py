@@ -3,7 +3,7 @@
 Statistics in ``calibration.drift`` (docs/drift.md); here only the IO: read the history, compute, write the view
 next to the history (``<store root>/history/_drift/date=YYYY-MM-DD.parquet``) and the alerts into the night's
 decision.json (field ``drift``, docs/decision-schema.md), with the charts on a page of their own beside the night's
-report (``decision/drift.html`` and ``drift.md``).
+report (``decision/drift.html`` and ``drift.md``) and, through :func:`report_drift`, in the night's report itself.
 """
 
 from __future__ import annotations
@@ -26,9 +26,15 @@ def gating(alerts: list[dict]) -> list[dict]:
             or a["kind"] == "verdict_change" and a.get("previous") == Verdict.MIGRATE]
 
 
+def report_drift(section: dict, view, day: str) -> dict:
+    """The report's ``extras["drift"]`` (calibration.report.drift.history_section) from the night's drift."""
+    return {"day": day, "section": section, "view": view.to_dict("records")}
+
+
 def attach_drift(history, decision: Decision, day: str, night_store: RunStore, config: DriftConfig,
-                 gate: bool) -> dict:
-    """Compute the night's drift section, put it in the decision (and its stored decision.json); return it."""
+                 gate: bool):
+    """Compute the night's drift section, put it in the decision (and its stored decision.json); return it and
+    the chart view (calibration.drift.drift_view)."""
     view = drift_view(history, config)
     alerts = night_alerts(view, verdict_changes(history), day)
     nights = int(history["date"].nunique()) if len(history) else 0
@@ -43,4 +49,4 @@ def attach_drift(history, decision: Decision, day: str, night_store: RunStore, c
     buf = io.BytesIO()
     view.to_parquet(buf, index=False)
     night_store.write_bytes("/".join([night_store.root_path("history"), "_drift", f"date={day}.parquet"]), buf.getvalue())
-    return section
+    return section, view

@@ -126,6 +126,7 @@ def preflight(cfg: RunConfig, store: RunStore | None, no_labels: bool = False, s
             raise type(exc)(f"{key}: {exc}") from None
     if problems:
         raise ConfigError(_report(source, problems))
+    _check_conversation_labels(cfg, problems)
     if not labels_off(cfg, no_labels):
         found["labels"] = _check_labels(cfg, store, problems)
     if problems:
@@ -154,6 +155,22 @@ def _check_readable(cfg: RunConfig, uri: str) -> int:
         except OSError as exc:
             raise storage_error(exc, path) from None
     return len(files)
+
+
+def _check_conversation_labels(cfg: RunConfig, problems: list[str]) -> None:
+    """A dimension labelled per conversation needs the traffic's conversation_id (docs/conversations.md): checked
+    on the first rows of the traffic, so the run does not replay and score before the decision refuses."""
+    dims = [i for i, d in enumerate(cfg.decision.dimensions) if d.label_unit == "conversation"]
+    if not dims:
+        return
+    from jobs.contracts import iter_table_chunks
+
+    uri = cfg.traffic.path
+    _, _, first = next(iter_table_chunks(uri, _opts(cfg, uri), chunk_rows=1), (None, None, None))
+    if first is not None and "conversation_id" not in first.columns:
+        for i in dims:
+            problems.append(f"decision.dimensions.{i}.label_unit: 'conversation' needs a conversation_id column in "
+                            f"the traffic ({uri} has {sorted(map(str, first.columns))})")
 
 
 def _check_labels(cfg: RunConfig, store: RunStore | None, problems: list[str]) -> dict:

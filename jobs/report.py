@@ -150,11 +150,16 @@ def code_rates(store: RunStore) -> dict:
     return out
 
 
-def run(cfg: RunConfig, store: RunStore, decision: Decision, truth: dict | None = None) -> dict:
-    """Render and store report.html and report.md next to decision.json; returns their URIs."""
+def run(cfg: RunConfig, store: RunStore, decision: Decision, truth: dict | None = None,
+        drift: dict | None = None) -> dict:
+    """Render and store report.html and report.md next to decision.json; returns their URIs. ``drift``: a nightly
+    run's history view (jobs.nightly_drift.report_drift), shown as the report's history section."""
     from calibration.report import render_report
 
-    md, html = render_report(decision, report_extras(cfg, store, truth))
+    extras = report_extras(cfg, store, truth)
+    if drift:
+        extras["drift"] = drift
+    md, html = render_report(decision, extras)
     uris = {
         "report_md": store.write_document("decision", "report.md", md),
         "report_html": store.write_document("decision", "report.html", html),

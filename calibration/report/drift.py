@@ -1,4 +1,6 @@
-"""The nightly drift page (drift.html / drift.md next to a night's report): the alerts and the control charts.
+"""The nightly drift views: the page beside a night's report (drift.html / drift.md: the alerts and the control
+charts) and the history section of the night's main report (:func:`history_section`: the same charts, and for
+report.md a table of every charted series night by night).
 
 Input: the ``drift`` section of a nightly decision.json and the chart view of ``calibration.drift.drift_view``
 (docs/drift.md). Charts are inline SVG (``plots.to_svg``), so the page holds no URL.
@@ -11,10 +13,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .plots import label, to_svg
-from .render import Section, esc
+from .render import Section, esc, fnum
 from .templates import CSS
 
 MAX_CHARTS = 24  # alerting series first; a page of every metric of every candidate would bury them
+MD_NIGHTS = 30  # nights per series in report.md's history tables (the newest)
 
 
 def chart_svg(rows: pd.DataFrame, baseline: int, key: str) -> str:
@@ -41,7 +44,72 @@ def chart_svg(rows: pd.DataFrame, baseline: int, key: str) -> str:
 
 
 def _title(r) -> str:
-    return f"incumbent {r.name}" if r.candidate is None or pd.isna(r.candidate) else f"{r.candidate} {r.name}"
+    return f"incumbent {r.name}" if _is_incumbent(r.candidate) else f"{r.candidate} {r.name}"
+
+
+def _is_incumbent(candidate) -> bool:
+    return candidate is None or pd.isna(candidate)
+
+
+def ordered_series(view: pd.DataFrame, day: str) -> list:
+    """The view's series (series, candidate, name), tonight's alerting ones first, then by kind and name."""
+    keys = view[["series", "candidate", "name"]].drop_duplicates()
+    tonight = view[view["date"] == day].set_index(["series", "candidate", "name"])["alert"]
+    return sorted(keys.itertuples(index=False),
+                  key=lambda r: (not bool(tonight.get((r.series, r.candidate, r.name), False)), r.series,
+                                 str(r.candidate), r.name))
+
+
+def series_rows(view: pd.DataFrame, r) -> pd.DataFrame:
+    """One series' nights, oldest first."""
+    mask = (view["series"] == r.series) & (view["name"] == r.name) & (
+        view["candidate"].isna() if _is_incumbent(r.candidate) else view["candidate"] == r.candidate)
+    return view[mask].sort_values("date")
+
+
+def history_section(extras) -> Section | None:
+    """The main report's nightly history (None unless ``extras["drift"]`` holds a night's drift view): per series
+    (the incumbent's level per metric, each candidate's estimate per dimension) its control chart with the limits
+    and the alert nights in red, a summary table, and its nights as a table (report.md cannot hold a plot)."""
+    drift = extras.get("drift") if hasattr(extras, "get") else None
+    if not isinstance(drift, dict) or not drift.get("view"):
+        return None
+    section, day = drift.get("section") or {}, str(drift.get("day") or "")
+    view = pd.DataFrame(drift["view"])
+    base = int(section.get("baseline_nights") or 0)
+    s = Section("history", "Nightly history and drift")
+    alerts = section.get("alerts") or []
+    s.para(f"{section.get('nights', view['date'].nunique())} night(s) in the history, tonight {day}; the first "
+           f"{base} set each series' centre and limits (EWMA lam {section.get('lam')}, limits at "
+           f"{section.get('width')} EWMA standard deviations; docs/drift.md). Tonight: "
+           + (f"{len(alerts)} alert(s): " + "; ".join(str(a.get('detail', a.get('kind'))) for a in alerts)
+              if alerts else "no alert") + ".")
+    order = ordered_series(view, day)
+    charted = order[:MAX_CHARTS]
+    summary, svgs = [], []
+    for i, r in enumerate(charted):
+        rows = series_rows(view, r)
+        last = rows.iloc[-1]
+        alert_nights = rows.loc[rows["alert"].astype(bool), "date"].astype(str).tolist()
+        summary.append([_title(r), str(len(rows)), fnum(last["center"], 4),
+                        f"[{fnum(last['lower'], 4)}, {fnum(last['upper'], 4)}]", fnum(last["value"], 4),
+                        fnum(last["ewma"], 4), ", ".join(alert_nights) or "none"])
+        svgs.append((_title(r), chart_svg(rows, base, f"hist{i}")))
+    s.figure("history-charts", svgs, "Nightly level per series, tonight's alerting series first: nightly value "
+             "(grey), EWMA (blue), control limits (band) around the centre, alert nights (red); the dotted line "
+             "ends the baseline nights.")
+    s.table("history-summary", ["series", "nights", "centre", "limits (latest)", "latest value", "latest EWMA",
+                                "alert nights"], summary)
+    if len(order) > MAX_CHARTS:
+        s.para(f"{len(order) - MAX_CHARTS} more series in the history's _drift table.")
+    for i, r in enumerate(charted):
+        rows = series_rows(view, r).tail(MD_NIGHTS)
+        s.sub(f"{_title(r)}, night by night" + (f" (the last {MD_NIGHTS})" if len(rows) == MD_NIGHTS else ""))
+        s.table(f"history-nights-{i}", ["night", "value", "EWMA", "lower limit", "upper limit", "alert"],
+                [[str(x.date), fnum(x.value, 4), fnum(x.ewma, 4), fnum(x.lower, 4), fnum(x.upper, 4),
+                  ("ALERT", "alert") if bool(x.alert) else "—"] for x in rows.itertuples(index=False)],
+                row_cls=["alert-night" if bool(a) else "" for a in rows["alert"]])
+    return s
 
 
 def render_drift(section: dict, view: pd.DataFrame, day: str) -> tuple[str, str]:
@@ -62,17 +130,10 @@ def render_drift(section: dict, view: pd.DataFrame, day: str) -> tuple[str, str]
     else:
         s.para("No alert tonight.")
     if len(view):
-        keys = view[["series", "candidate", "name"]].drop_duplicates()
-        tonight = view[view["date"] == day].set_index(["series", "candidate", "name"])["alert"]
-        order = sorted(keys.itertuples(index=False),
-                       key=lambda r: (not bool(tonight.get((r.series, r.candidate, r.name), False)), r.series,
-                                      str(r.candidate), r.name))
+        order = ordered_series(view, day)
         svgs = []
         for i, r in enumerate(order[:MAX_CHARTS]):
-            mask = (view["series"] == r.series) & (view["name"] == r.name) & (
-                view["candidate"].isna() if r.candidate is None or pd.isna(r.candidate) else view["candidate"] == r.candidate)
-            rows = view[mask].sort_values("date")
-            svgs.append((_title(r), chart_svg(rows, base, f"drift{i}")))
+            svgs.append((_title(r), chart_svg(series_rows(view, r), base, f"drift{i}")))
         s.figure("drift-charts", svgs, "Control charts, tonight's alerting series first: nightly value (grey), "
                  "EWMA (blue), limits (band), alerts (red); the dotted line ends the baseline.")
         if len(order) > MAX_CHARTS:

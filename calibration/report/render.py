@@ -269,6 +269,30 @@ def _results(cands: list[Candidate]) -> Section:
     s.table("results-table", ["candidate", "dimension", "kind", "gating", "estimate [interval]",
                               "population interval", "basis", "non-inferior above", "P(non-inferior)",
                               "P(superior)", "verdict", "scored", "labels"], rows)
+    per_conv = list(dict.fromkeys(d.name for d in dims if d.estimand == "conversation"))
+    if per_conv:
+        s.para(f"Labelled per conversation: {', '.join(per_conv)}. Their estimand is the mean over conversations "
+               "(each weighs the same, whatever its length), and scored and labels count conversations; the other "
+               "dimensions average over turns.", "estimand-note")
+    return s
+
+
+def _turn_positions(cands: list[Candidate]) -> Section | None:
+    """Per turn position (conversations; None when no dimension has them)."""
+    dims = [d for d in all_dims(cands) if d.turn_positions]
+    if not dims:
+        return None
+    s = Section("turn-positions", "Results per turn position")
+    s.para("Conversations: the same posterior summed over the turns at each position of their conversation. "
+           "Joint P(non-inferior): the multiplicity-adjusted probability of the joint rule over the segments and "
+           "turn positions that gate (calibration.segments); a gating position whose joint probability is at or "
+           "below 1 − C blocks migrate, and the verdict's reasons name it.")
+    rows = [[d.candidate, d.name, p.name.split("=", 1)[-1], fest(p.estimate), fiv(p.interval_population),
+             fnum(p.p_noninferior), fnum(p.p_noninferior_joint),
+             {True: "yes", False: "no", None: "—"}[p.gating], fint(p.labels_used), fint(p.n_scored)]
+            for d in dims for p in d.turn_positions]
+    s.table("turn-positions-table", ["candidate", "dimension", "turn", "estimate [interval]", "population interval",
+                                     "P(non-inferior)", "joint P(non-inferior)", "gates", "labels", "scored"], rows)
     return s
 
 
@@ -520,8 +544,12 @@ def render_report(decision: Decision | Mapping, extras: dict | None = None) -> t
         _diagnostics(cands),
     ]
     from .code import code_section  # imports this module: loaded late
+    from .drift import history_section
 
-    sections += [s for s in (code_section(cands, extras, decision.incumbent),) if s is not None]
+    extra_sections = (_turn_positions(cands), code_section(cands, extras, decision.incumbent),
+                      history_section(extras))
+    sections[3:3] = [s for s in extra_sections[:1] if s is not None]  # beside the per-dimension results
+    sections += [s for s in extra_sections[1:] if s is not None]
     rendered = [s.render() for s in sections]
     md = "\n".join([head_md, *(m for m, _ in rendered)]).rstrip() + "\n"
     nav = "".join(f'<a href="#sec-{s.sid}">{esc(s.title)}</a>' for s in sections)

@@ -33,6 +33,8 @@ table.data th, table.data td { border: 1px solid #d0d7de; padding: 0.25rem 0.55r
 table.data th { background: #f6f8fa; }
 table.data tr.total td { font-weight: 700; }
 table.data tr.unconverged td { background: #fdecea; }
+table.data tr.alert-night td { background: #fdecea; }
+td.alert { color: var(--reject); font-weight: 700; }
 td.v-migrate { color: var(--migrate); font-weight: 700; }
 td.v-more-labels { color: var(--more); font-weight: 700; }
 td.v-reject { color: var(--reject); font-weight: 700; }

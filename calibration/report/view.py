@@ -23,6 +23,10 @@ Shapes accepted for ``extras`` (all optional):
   second), optional ``n``, ``interval_ab``, ``interval_ba``; length: ``correlation``, optional
   ``interval``, ``n``. Unknown keys are shown as they are.
 - ``truth``: ``{candidate: {dimension: value | {"estimate": x, "interval": [lo, hi]}}}``.
+- ``code``: per model pass rates (calibration.report.code).
+- ``drift`` (nightly runs): ``{"day": "YYYY-MM-DD", "section": <decision.json's drift>, "view": [rows of
+  calibration.drift.drift_view: date, series, candidate, name, value, ewma, center, lower, upper, alert]}``
+  (calibration.report.drift.history_section).
 """
 
 from __future__ import annotations
@@ -94,6 +98,9 @@ class Segment:
     p_superior: float | None
     labels_used: float | None
     n_scored: float | None
+    interval_population: tuple[float, float] | None = None
+    gating: bool | None = None  # whether it may block migrate (segments.gate_segments)
+    p_noninferior_joint: float | None = None  # the joint rule's adjusted probability (gating groups only)
 
 
 @dataclass
@@ -127,6 +134,8 @@ class Dim:
     basis: str | None = None  # which draws the verdict used: "population" or "scored"
     guards: list[dict] = field(default_factory=list)  # calibration.guards: name, fired, value, threshold, detail
     verdict_unguarded: str | None = None
+    estimand: str = "turn"  # "turn" (mean over turns, i.e. requests) or "conversation"
+    turn_positions: list[Segment] = field(default_factory=list)  # conversations: per turn-position group
 
     def width_ratio(self, baseline: Estimate | None, population: bool) -> float | None:
         """Bayesian interval width over a baseline's on the same estimand (scored requests or population)."""
@@ -161,8 +170,10 @@ def _text(x: str | None) -> str | None:
 
 
 def _segment(name: str, s: Mapping) -> Segment:
+    gating = s.get("gating")
     return Segment(name, Estimate.from_any(s), num(s.get("p_noninferior")), num(s.get("p_superior")),
-                   num(s.get("labels_used")), num(s.get("n_scored")))
+                   num(s.get("labels_used")), num(s.get("n_scored")), interval(s.get("interval_population")),
+                   gating if isinstance(gating, bool) else None, num(s.get("p_noninferior_joint")))
 
 
 def _dim(cname: str, dname: str, d: DimensionResult, truth: Mapping) -> Dim:
@@ -178,7 +189,8 @@ def _dim(cname: str, dname: str, d: DimensionResult, truth: Mapping) -> Dim:
         disagreement=_text(d.disagreement), segments=[_segment(n, s) for n, s in d.segments.items()],
         diagnostics=dict(d.diagnostics), calibration=dict(d.calibration),
         draws=[v for v in (num(x) for x in d.posterior_draws) if v is not None], basis=d.basis,
-        guards=[dict(g) for g in d.guards], verdict_unguarded=_verdict(d.verdict_unguarded))
+        guards=[dict(g) for g in d.guards], verdict_unguarded=_verdict(d.verdict_unguarded), estimand=d.estimand,
+        turn_positions=[_segment(n, s) for n, s in (d.turn_positions or {}).items()])
 
 
 def candidates(decision: Decision, extras: Mapping) -> list[Candidate]:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 from datetime import datetime, timezone
 from xml.sax.saxutils import quoteattr
@@ -51,6 +52,8 @@ def units_of_run(cfg: RunConfig, store: RunStore, candidates: list[str]) -> pd.D
     if traffic.empty or responses.empty:
         raise ContractError(f"{store.uri()}: the run has no traffic or responses table yet; run the pipeline first")
     segs = [s for s in cfg.traffic.segments if s in traffic.columns]
+    if "turn" in traffic.columns and "turn" not in segs:  # a decision's turn position (turn=3+) can be asked for
+        segs.append("turn")
     base = traffic[["request_id", "messages", *segs]].copy()
     base["request_id"] = base["request_id"].astype(str)
     base["prompt"] = [_render_messages(m) for m in base["messages"]]
@@ -80,6 +83,13 @@ def _segment_filter(units: pd.DataFrame, segment: str | None) -> pd.DataFrame:
         col, value = part.split("=", 1)
         if col not in units.columns:
             raise ContractError(f"segment {segment!r}: column {col!r} is not a segment column of the run's traffic")
+        position = re.fullmatch(r"(\d+)(\+|-(\d+))?", value) if col == "turn" else None
+        if position:  # a turn-position group of decision.json's turn_positions: 2, 1-2 or 3+
+            lo = int(position[1])
+            hi = np.inf if position[2] == "+" else int(position[3] or lo)
+            turn = pd.to_numeric(units[col], errors="coerce").fillna(1).to_numpy()  # no turn: a single turn
+            mask &= (turn >= lo) & (turn <= hi)
+            continue
         mask &= units[col].astype(str).to_numpy() == value
     return units[mask].reset_index(drop=True)
 

@@ -220,3 +220,24 @@ def test_baton_decide_names_the_flags_the_statistics_layer_does_not(tmp_path, ca
     assert "--candidate, --incumbent: candidate 'llama-7b' is also the incumbent" in err
     assert main(parser.parse_args([*base, "--incumbent", "llama-7b", "--segment", "app"])) == 2
     assert "--segment needs --traffic: segment columns ['app'] given without a traffic table" in capsys.readouterr().err
+
+
+def test_label_unit_conversation_needs_the_conversation_column(tmp_path, capsys):
+    """`--label-unit conversation` without a traffic table that has conversation_id: exit 2 naming the flag, the
+    file and the column, before any sampling."""
+    import argparse
+
+    from jobs.decide import add_arguments, main
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--scores", str(SCORES), "--labels", str(LABELS), "--dimension", "quality", "--kind", "pairwise",
+            "--margin", "0.05", "--confidence", "0.9", "--out", str(tmp_path / "o"), "--incumbent", "llama-7b",
+            "--label-unit", "conversation"]
+    assert main(parser.parse_args(base)) == 2
+    assert "--label-unit conversation needs --traffic: traffic: no 'conversation_id' column, but dimension " \
+           "'quality' is labelled per conversation" in capsys.readouterr().err
+    traffic = tmp_path / "traffic.csv"
+    pd.read_csv(SCORES, dtype={"request_id": str})[["request_id"]].drop_duplicates().to_csv(traffic, index=False)
+    assert main(parser.parse_args([*base, "--traffic", str(traffic)])) == 2
+    assert f"traffic file {traffic}: no 'conversation_id' column" in capsys.readouterr().err

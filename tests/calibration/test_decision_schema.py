@@ -31,7 +31,7 @@ def test_every_model_field_is_documented():
                          (ResultRow, ex["results"][0])):
         assert set(model.model_fields) == set(shown), model.__name__
     prose = DOC.read_text()
-    for name in ("warnings", "candidate_order", "run_id", "drift"):
+    for name in ("warnings", "candidate_order", "run_id", "drift", "turn_positions", "estimand"):
         assert f"`{name}`" in prose, f"{name} is not explained in {DOC.name}"
 
 

@@ -783,3 +783,14 @@ def test_design_of_a_run_exported_before_the_table_is_still_read(run):
     w = design_weights(store).set_index("request_id")
     assert w.loc["r001", "inclusion_prob"] == pytest.approx(1 - 0.9 * (1 - 10 / (N_REQ - len(picked))))
     assert w.loc["r000", "inclusion_prob"] == pytest.approx(0.1)  # only in the old batch's pool
+
+
+def test_export_segment_filter_reads_a_turn_position():
+    """A decision's blocking turn position (labels_needed_segment 'turn=3+', docs/conversations.md) selects the
+    units at those turns; a plain segment still matches its value."""
+    from jobs.labels.export import _segment_filter
+
+    units = pd.DataFrame({"request_id": list("abcdef"), "turn": [1, 2, 3, 4, 7, None], "app": list("xxyyxy")})
+    assert _segment_filter(units, "turn=3+")["request_id"].tolist() == ["c", "d", "e"]
+    assert _segment_filter(units, "turn=1-2")["request_id"].tolist() == ["a", "b", "f"]  # no turn: a single turn
+    assert _segment_filter(units, "turn=2|app=x")["request_id"].tolist() == ["b"]

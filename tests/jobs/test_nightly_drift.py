@@ -60,3 +60,10 @@ def test_drift_alert_reaches_the_decision_and_gates_the_night(tmp_path, capsys):
     page = store.read_document("decision", "drift.html").decode()
     assert page.count("<svg") >= 2 and "check.length_chars" in page
     assert len(read_history(store)) == 60 and store.fs.exists(history_path(store, DAY))
+    # the night's own report shows the history: the charts in report.html, the night tables in report.md
+    report = store.read_document("decision", "report.html").decode()
+    charts = report.split('id="history-charts"')[1].split("</figure>")[0]
+    assert charts.count("<svg") == 4 and "incumbent check.length_chars" in charts  # 2 metrics, 2 candidates
+    md = store.read_document("decision", "report.md").decode().split("## Nightly history and drift")[1]
+    assert f"| {DAY} |" in md.split("### incumbent check.length_chars, night by night")[1].split("###")[0]
+    assert any(line.startswith(f"| {DAY} |") and "ALERT" in line for line in md.splitlines())

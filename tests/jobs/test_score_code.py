@@ -114,3 +114,21 @@ def test_preflight_names_a_bad_interpreter_before_compute(tmp_path):
     })
     with pytest.raises(ConfigError, match=r"scoring.code.interpreter: '.*no-python' is not an executable file"):
         preflight(cfg, None)
+
+
+def test_preflight_refuses_conversation_labels_without_conversations(tmp_path):
+    """label_unit: conversation on traffic without conversation_id: exit 2 before any replay (docs/conversations.md)."""
+    import pytest
+
+    from jobs.errors import ConfigError
+    from jobs.preflight import preflight
+
+    cfg = parse_config({
+        "run_id": "conv-bad", "store": {"root": str(tmp_path / "store")}, "traffic": {"path": str(TASKS)},
+        "incumbent": {"name": "inc"}, "candidates": [{"kind": "recorded", "name": "cand", "path": str(TASKS)}],
+        "decision": {"dimensions": [{"name": "goal", "kind": "binary", "label_unit": "conversation"}]},
+        "labels": {"mode": "none"},
+    })
+    with pytest.raises(ConfigError, match=r"decision.dimensions.0.label_unit: 'conversation' needs a conversation_id "
+                                          r"column in the traffic"):
+        preflight(cfg, None)

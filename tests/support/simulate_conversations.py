@@ -120,3 +120,55 @@ def conversation_coverage_study(n_reps: int, seed0: int = 0, confidence: float =
         if on_fit is not None:
             on_fit(pd.DataFrame(rows))
     return pd.DataFrame(rows)
+
+
+def simulate_conversation_labels(seed: int, n_conversations: int = 60, max_turns: int = 6,
+                                 n_label_conversations: int = 20, candidates=("cand-a", "cand-b"),
+                                 cand_effect=(0.4, -0.2), judge_bias=(0.6, 0.0), conv_sd: float = 1.0,
+                                 turn_sd: float = 0.7, judge_noise: float = 0.8, tie: float = 0.8,
+                                 turn_labels: bool = False) -> SimTables:
+    """A world whose labels judge whole conversations (dimension ``goal``, pairwise: did the candidate's
+    conversation go better than the incumbent's), for the conversation-level estimand.
+
+    Conversation g of candidate c has a latent quality ``q = a_c + u_{c,g}``, ``u ~ N(0, conv_sd)``; each turn a
+    judge verdict from ``q + bias_c + N(0, turn_sd) + N(0, judge_noise)`` (``judge.pairwise.quality``), and the last
+    turn a transcript judge's verdict from ``q + bias_c + N(0, judge_noise)`` (``judge.transcript.goal``). The label
+    of a conversation is ``q + logistic noise`` cut at +-tie, keyed by its last turn's request_id. Truths: the mean
+    label over all conversations (``truth``) and over the traffic's conversations (``truth_seg['population']``).
+    ``turn_labels``: every turn of the labelled conversations also gets a per-turn label (dimension ``quality``,
+    from the turn's latent ``q + N(0, turn_sd)``, the one its judge reads)."""
+    rng = np.random.default_rng(seed)
+    turns = rng.integers(1, max_turns + 1, n_conversations)
+    conv = np.repeat(np.arange(n_conversations), turns)
+    turn = np.concatenate([np.arange(1, k + 1) for k in turns])
+    rid = np.array([f"g{g:04d}-t{t:02d}" for g, t in zip(conv, turn)], dtype=object)
+    cid = np.array([f"g{g:04d}" for g in range(n_conversations)], dtype=object)
+    last = np.flatnonzero(np.r_[conv[1:] != conv[:-1], True])  # each conversation's last turn
+    traffic = pd.DataFrame({"request_id": rid, "conversation_id": cid[conv], "turn": turn})
+
+    def cut(x):
+        return np.where(x > tie, 1.0, np.where(x < -tie, 0.0, 0.5))
+
+    score_parts, label_parts, truth, truth_pop = [], [], {}, {}
+    for ci, c in enumerate(candidates):
+        q = cand_effect[ci] + rng.normal(0, conv_sd, n_conversations)
+        lab = _ordinal3(q[:, None], tie, rng)[:, 0]
+        truth[c] = float(lab.mean())
+        truth_pop[c] = population_win_rate(cand_effect[ci], conv_sd, tie)
+        turn_lat = q[conv] + rng.normal(0, turn_sd, len(rid))
+        turn_j = turn_lat + judge_bias[ci] + rng.normal(0, judge_noise, len(rid))
+        score_parts.append(pd.DataFrame({"request_id": rid, "model": c, "metric": "judge.pairwise.quality",
+                                         "value": cut(turn_j)}))
+        tj = q + judge_bias[ci] + rng.normal(0, judge_noise, n_conversations)
+        score_parts.append(pd.DataFrame({"request_id": rid[last], "model": c, "metric": "judge.transcript.goal",
+                                         "value": cut(tj)}))
+        picked = rng.choice(n_conversations, n_label_conversations, replace=False)
+        label_parts.append(pd.DataFrame({"request_id": rid[last][picked], "model": c, "dimension": "goal",
+                                         "value": lab[picked], "annotator": "a0"}))
+        if turn_labels:
+            on = np.isin(conv, picked)
+            label_parts.append(pd.DataFrame({"request_id": rid[on], "model": c, "dimension": "quality",
+                                             "value": _ordinal3(turn_lat[on][:, None], tie, rng)[:, 0],
+                                             "annotator": "a0"}))
+    return SimTables(pd.concat(score_parts, ignore_index=True), pd.concat(label_parts, ignore_index=True),
+                     traffic, truth, {"population": truth_pop})
