@@ -1,8 +1,8 @@
 """API replay throughput: Baton's openai engine on Ray vs a plain asyncio client, against a rate-limited server.
 
 5,000 chats of varied length and kind go to the loopback OpenAI-compatible server (tests/support/openai_server.py)
-enforcing a 600 RPM / 30k TPM tier scaled up by a time factor (x10: the run takes about a minute instead of ten), as
-token buckets with 1 s bursts, no larger than the client limiter's. The server counts tokens with a real tokenizer
+enforcing a 600 RPM / 30k TPM tier scaled up by a time factor (x10: Baton's run takes under two minutes instead of
+fifteen), as token buckets with 1 s bursts, no larger than the client limiter's. The server counts tokens with a real tokenizer
 (all-MiniLM-L6-v2's WordPiece, offline), so the client's four-characters-a-token estimate is wrong, by row and
 both ways, as in life. 10% of attempts are faulted (HTTP 500, hangs past the client timeout, malformed bodies);
 a faulted attempt spends the tier like any accepted one. Figures:
@@ -11,11 +11,14 @@ a faulted attempt spends the tier like any accepted one. Figures:
   included), divided by the rows per second the tier allows for this workload (requests per second, or tokens per
   second over the server-counted tokens of a successful row, whichever binds). Goal: >= 0.9 with zero lost and
   zero duplicated rows, and 429s sent by the server (> 0) where tokens bind: the run pressed on the real limit.
-- ceiling: successful / accepted attempts, what a perfect client could reach with these faults (without the burst).
+- ceiling: successful / accepted attempts, what a perfect client could reach with these faults (without the burst):
+  with faulted attempts charged, goodput cannot pass about 1 - fault fraction, so the 0.9 goal at 10% faults is at
+  the ceiling itself. For the record (not gated): goodput over the dispatch-to-commit window (engine actors' start-up
+  left out), and goodput / ceiling.
 - server_429s, lost / duplicated rows, attempts per row, the stage's dispatch-to-commit time.
 
-The baseline is AsyncOpenAI at the same total concurrency with its own retries (which honour Retry-After),
-in its own process like Baton's actors. Run: ``python benchmarks/api_throughput.py`` (``--requests 500`` for a
+The baseline (for the record; its wall time leaves out its process start and imports) is AsyncOpenAI at the same
+total concurrency with its own retries (which honour Retry-After), in its own process like Baton's actors. Run: ``python benchmarks/api_throughput.py`` (``--requests 500`` for a
 quick look). Ends with one JSON line.
 """
 
@@ -134,7 +137,8 @@ async def _plain_client(base_url: str, n: int, concurrency: int) -> dict:
 
     t0 = time.monotonic()
     await asyncio.gather(*[one(r, m) for r, m in zip(df["request_id"], df["messages"])])
-    return {"rows": n, "ok_rows": done["ok"], "lost": 0, "duplicated": 0, "errors": n - done["ok"],
+    # A row the plain client gave up on is lost: it keeps no error row to retry later.
+    return {"rows": n, "ok_rows": done["ok"], "lost": n - done["ok"], "duplicated": 0, "errors": n - done["ok"],
             "wall_s": round(time.monotonic() - t0, 2), "exceptions": {k: v for k, v in done.items() if k != "ok"}}
 
 
@@ -176,6 +180,10 @@ def main() -> None:
         baton = run_baton(srv, df, rpm, tpm, args.actors, args.concurrency)
         baton.update(goodput_figures(srv.log, baton["ok_rows"], baton["wall_s"], rpm, tpm),
                      attempts_per_row=round(len(srv.log) / args.requests, 3))
+        # For the record, not the gate: the same over the dispatch-to-commit window (actor start-up left out).
+        window = goodput_figures(srv.log, baton["ok_rows"], baton["dispatch_to_commit_s"], rpm, tpm)
+        baton.update(goodput_in_window=window["goodput"], startup_s=round(baton["wall_s"] - baton["dispatch_to_commit_s"], 2),
+                     goodput_of_ceiling=round(baton["goodput"] / baton["ceiling"], 4) if baton.get("ceiling") else None)
         plain = {}
         if not args.no_baseline:
             srv.reset()
@@ -192,7 +200,7 @@ def main() -> None:
           f"x{args.time_factor:g}), server and client bursts 1 s, {f:.0%} of attempts faulted, concurrency "
           f"{args.actors}x{args.concurrency}; server counts tokens with MiniLM's WordPiece, the client's prompt "
           f"estimate is {est_ratio:g}x the server's count on average")
-    cols = ["goodput", "ceiling", "binding", "limit_rows_per_s", "ok_rows_per_s", "server_tok_per_row", "wall_s",
+    cols = ["goodput", "ceiling", "goodput_of_ceiling", "goodput_in_window", "startup_s", "binding", "limit_rows_per_s", "ok_rows_per_s", "server_tok_per_row", "wall_s",
             "dispatch_to_commit_s", "ok_rows", "lost", "duplicated", "errors", "server_429s", "faulted_attempts",
             "attempts_per_row"]
     print(f"{'':24}" + "".join(f"{c:>17}" for c in ("baton (Ray)", "plain asyncio")))
