@@ -204,7 +204,10 @@ class OpenAIEngine:
                     retry_after = _retry_after(headers)
                     if retry_after is not None:
                         self.limiter.block(retry_after)
-                        shortfall += _token_shortfall(headers, retry_after, cfg.tpm)
+                        missing = _token_shortfall(headers, retry_after, cfg.tpm)
+                        shortfall += missing
+                        # The provider had that much less than the limiter thought: everyone's schedule moves.
+                        self.limiter.correct(0.0, missing)
                 elif status is not None and status < 500:
                     # A refused request (4xx) generated nothing: its tokens go back, or a batch of over-long prompts
                     # would hold the token bucket for minutes. The request still counted. A 5xx is not refunded:
