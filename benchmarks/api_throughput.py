@@ -1,17 +1,24 @@
 """API replay throughput: Baton's openai engine on Ray vs a plain asyncio client, against a rate-limited server.
 
-5,000 requests go to the loopback OpenAI-compatible server (tests/support/openai_server.py) enforcing a
-600 RPM / 60k TPM tier (token buckets with 2 s bursts) scaled up by a time factor (x10: the run takes about a minute instead of ten), with 10% of
-attempts faulted (HTTP 500, hangs past the client timeout, malformed bodies). Figures:
+5,000 chats of varied length and kind go to the loopback OpenAI-compatible server (tests/support/openai_server.py)
+enforcing a 600 RPM / 30k TPM tier scaled up by a time factor (x10: Baton's run takes under two minutes instead of
+fifteen), as token buckets with 1 s bursts, no larger than the client limiter's. The server counts tokens with a real tokenizer
+(all-MiniLM-L6-v2's WordPiece, offline), so the client's four-characters-a-token estimate is wrong, by row and
+both ways, as in life. 10% of attempts are faulted (HTTP 500, hangs past the client timeout, malformed bodies);
+a faulted attempt spends the tier like any accepted one. Figures:
 
-- utilisation: attempts the server accepted (not 429) per second over the run, as a fraction of the binding
-  limit (requests or tokens, whichever is closer to its limit); faulted attempts count, as the provider charged
-  them. Goal: >= 0.9, with zero lost and zero duplicated rows.
-- goodput: the share of the binding limit spent on attempts that produced a row (utilisation x good/accepted).
-- lost / duplicated rows, 429s received, attempts per row.
+- goodput: rows that succeeded per second over the whole wall time of the replay stage (actor start-up
+  included), divided by the rows per second the tier allows for this workload (requests per second, or tokens per
+  second over the server-counted tokens of a successful row, whichever binds). Goal: >= 0.9 with zero lost and
+  zero duplicated rows, and 429s sent by the server (> 0) where tokens bind: the run pressed on the real limit.
+- ceiling: successful / accepted attempts, what a perfect client could reach with these faults (without the burst):
+  with faulted attempts charged, goodput cannot pass about 1 - fault fraction, so the 0.9 goal at 10% faults is at
+  the ceiling itself. For the record (not gated): goodput over the dispatch-to-commit window (engine actors' start-up
+  left out), and goodput / ceiling.
+- server_429s, lost / duplicated rows, attempts per row, the stage's dispatch-to-commit time.
 
-The baseline is AsyncOpenAI at the same total concurrency with its own retries (which honour Retry-After),
-in its own process like Baton's actors. Run: ``python benchmarks/api_throughput.py`` (``--requests 500`` for a
+The baseline (for the record; its wall time leaves out its process start and imports) is AsyncOpenAI at the same
+total concurrency with its own retries (which honour Retry-After), in its own process like Baton's actors. Run: ``python benchmarks/api_throughput.py`` (``--requests 500`` for a
 quick look). Ends with one JSON line.
 """
 
@@ -38,58 +45,84 @@ def _support():
     return fixtures, openai_server
 
 
-def window_figures(log, rpm: float, tpm: float) -> dict:
-    """Utilisation of the limits over the span of accepted attempts (server-side timestamps)."""
-    accepted = sorted((e for e in log if e.status != 429), key=lambda e: e.t)
-    if len(accepted) < 2:
-        return {"span_s": 0.0, "req_per_s": 0.0, "tok_per_s": 0.0, "utilisation": 0.0, "goodput_frac": 0.0}
-    span = accepted[-1].t - accepted[0].t
-    req_rate = (len(accepted) - 1) / span
-    tok_rate = sum(e.prompt_tokens + e.completion_tokens for e in accepted[:-1]) / span
-    good = sum(1 for e in accepted if e.status == 200 and e.fault is None)
-    # Goodput: the share of the binding limit spent on attempts that produced a row.
-    util = max(req_rate / (rpm / 60), tok_rate / (tpm / 60))
-    binding = "requests" if req_rate / (rpm / 60) >= tok_rate / (tpm / 60) else "tokens"
-    return {"span_s": round(span, 2), "req_per_s": round(req_rate, 2), "tok_per_s": round(tok_rate, 1),
-            "utilisation": round(util, 4), "binding": binding,
-            "goodput_frac": round(util * good / len(accepted), 4)}
+def traffic(n: int):
+    """Chats of varied length and kind: English questions of 8-40 words, a third of them three-turn conversations,
+    and a fifth carrying ids, numbers, code or non-English text (which a real tokenizer splits finer than four
+    characters a token), so the client's estimate errs both ways, by row."""
+    import random
+
+    fixtures, _ = _support()
+    df = fixtures.traffic_frame(n, multi_turn_every=3, words=20)
+    rng = random.Random(5)
+    words = ("please explain the replay number detail model answer question traffic shard request response token "
+             "limit rate engine batch cluster worker retry error timeout server client summarise translate").split()
+    heavy = ["order #{i}-{j}: SKU 4{j}7-{i}X, qty {j}, total 1{i}.{j} EUR", "fn_{i}(x_{j}) => {{'k{i}': [{j}, {i}]}}",
+             "Übersetze bitte: «Größenordnung {i}» — naïve café déjà vu", "東京 {i} 大阪 {j} の天気は？", "0x{i:04x}{j:04x} 0b{j:b}"]
+    msgs = []
+    for i, m in enumerate(df["messages"]):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(8, 40))) + f" {i}?"
+        if i % 5 == 0:
+            text = " ".join(rng.choice(heavy).format(i=i, j=rng.randint(1, 999)) for _ in range(rng.randint(1, 4)))
+        msgs.append([*m[:-1], {"role": "user", "content": text}])
+    df["messages"] = msgs
+    return df
 
 
-def run_baton(srv, n: int, rpm: float, tpm: float, actors: int, concurrency: int, fixtures) -> dict:
+def goodput_figures(log, ok_rows: int, wall_s: float, rpm: float, tpm: float) -> dict:
+    """Goodput: rows that succeeded per second of the whole wall time, as a fraction of the rows per second the
+    tier allows for this workload (requests per second, or tokens per second over the server-counted tokens of a
+    successful row, whichever is smaller). Faulted attempts spend the tier but produce no row, so they lower it."""
+    good = [e for e in log if e.status == 200 and e.fault is None]
+    accepted = [e for e in log if e.status != 429]
+    if not good or wall_s <= 0:
+        return {"goodput": 0.0, "binding": None, "server_429s": sum(e.status == 429 for e in log)}
+    tok_per_row = sum(e.prompt_tokens + e.completion_tokens for e in good) / len(good)
+    req_rows, tok_rows = rpm / 60, tpm / 60 / tok_per_row
+    limit_rows = min(req_rows, tok_rows)
+    return {"goodput": round(ok_rows / wall_s / limit_rows, 4), "binding": "requests" if req_rows <= tok_rows else "tokens",
+            "limit_rows_per_s": round(limit_rows, 2), "ok_rows_per_s": round(ok_rows / wall_s, 2),
+            "server_tok_per_row": round(tok_per_row, 1), "server_429s": sum(e.status == 429 for e in log),
+            "faulted_attempts": sum(1 for e in accepted if e.fault is not None),
+            # What a perfect client could reach: every accepted attempt that faulted spent the tier for nothing.
+            "ceiling": round(len(good) / len(accepted), 4)}
+
+
+def run_baton(srv, df, rpm: float, tpm: float, actors: int, concurrency: int) -> dict:
     import ray
 
     from jobs.config import parse_config
     from jobs.replay import replay
     from jobs.store import RunStore
 
+    fixtures, _ = _support()
     root = tempfile.mkdtemp(prefix="baton-bench-api-")
     cand = {"kind": "openai", "name": "bench", "model": "m", "base_url": srv.base_url, "rpm": rpm, "tpm": tpm,
             "num_actors": actors, "max_concurrency": concurrency, "timeout_s": 1.0, "max_attempts": 8,
             "backoff_base_s": 0.1, "backoff_max_s": 2.0, "sampling": {"max_tokens": 64}}
     cfg = parse_config(fixtures.run_config(root, "bench", [cand]))
     store = RunStore(cfg.store, cfg.run_id)
-    traffic = fixtures.traffic_frame(n, words=20)
-    fixtures.write_traffic(store, traffic, 500)
+    fixtures.write_traffic(store, df, 500)
     fixtures.start_local_ray(2)
     try:
         srv.reset()
         t0 = time.monotonic()
-        replay(cfg, store, progress=False)
+        stats = replay(cfg, store, progress=False)["bench"]
         wall = time.monotonic() - t0
     finally:
         ray.shutdown()
     out = store.read_table("responses")
     counts = Counter(out["request_id"])
-    return {"rows": int(len(out)), "lost": len(set(traffic["request_id"]) - set(counts)),
-            "duplicated": sum(1 for c in counts.values() if c > 1), "errors": int(out["error"].notna().sum()),
-            "wall_s": round(wall, 2)}
+    return {"rows": int(len(out)), "ok_rows": int(out["error"].isna().sum()),
+            "lost": len(set(df["request_id"]) - set(counts)), "duplicated": sum(1 for c in counts.values() if c > 1),
+            "errors": int(out["error"].notna().sum()), "wall_s": round(wall, 2),
+            "dispatch_to_commit_s": stats.get("dispatch_to_commit_s")}
 
 
-async def _plain_client(base_url: str, n: int, concurrency: int, fixtures) -> dict:
+async def _plain_client(base_url: str, n: int, concurrency: int) -> dict:
     from openai import AsyncOpenAI
 
     client = AsyncOpenAI(base_url=base_url, api_key="x", max_retries=7, timeout=1.0)
-    traffic = fixtures.traffic_frame(n, words=20)
+    df = traffic(n)
     sem = asyncio.Semaphore(concurrency)
     done: Counter = Counter()
 
@@ -103,56 +136,86 @@ async def _plain_client(base_url: str, n: int, concurrency: int, fixtures) -> di
                 done[type(exc).__name__] += 1
 
     t0 = time.monotonic()
-    await asyncio.gather(*[one(r, m) for r, m in zip(traffic["request_id"], traffic["messages"])])
-    return {"rows": done["ok"], "lost": n - done["ok"], "duplicated": 0, "errors": n - done["ok"],
+    await asyncio.gather(*[one(r, m) for r, m in zip(df["request_id"], df["messages"])])
+    # A row the plain client gave up on is lost: it keeps no error row to retry later.
+    return {"rows": n, "ok_rows": done["ok"], "lost": n - done["ok"], "duplicated": 0, "errors": n - done["ok"],
             "wall_s": round(time.monotonic() - t0, 2), "exceptions": {k: v for k, v in done.items() if k != "ok"}}
+
+
+def estimate_error(srv, df) -> float:
+    """Mean of the client's prompt estimate over the server's count (1.0: exact; >1: the client over-estimates)."""
+    from inference.engines.openai_engine import estimate_prompt_tokens
+
+    ratios = [estimate_prompt_tokens(m) / srv._prompt_tokens(m) for m in df["messages"]]
+    return round(sum(ratios) / len(ratios), 3)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=5000)
-    ap.add_argument("--time-factor", type=float, default=10.0, help="Limits are 600 RPM / 60k TPM times this.")
+    ap.add_argument("--rpm", type=float, default=600, help="Requests per minute of the tier (before --time-factor).")
+    ap.add_argument("--tpm", type=float, default=30_000, help="Tokens per minute of the tier (before --time-factor).")
+    ap.add_argument("--time-factor", type=float, default=10.0, help="Limits are --rpm / --tpm times this.")
     ap.add_argument("--faults", type=float, default=0.10, help="Fraction of attempts faulted (500/hang/malformed).")
     ap.add_argument("--actors", type=int, default=2)
     ap.add_argument("--concurrency", type=int, default=32, help="In-flight requests per actor.")
+    ap.add_argument("--no-baseline", action="store_true", help="Skip the plain asyncio client.")
     ap.add_argument("--plain-client", nargs=3, metavar=("BASE_URL", "N", "CONCURRENCY"), help=argparse.SUPPRESS)
     args = ap.parse_args()
-    fixtures, server_mod = _support()
+    _, server_mod = _support()
     if args.plain_client:
         base, n, conc = args.plain_client
-        print(json.dumps(asyncio.run(_plain_client(base, int(n), int(conc), fixtures))))
+        print(json.dumps(asyncio.run(_plain_client(base, int(n), int(conc)))))
         return
 
-    rpm, tpm = 600 * args.time_factor, 60_000 * args.time_factor
+    rpm, tpm = args.rpm * args.time_factor, args.tpm * args.time_factor
     f = args.faults
-    srv = server_mod.OpenAIServer(rpm=rpm, tpm=tpm, burst_s=2.0, fault_500=f * 0.5, fault_malformed=f * 0.3,
-                                  fault_hang=f * 0.2, hang_s=3.0, seed=11).start()
+    df = traffic(args.requests)
+    # Burst of 1 s: the client's limiter's own (RateLimiter's burst_s), never more.
+    srv = server_mod.OpenAIServer(rpm=rpm, tpm=tpm, burst_s=1.0, fault_500=f * 0.5, fault_malformed=f * 0.3,
+                                  fault_hang=f * 0.2, hang_s=3.0, seed=11,
+                                  tokenizer=server_mod.minilm_tokenizer()).start()
     try:
-        baton = run_baton(srv, args.requests, rpm, tpm, args.actors, args.concurrency, fixtures)
-        baton.update(window_figures(srv.log, rpm, tpm), http_429=srv.statuses()["429"],
+        est_ratio = estimate_error(srv, df)
+        baton = run_baton(srv, df, rpm, tpm, args.actors, args.concurrency)
+        baton.update(goodput_figures(srv.log, baton["ok_rows"], baton["wall_s"], rpm, tpm),
                      attempts_per_row=round(len(srv.log) / args.requests, 3))
-        srv.reset()
-        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--plain-client", srv.base_url,
-                               str(args.requests), str(args.actors * args.concurrency)],
-                              capture_output=True, text=True, check=True)
-        plain = json.loads(proc.stdout.strip().splitlines()[-1])
-        plain.update(window_figures(srv.log, rpm, tpm), http_429=srv.statuses()["429"],
-                     attempts_per_row=round(len(srv.log) / args.requests, 3))
+        # For the record, not the gate: the same over the dispatch-to-commit window (actor start-up left out).
+        window = goodput_figures(srv.log, baton["ok_rows"], baton["dispatch_to_commit_s"], rpm, tpm)
+        baton.update(goodput_in_window=window["goodput"], startup_s=round(baton["wall_s"] - baton["dispatch_to_commit_s"], 2),
+                     goodput_of_ceiling=round(baton["goodput"] / baton["ceiling"], 4) if baton.get("ceiling") else None)
+        plain = {}
+        if not args.no_baseline:
+            srv.reset()
+            proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--plain-client", srv.base_url,
+                                   str(args.requests), str(args.actors * args.concurrency)],
+                                  capture_output=True, text=True, check=True)
+            plain = json.loads(proc.stdout.strip().splitlines()[-1])
+            plain.update(goodput_figures(srv.log, plain["ok_rows"], plain["wall_s"], rpm, tpm),
+                         attempts_per_row=round(len(srv.log) / args.requests, 3))
     finally:
         srv.stop()
 
-    print(f"\n{args.requests} requests, limits {rpm:.0f} RPM / {tpm:.0f} TPM (600 RPM / 60k TPM x{args.time_factor:g}), "
-          f"{f:.0%} of attempts faulted, concurrency {args.actors}x{args.concurrency}")
-    cols = ["utilisation", "binding", "goodput_frac", "req_per_s", "tok_per_s", "span_s", "wall_s", "lost",
-            "duplicated", "errors", "http_429", "attempts_per_row"]
+    print(f"\n{args.requests} requests, limits {rpm:.0f} RPM / {tpm:.0f} TPM ({args.rpm:g} RPM / {args.tpm:g} TPM "
+          f"x{args.time_factor:g}), server and client bursts 1 s, {f:.0%} of attempts faulted, concurrency "
+          f"{args.actors}x{args.concurrency}; server counts tokens with MiniLM's WordPiece, the client's prompt "
+          f"estimate is {est_ratio:g}x the server's count on average")
+    cols = ["goodput", "ceiling", "goodput_of_ceiling", "goodput_in_window", "startup_s", "binding", "limit_rows_per_s", "ok_rows_per_s", "server_tok_per_row", "wall_s",
+            "dispatch_to_commit_s", "ok_rows", "lost", "duplicated", "errors", "server_429s", "faulted_attempts",
+            "attempts_per_row"]
     print(f"{'':24}" + "".join(f"{c:>17}" for c in ("baton (Ray)", "plain asyncio")))
     for c in cols:
         print(f"{c:24}" + "".join(f"{str(r.get(c)):>17}" for r in (baton, plain)))
     goal = 0.9
-    meets = baton["utilisation"] >= goal and baton["lost"] == 0 and baton["duplicated"] == 0
+    # 429s > 0 where tokens bind: the evidence that the run pressed on the server's real limit.
+    meets = (baton["goodput"] >= goal and baton["lost"] == 0 and baton["duplicated"] == 0
+             and (baton["binding"] != "tokens" or baton["server_429s"] > 0))
     print(json.dumps({"benchmark": "api_throughput", "requests": args.requests, "rpm_limit": rpm, "tpm_limit": tpm,
-                      "fault_fraction": f, "baton": baton, "plain_asyncio": plain,
-                      "goal": {"utilisation_min": goal, "lost": 0, "duplicated": 0}, "meets_goal": meets}))
+                      "fault_fraction": f, "client_estimate_over_server_count": est_ratio,
+                      "goodput": baton["goodput"], "server_429s": baton["server_429s"], "lost": baton["lost"],
+                      "duplicated": baton["duplicated"], "baton": baton, "plain_asyncio": plain,
+                      "goal": {"goodput_min": goal, "lost": 0, "duplicated": 0, "server_429s_min_if_tokens_bind": 1},
+                      "meets_goal": meets}))
 
 
 if __name__ == "__main__":

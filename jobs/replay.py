@@ -352,6 +352,10 @@ def run(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
         stats["rows_retried"], stats["rows_recovered"] = now["retried"], now["recovered"]
         stats["retry_errors"] = policy
         stats["wall_s"] = round(time.monotonic() - started, 3)
+        # This invocation's shards, from the first one's dispatch to the last one's commit (engine start-up excluded;
+        # reading, rendering, waits between shards and commits included): the stage's own throughput window.
+        stats["dispatch_to_commit_s"] = (round(float(done["finished_at"].max() - done["dispatched_at"].min()), 3)
+                                         if "dispatched_at" in done.columns and len(done) else 0.0)
         # One entry per invocation of the stage: what it sent and what that cost (``attempts`` above is the total).
         previous = store.manifest().get("stages", {}).get("replay", {}).get(cand.name, {}).get("invocations", [])
         stats["invocations"] = [*previous, {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

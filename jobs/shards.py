@@ -35,6 +35,9 @@ class _ShardAdapter:
         rows = []
         for shard in batch["shard"]:
             started = time.monotonic()
+            # Wall-clock stamps (comparable across workers on one cluster) so the driver can time a stage from the
+            # first shard's dispatch to the last shard's commit (a task returns after its commit).
+            dispatched_at = time.time()
             try:
                 stats = dict(self.task(str(shard)) or {})
             except BatonError as exc:
@@ -43,6 +46,7 @@ class _ShardAdapter:
                 stats = {_ERROR: base64.b64encode(pickle.dumps(exc)).decode()}
             stats.setdefault("wall_s", time.monotonic() - started)
             stats["shard"] = str(shard)
+            stats["dispatched_at"], stats["finished_at"] = dispatched_at, time.time()
             rows.append(stats)
         return pd.DataFrame(rows)
 

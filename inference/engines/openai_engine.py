@@ -28,9 +28,57 @@ REQUEST_ID_HEADERS = ("x-client-request-id", "X-Request-Id")
 def estimate_prompt_tokens(messages: list[dict]) -> int:
     """Tokens of a chat before sending it: about four characters a token plus a few per message.
 
-    A deliberate over-estimate of most tokenizers; the limiter is corrected with the server's usage afterwards.
+    Wrong for any real tokenizer (by row, both ways): the engine scales it by what the server's usage reports
+    (``PromptEstimate``) and corrects the limiter with the usage of each answer.
     """
     return sum(-(-len(m["content"]) // 4) + 4 for m in messages) + 2
+
+
+class PromptEstimate:
+    """Prompt tokens as the server counts them, learnt from its usage: the four-characters estimate times the ratio
+    of (exponentially weighted) sums of counted to estimated tokens, so the tokens of a stream of requests come
+    out right on average even when single rows err both ways (a ratio of sums, not a mean of ratios)."""
+
+    def __init__(self, weight: float = 0.05):
+        self.weight = weight
+        self._estimated = self._counted = 0.0
+
+    @property
+    def ratio(self) -> float:
+        return self._counted / self._estimated if self._estimated else 1.0
+
+    def __call__(self, messages: list[dict]) -> float:
+        return estimate_prompt_tokens(messages) * self.ratio
+
+    def learn(self, messages: list[dict], counted: int) -> None:
+        w = self.weight if self._estimated else 1.0
+        self._estimated += w * (estimate_prompt_tokens(messages) - self._estimated)
+        self._counted += w * (counted - self._counted)
+
+
+class CompletionEstimate:
+    """Completion tokens to reserve before the answer is known: an exponentially weighted mean plus one standard
+    deviation of what the model returned (at most ``max_tokens``), so most rows are not under-reserved (an
+    under-reserved row meets a 429 where tokens bind; an over-reserved one only lends tokens until its usage
+    corrects the limiter)."""
+
+    def __init__(self, max_tokens: int, weight: float = 0.05):
+        self.max_tokens, self.weight = float(max_tokens), weight
+        self._mean: float | None = None
+        self._var = 0.0
+
+    def __call__(self) -> float:
+        if self._mean is None:
+            return self.max_tokens
+        return min(self.max_tokens, self._mean + self._var ** 0.5)
+
+    def learn(self, tokens: int) -> None:
+        if self._mean is None:
+            self._mean = float(tokens)
+            return
+        delta = tokens - self._mean
+        self._mean += self.weight * delta
+        self._var = (1 - self.weight) * (self._var + self.weight * delta * delta)
 
 
 class OpenAIEngine:
@@ -47,7 +95,8 @@ class OpenAIEngine:
         key = config.provider_key or config.base_url
         handle = None if limiter is not None else get_limiter(key, config.rpm, config.tpm)
         self.limiter = AsyncLimiter(handle=handle, local=limiter or (RateLimiter(config.rpm, config.tpm) if handle is None else None))
-        self._expected_completion = float(config.sampling.max_tokens)
+        self._completion_estimate = CompletionEstimate(config.sampling.max_tokens)
+        self._prompt_estimate = PromptEstimate()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"openai-engine-{config.name}", daemon=True)
         self._thread.start()
@@ -111,7 +160,7 @@ class OpenAIEngine:
     async def _one(self, request_id: str, messages: list[dict]) -> dict:
         cfg = self.config
         s = cfg.sampling
-        prompt_est = estimate_prompt_tokens(messages)
+        prompt_est = estimate_prompt_tokens(messages)  # only where the server reports no usage
         kwargs = {"model": cfg.model, "messages": messages, "temperature": s.temperature, "top_p": s.top_p,
                   "max_tokens": s.max_tokens, "extra_headers": {h: request_id for h in REQUEST_ID_HEADERS}}
         if s.seed is not None:
@@ -119,8 +168,9 @@ class OpenAIEngine:
         if cfg.response_format is not None:
             kwargs["response_format"] = cfg.response_format
         kind, detail, latency = "unknown", "", 0.0
+        shortfall = 0.0  # tokens a 429 said this request lacked: added to its next reservation
         for attempt in range(1, cfg.max_attempts + 1):
-            est = prompt_est + self._expected_completion
+            est = self._prompt_estimate(messages) + self._completion_estimate() + shortfall
             wait = await self.limiter.reserve(est)
             if wait > 0:
                 await asyncio.sleep(wait)
@@ -136,8 +186,10 @@ class OpenAIEngine:
                 p_tok = int(getattr(usage, "prompt_tokens", 0) or 0) if usage else prompt_est
                 c_tok = int(getattr(usage, "completion_tokens", 0) or 0) if usage else -(-len(content) // 4)
                 self.limiter.correct(est, p_tok + c_tok)
+                if usage:
+                    self._prompt_estimate.learn(messages, p_tok)
                 # The next estimate of a completion's length follows what this model actually returns.
-                self._expected_completion = 0.8 * self._expected_completion + 0.2 * c_tok
+                self._completion_estimate.learn(c_tok)
                 return {"request_id": request_id, "model": cfg.name, "response": content, "prompt_tokens": p_tok,
                         "completion_tokens": c_tok, "latency_s": latency, "finish_reason": choice.finish_reason,
                         "attempts": attempt, "error": None}
@@ -152,9 +204,14 @@ class OpenAIEngine:
                     retry_after = _retry_after(headers)
                     if retry_after is not None:
                         self.limiter.block(retry_after)
-                elif status is not None:
-                    # An error answer (4xx, 5xx) generated nothing: its tokens go back, or a batch of over-long
-                    # prompts would hold the token bucket for minutes. The request still counted.
+                        missing = _token_shortfall(headers, retry_after, cfg.tpm)
+                        shortfall += missing
+                        # The provider had that much less than the limiter thought: everyone's schedule moves.
+                        self.limiter.correct(0.0, missing)
+                elif status is not None and status < 500:
+                    # A refused request (4xx) generated nothing: its tokens go back, or a batch of over-long prompts
+                    # would hold the token bucket for minutes. The request still counted. A 5xx is not refunded:
+                    # a provider's limiter admits (and charges) a request before its model fails.
                     self.limiter.refund(est, request=False)
                 if headers:
                     self.limiter.observe({k.lower(): v for k, v in headers.items() if k.lower().startswith("x-ratelimit-")})
@@ -176,6 +233,19 @@ def _content(completion: object):
     if not isinstance(content, str):
         raise MalformedResponse("choices[0].message.content is not a string")
     return choice, content
+
+
+def _token_shortfall(headers: dict, retry_after: float, tpm: float) -> float:
+    """Tokens a 429 says the request lacked: Retry-After times the token rate, when tokens (not requests) were
+    what ran out (requests remained, or the provider does not say)."""
+    low = {k.lower(): v for k, v in headers.items()}
+    try:
+        if float(low.get("x-ratelimit-remaining-requests", 1)) < 1:
+            return 0.0
+        tpm = float(low.get("x-ratelimit-limit-tokens", tpm))
+    except ValueError:
+        pass
+    return retry_after * tpm / 60.0
 
 
 def _retry_after(headers: dict) -> float | None:

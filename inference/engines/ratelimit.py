@@ -46,7 +46,7 @@ class RateLimiter:
         self._tok = self._cap_tok()
         self._stamp = now
         self._blocked_until = now
-        self.stats = {"reserved": 0, "blocked": 0, "corrections": 0, "limit_lowered": 0, "refunded": 0}
+        self.stats = {"reserved": 0, "reserved_tokens": 0.0, "blocked": 0, "corrections": 0, "limit_lowered": 0, "refunded": 0}
 
     def _cap_req(self) -> float:
         return max(1.0, self.rpm / 60.0 * self.burst_s)
@@ -67,6 +67,7 @@ class RateLimiter:
         self._req -= 1.0
         self._tok -= float(tokens)
         self.stats["reserved"] += 1
+        self.stats["reserved_tokens"] += float(tokens)
         wait = max(0.0, -self._req * 60.0 / self.rpm, -self._tok * 60.0 / self.tpm, self._blocked_until - now)
         return wait
 

