@@ -162,13 +162,16 @@ def aggregate_clustered(data: CalibrationData, p: dict[str, np.ndarray], rng: np
     pair_cl = np.asarray(pd.factorize(grp_all.astype(np.int64) * G + cl)[1]) % G
     for c in range(C):
         size_pair = np.bincount(pair, weights=emask[:, c], minlength=P)
+        # The totals T_g are built from the unlabelled turns' predictive means; a realised total also carries
+        # their predictive variance, E[(T_g - ybar n_g)^2] = (mean part)^2 + Var(T_g), so the between-conversation
+        # term adds sum_r Var_r / N^2 (the turn-level noise the means leave out).
         for s in range(S):
             on = pair_seg == s
-            v = _cluster_var(T_pair[:, c, on], size_pair[on])
+            v = _cluster_var(T_pair[:, c, on], size_pair[on]) + nv[:, c, s] / ns[c, s] ** 2
             pop_seg[:, c, s] = fp_seg[:, c, s] + np.sqrt(v) * rng.standard_normal(D)
         to_conv = sparse.csr_matrix((np.ones(P), (np.arange(P), pair_cl)), shape=(P, G))
         T_conv = np.asarray((to_conv.T @ T_pair[:, c, :].T).T)
-        v = _cluster_var(T_conv, np.asarray(to_conv.T @ size_pair).ravel())
+        v = _cluster_var(T_conv, np.asarray(to_conv.T @ size_pair).ravel()) + nv[:, c, :].sum(axis=1) / Ntot[c] ** 2
         pop[:, c] = fp[:, c] + np.sqrt(v) * rng.standard_normal(D)
     return EstimandDraws(fp=fp, pop=np.clip(pop, lo, hi), fp_seg=fp_seg, pop_seg=np.clip(pop_seg, lo, hi),
                          n_seg=n_seg)

@@ -10,7 +10,9 @@ the independent predictive draws is replaced by its exact mean plus a normal ter
 Ericson 1969 / Little 2004 without materialising a draw per request).
 
 Population estimand (the traffic the scored requests were sampled from): the finite-population draw plus a normal
-term with variance Var_r(value_r) / N per draw, the large-N form of the Bayesian bootstrap (Rubin 1981).
+term with variance Var_r(value_r) / N per draw, the large-N form of the Bayesian bootstrap (Rubin 1981), where
+Var_r is the spread of the realised values: that of the cells' means plus the mean predictive variance of the
+unlabelled cells (law of total variance; the means alone understated it).
 Cost: O(draws x requests x models) in chunks of ``chunk`` requests, float32, memory bounded by the chunk.
 """
 from __future__ import annotations
@@ -259,7 +261,10 @@ def aggregate(data: CalibrationData, p: dict[str, np.ndarray], rng: np.random.Ge
         del e1, var, shared
     ns = np.maximum(n_seg, 1.0)
     mean_s = s1 / ns
-    pop_var_s = np.maximum(s2 / ns - mean_s**2, 0.0) / ns
+    # Var_r over the traffic of the *realised* values: the spread of the predictive means plus the mean predictive
+    # variance of the unlabelled ones (law of total variance); the means alone understate it most where the judges
+    # are weak and each unlabelled request's own label is most uncertain.
+    pop_var_s = (np.maximum(s2 / ns - mean_s**2, 0.0) + nv / ns) / ns
     z1, z2 = rng.standard_normal((2, D, C, S))
     # The normal terms are large-n approximations; in a segment of a few requests they can step outside the scale
     # (a win rate above 1), so draws are kept on the estimand's range.
@@ -270,6 +275,6 @@ def aggregate(data: CalibrationData, p: dict[str, np.ndarray], rng: np.random.Ge
     Ntot = np.maximum(n_seg.sum(axis=1), 1.0)  # (C,)
     fp = (fp_seg * n_seg[None]).sum(axis=2) / Ntot
     mean_all = s1.sum(axis=2) / Ntot
-    pop_var = np.maximum(s2.sum(axis=2) / Ntot - mean_all**2, 0.0) / Ntot
+    pop_var = (np.maximum(s2.sum(axis=2) / Ntot - mean_all**2, 0.0) + nv.sum(axis=2) / Ntot) / Ntot
     pop = np.clip(fp + np.sqrt(pop_var) * rng.standard_normal((D, C)), lo, hi)
     return EstimandDraws(fp=fp, pop=pop, fp_seg=fp_seg, pop_seg=pop_seg, n_seg=n_seg)
