@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from common.models import Strict as _Strict
 
 from inference.engines.config import OpenAIEngineConfig, VLLMEngineConfig
 
 RUBRIC_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def _rubric_name(value: str) -> str:
+    if not RUBRIC_NAME.match(value):
+        raise ValueError("must be lowercase letters, digits and '_' (it is a file stem and a metric name part)")
+    return value
+
+
+# a rubric's name is a file stem and a part of metric names
+RubricName = Annotated[str, AfterValidator(_rubric_name)]
+
+
+def _refuse_repeats(names: list[str], where: str) -> None:
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"{where}: repeated dimension {dupes}")
 
 
 class ChecksConfig(_Strict):
@@ -43,17 +59,10 @@ JudgeEngine = OpenAIEngineConfig | VLLMEngineConfig
 class JudgeDimension(_Strict):
     """One rubric the judge applies."""
 
-    name: str = Field(..., description="Dimension (rubric file stem): correctness, refusal, style, quality or a custom rubric.")
+    name: RubricName = Field(..., description="Dimension (rubric file stem): correctness, refusal, style, quality or a custom rubric.")
     version: int = Field(1, ge=1, description="Rubric version: the file rubrics/<name>.v<version>.md (or rubrics_dir).")
     absolute: bool = Field(True, description="Ask for an absolute score per response (judge.abs.<name>).")
     pairwise: bool = Field(False, description="Ask candidate-vs-incumbent in both orders (judge.pairwise.<name>.ab/.ba).")
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not RUBRIC_NAME.match(value):
-            raise ValueError("must be lowercase letters, digits and '_' (it is a file stem and a metric name part)")
-        return value
 
 
 def _default_dimensions() -> list[JudgeDimension]:
@@ -80,9 +89,7 @@ class JudgeConfig(_Strict):
         if self.enabled and self.engine is None:
             raise ValueError("judge.enabled needs judge.engine (an openai or vllm engine config)")
         names = [d.name for d in self.dimensions]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"judge.dimensions: repeated dimension {dupes}")
+        _refuse_repeats(names, "judge.dimensions")
         if "style" not in names and self.style_guide and "dimensions" not in self.model_fields_set:
             self.dimensions.append(JudgeDimension(name="style", absolute=True, pairwise=True))
         if any(d.name == "style" for d in self.dimensions) and not self.style_guide:
@@ -101,15 +108,8 @@ class ContinuityConfig(_Strict):
 class TranscriptDimension(_Strict):
     """One rubric applied to a whole conversation transcript."""
 
-    name: str = Field("conversation", description="Rubric file stem (rubrics/<name>.v<version>.md; its absolute section); the metric is judge.transcript.<name>.")
+    name: RubricName = Field("conversation", description="Rubric file stem (rubrics/<name>.v<version>.md; its absolute section); the metric is judge.transcript.<name>.")
     version: int = Field(1, ge=1, description="Rubric version.")
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not RUBRIC_NAME.match(value):
-            raise ValueError("must be lowercase letters, digits and '_' (it is a file stem and a metric name part)")
-        return value
 
 
 class TranscriptConfig(_Strict):
@@ -125,10 +125,7 @@ class TranscriptConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> "TranscriptConfig":
-        names = [d.name for d in self.dimensions]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"transcript.dimensions: repeated dimension {dupes}")
+        _refuse_repeats([d.name for d in self.dimensions], "transcript.dimensions")
         return self
 
 
