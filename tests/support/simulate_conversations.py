@@ -31,6 +31,17 @@ def population_win_rate(mu: float, sd: float, tie: float = 0.8) -> float:
     return float(np.sum(w * (0.5 + 0.5 * (expit(lat - tie) - expit(-tie - lat)))))
 
 
+def _conversations(rng: np.random.Generator, n_conversations: int, max_turns: int, prefix: str):
+    """1..max_turns turns per conversation: (conversation index per turn, request ids, traffic with
+    ``conversation_id`` and ``turn``); ids ``<prefix>0007-t03`` and ``<prefix>0007``."""
+    turns = rng.integers(1, max_turns + 1, n_conversations)
+    conv = np.repeat(np.arange(n_conversations), turns)
+    turn = np.concatenate([np.arange(1, k + 1) for k in turns])
+    rid = np.array([f"{prefix}{g:04d}-t{t:02d}" for g, t in zip(conv, turn)], dtype=object)
+    cid = np.array([f"{prefix}{g:04d}" for g in range(n_conversations)], dtype=object)
+    return conv, rid, pd.DataFrame({"request_id": rid, "conversation_id": cid[conv], "turn": turn})
+
+
 def simulate_conversations(seed: int, n_conversations: int = 60, max_turns: int = 10, n_label_conversations: int = 15,
                            candidates=("cand-a", "cand-b"), cand_effect=(0.3, -0.1), judge_bias=(0.8, 0.0),
                            conv_sd: float = 1.0, judge_conv_sd: float = 1.0, position_bias: float = 0.5,
@@ -38,13 +49,8 @@ def simulate_conversations(seed: int, n_conversations: int = 60, max_turns: int 
     """Module docstring. Traffic carries ``conversation_id`` and ``turn``; ``truth`` is the finite-population truth
     and ``truth_seg['population']`` the population one."""
     rng = np.random.default_rng(seed)
-    turns = rng.integers(1, max_turns + 1, n_conversations)
-    conv = np.repeat(np.arange(n_conversations), turns)
-    turn = np.concatenate([np.arange(1, k + 1) for k in turns])
-    rid = np.array([f"c{g:04d}-t{t:02d}" for g, t in zip(conv, turn)], dtype=object)
-    cid = np.array([f"c{g:04d}" for g in range(n_conversations)], dtype=object)
+    conv, rid, traffic = _conversations(rng, n_conversations, max_turns, "c")
     N = len(rid)
-    traffic = pd.DataFrame({"request_id": rid, "conversation_id": cid[conv], "turn": turn})
     score_parts, label_parts, truth, truth_pop = [], [], {}, {}
     for ci, c in enumerate(candidates):
         lat = cand_effect[ci] + rng.normal(0, conv_sd, n_conversations)[conv] + rng.normal(0, 1, N)
@@ -138,13 +144,8 @@ def simulate_conversation_labels(seed: int, n_conversations: int = 60, max_turns
     ``turn_labels``: every turn of the labelled conversations also gets a per-turn label (dimension ``quality``,
     from the turn's latent ``q + N(0, turn_sd)``, the one its judge reads)."""
     rng = np.random.default_rng(seed)
-    turns = rng.integers(1, max_turns + 1, n_conversations)
-    conv = np.repeat(np.arange(n_conversations), turns)
-    turn = np.concatenate([np.arange(1, k + 1) for k in turns])
-    rid = np.array([f"g{g:04d}-t{t:02d}" for g, t in zip(conv, turn)], dtype=object)
-    cid = np.array([f"g{g:04d}" for g in range(n_conversations)], dtype=object)
+    conv, rid, traffic = _conversations(rng, n_conversations, max_turns, "g")
     last = np.flatnonzero(np.r_[conv[1:] != conv[:-1], True])  # each conversation's last turn
-    traffic = pd.DataFrame({"request_id": rid, "conversation_id": cid[conv], "turn": turn})
 
     def cut(x):
         return np.where(x > tie, 1.0, np.where(x < -tie, 0.0, 0.5))
