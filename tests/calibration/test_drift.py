@@ -78,15 +78,22 @@ def test_verdict_changes_are_listed_per_candidate_and_dimension():
     assert {(a["kind"], a["dimension"]) for a in alerts} == {("verdict_change", None), ("verdict_change", "quality")}
 
 
-def test_drift_page_shows_the_alerts_and_the_charts():
-    from calibration.report.drift import render_drift
-
+def drift_night(gate: bool):
+    """(drift section, whole drift view, day) of night START + 2 of :func:`_history` (seed 0), as the nightly job
+    builds them; ``gate``: the config gates on drift (every alert then gates)."""
     hist = _history(0)
     view = drift_view(hist)
     day = sorted(hist["date"].unique())[START + 2]
     alerts = night_alerts(view, verdict_changes(hist), day)
-    section = {"nights": NIGHTS, "baseline_nights": 14, "lam": 0.3, "width": 3.5, "monitoring": True, "gate": True,
-               "gating_alerts": len(alerts), "alerts": alerts}
+    section = {"nights": NIGHTS, "baseline_nights": 14, "lam": 0.3, "width": 3.5, "monitoring": True, "gate": gate,
+               "gating_alerts": len(alerts) if gate else 0, "alerts": alerts}
+    return section, view, day
+
+
+def test_drift_page_shows_the_alerts_and_the_charts():
+    from calibration.report.drift import render_drift
+
+    section, view, day = drift_night(gate=True)
     md, page = render_drift(section, view, day)
     assert "incumbent_drift" in md and "exits 3" in md
     assert page.count("<svg") == view[["series", "candidate", "name"]].drop_duplicates().shape[0]

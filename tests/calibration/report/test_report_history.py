@@ -5,18 +5,12 @@ from __future__ import annotations
 
 import copy
 
-from calibration.drift import drift_view, night_alerts, verdict_changes
 from calibration.report import render_report
-from tests.calibration.test_drift import NIGHTS, START, _history
+from tests.calibration.test_drift import drift_night
 
 
 def _drift_extras():
-    hist = _history(0)
-    view = drift_view(hist)
-    day = sorted(hist["date"].unique())[START + 2]
-    alerts = night_alerts(view, verdict_changes(hist), day)
-    section = {"nights": NIGHTS, "baseline_nights": 14, "lam": 0.3, "width": 3.5, "monitoring": True, "gate": False,
-               "gating_alerts": 0, "alerts": alerts}
+    section, view, day = drift_night(gate=False)
     view = view[view["date"] <= day]
     return {"day": day, "section": section, "view": view.to_dict("records")}, view, day
 
