@@ -42,13 +42,19 @@ def sampler_diagnostics(idata, block: int | None = None) -> dict:
                                                 f"{DIVERGENT_SHARE_MAX:.1%} of draws"}
 
 
-def category_probs(data: CalibrationData, p: dict[str, np.ndarray], req: np.ndarray, mod: np.ndarray) -> np.ndarray:
-    """P(category) for cells (req, mod) under each posterior draw: (draw, cell, K)."""
+def linear_predictor(data: CalibrationData, p: dict[str, np.ndarray], req: np.ndarray, mod: np.ndarray) -> np.ndarray:
+    """(draw, cell) linear predictor of cells (req, mod) without the random effects (models.build_model)."""
     x = data.X[req, mod, :].astype(np.float64)
     eta = np.einsum("cf,dcf->dc", x, p["beta"][:, mod, :]) + p["alpha"][:, mod] \
         + p["seg_effect"][:, mod, data.seg_idx[req]]
     if "beta_seg" in p:  # segment-varying slopes (models.build_model)
         eta = eta + np.einsum("cf,dcf->dc", x, p["beta_seg"][:, data.seg_idx[req], :])
+    return eta
+
+
+def category_probs(data: CalibrationData, p: dict[str, np.ndarray], req: np.ndarray, mod: np.ndarray) -> np.ndarray:
+    """P(category) for cells (req, mod) under each posterior draw: (draw, cell, K)."""
+    eta = linear_predictor(data, p, req, mod)
     # marginal over the request effect (logistic-normal approximation, see estimands.cell_moments)
     s2 = p.get("item_sigma", np.zeros(len(eta))) ** 2 + p.get("req_sigma", np.zeros(len(eta))) ** 2
     scale = 1.0 / np.sqrt(1.0 + np.pi * s2 / 8.0)
@@ -64,11 +70,7 @@ def cell_loglik(data: CalibrationData, p: dict[str, np.ndarray], req: np.ndarray
     effect integrated on ``nodes`` equal-mass quantile points. The product of the annotations' marginal
     probabilities instead treats three agreeing annotators as three independent requests: it made the PSIS-LOO
     weights (1 / p(cell | theta)) far too uneven (Pareto k above 2 on PandaLM) and the held-out check unstable."""
-    x = data.X[req, mod, :].astype(np.float64)
-    eta = np.einsum("cf,dcf->dc", x, p["beta"][:, mod, :]) + p["alpha"][:, mod] \
-        + p["seg_effect"][:, mod, data.seg_idx[req]]
-    if "beta_seg" in p:
-        eta = eta + np.einsum("cf,dcf->dc", x, p["beta_seg"][:, data.seg_idx[req], :])
+    eta = linear_predictor(data, p, req, mod)
     s = np.sqrt(p.get("item_sigma", np.zeros(len(eta))) ** 2 + p.get("req_sigma", np.zeros(len(eta))) ** 2)
     # equal-mass nodes (the normal's quantiles at the midpoints of ``nodes`` equal bins): the integrand is a product
     # of logistic steps, which Gauss-Hermite resolves badly when the effect's sd is large
