@@ -279,3 +279,22 @@ def test_limiter_restarts_on_another_worker_and_the_rate_still_holds(cluster, se
           f"largest excess over rate*window in 1/2/5 s windows: {worst:.1f} requests (burst allows {rate:.0f})")
     assert overall <= rate * 1.05
     assert worst <= rate  # the documented burst: 1 s of the rate
+
+
+def test_a_restarted_limiter_starts_with_empty_buckets(cluster):
+    """Its predecessor may have spent the burst just before it died: a restart must not hand out a second one."""
+    import ray
+
+    from inference.engines.ratelimit import get_limiter, limiter_resources
+
+    handle = get_limiter("restart-test", rpm=600, tpm=1e9, resources=limiter_resources({RESOURCE: 1}))
+    assert max(ray.get([handle.reserve.remote(1) for _ in range(10)])) == 0.0  # the first burst: 10 at once
+    ray.kill(handle, no_restart=False)  # the process dies; Ray restarts the actor (max_restarts=-1)
+    deadline = time.time() + 30
+    while ray._private.state.actors(handle._actor_id.hex())["NumRestarts"] < 1:
+        assert time.time() < deadline, "the limiter was not restarted"
+        time.sleep(0.05)
+    waits = ray.get([handle.reserve.remote(1) for _ in range(10)])
+    assert waits[-1] > 0.5  # paced from empty: the tenth waits about a second, not 0
+    assert ray.get(handle.snapshot.remote()).get("restarted") == 1
+    ray.kill(handle, no_restart=True)
