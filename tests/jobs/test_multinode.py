@@ -14,7 +14,6 @@ import time
 from collections import Counter
 from unittest import mock
 
-import pandas as pd
 import pytest
 
 from jobs import replay as replay_stage
@@ -152,13 +151,15 @@ def _actor_nodes(class_part: str) -> set[str]:
             if class_part in a.get("ActorClassName", "") and a["State"] == "ALIVE"}
 
 
-def _kill_when(cluster, ready, node_id_of, timeout_s=60) -> str:
-    """Once ``ready()``, SIGKILL the worker node ``node_id_of()`` names and add a fresh worker in its place."""
+def _kill_when(cluster, thread, ready, node_id_of, timeout_s=60) -> str:
+    """Once ``ready()``, SIGKILL the worker node ``node_id_of()`` names (while the stage's ``thread`` still runs)
+    and add a fresh worker in its place."""
     deadline = time.time() + timeout_s
     while not ready():
         assert time.time() < deadline, "the stage never reached the point where a node was to be killed"
         time.sleep(0.05)
     victim = node_id_of()
+    assert thread.is_alive(), "the stage finished before the node could be killed"
     cluster.remove_node(_node_of(victim, cluster), allow_graceful=False)
     cluster.add_node(**WORKER_NODE)
     return victim
@@ -196,7 +197,7 @@ def test_actors_stay_on_workers_and_a_node_killed_mid_replay_and_mid_scoring_los
     # Replay: a worker node running a replay actor dies once 3 of the 12 shards are committed.
     with CommitWatch(store, "responses") as watch:
         thread, out = _run_in_thread(replay_stage.run, cfg, store, False)
-        victim = _kill_when(cluster, lambda: len(store.commits("responses")) >= 3,
+        victim = _kill_when(cluster, thread, lambda: len(store.commits("responses")) >= 3,
                             lambda: sorted(_actor_nodes("MapWorker") - {head})[0])
         thread.join(180)
     assert not thread.is_alive()
@@ -206,11 +207,14 @@ def test_actors_stay_on_workers_and_a_node_killed_mid_replay_and_mid_scoring_los
     assert set(store.commits("responses")) == {f"cand-{s}" for s in shards}
     _exactly_once(store, traffic, "responses", "cand")
     assert store.read_table("responses")["error"].isna().all()
+    sent = Counter(e.request_id for e in server.log)
+    print(f"node killed mid-replay: {len(server.log)} requests for 48 ids ({sum(v > 1 for v in sent.values())} sent "
+          f"again: in flight on the dead node)")
 
     # Scoring (a slow judge): a worker node running a scoring actor dies once 6 of the 24 shards are committed.
     with CommitWatch(store, "scores") as watch:
         thread, out = _run_in_thread(score_stage.run, cfg, store, False)
-        _kill_when(cluster, lambda: len(store.commits("scores")) >= 6,
+        _kill_when(cluster, thread, lambda: len(store.commits("scores")) >= 6,
                    lambda: sorted(_actor_nodes("MapWorker") - {head})[0])
         thread.join(180)
     assert not thread.is_alive()
@@ -251,7 +255,7 @@ def test_limiter_restarts_on_another_worker_and_the_rate_still_holds(cluster, se
     restarted = None
     with CommitWatch(store, "responses") as watch:
         thread, out = _run_in_thread(replay_stage.run, cfg, store, False)
-        victim = _kill_when(cluster, lambda: len(server.log) >= 20 and limiter()[0] is not None,
+        victim = _kill_when(cluster, thread, lambda: len(server.log) >= 20 and limiter()[0] is not None,
                             lambda: limiter()[0])
         while thread.is_alive() and restarted is None:  # the limiter lives as long as the stage
             node, restarts = limiter()
