@@ -9,7 +9,9 @@ once the server's ``usage`` is known (``correct``); a 429's Retry-After stops ev
 nothing remains (``observe``).
 
 On Ray the limiter is a named actor ``baton-limiter-<provider_key>`` (``get_limiter``): the first creator's
-limits win, later callers attach to it. Without Ray it is a plain in-process object.
+limits win, later callers attach to it. Without Ray it is a plain in-process object. When the limiter's node dies,
+Ray restarts it elsewhere and resends the calls that were in flight; it comes back with empty buckets, so the
+provider never sees more than one burst in a window (docs/multinode.md).
 """
 
 from __future__ import annotations
@@ -133,7 +135,7 @@ def limiter_resources(worker_resources: dict[str, float] | None) -> dict[str, fl
     return {name: LIMITER_SHARE for name in (worker_resources or {})}
 
 
-class _ActorRateLimiter(RateLimiter):
+class RateLimiterActor(RateLimiter):
     """The limiter as a Ray actor. Restarted after its node died, it starts with empty buckets: its predecessor may
     have spent the burst just before, and one burst is all a provider should see in any window."""
 
@@ -156,7 +158,7 @@ def get_limiter(provider_key: str, rpm: float, tpm: float, burst_s: float = 1.0,
         return None
     # max_task_retries: a call in flight when the limiter's node died is sent again to the restarted limiter (a
     # reservation taken twice only slows the run); without it every engine waiting on the limiter fails its shard.
-    actor_cls = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=1)(_ActorRateLimiter)
+    actor_cls = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=1)(RateLimiterActor)
     return actor_cls.options(name=limiter_name(provider_key), get_if_exists=True,
                              resources=resources or None).remote(rpm, tpm, burst_s)
 
