@@ -93,6 +93,17 @@ class ExecutionConfig(_Strict):
     retry_errors: Literal["all", "retryable", "none"] = Field("retryable", description="Which failed response rows a rerun of the run id sends again: 'retryable' kinds (connection, timeout, server_error, rate_limited, conflict, malformed), 'all' kinds, or 'none'. Successful rows are never sent again; `--retry-errors` overrides.")
     lease_wait_s: float = Field(0.0, ge=0, description="How long a driver waits for another driver's lease on the same run id before exiting 2 (0: exit at once).")
     lease_ttl_s: float = Field(60.0, ge=2, description="Seconds a driver's run lease lives without a heartbeat; a killed driver's lease is taken over this long after its last heartbeat (heartbeats every ttl/4).")
+    worker_resources: dict[str, float] = Field(default_factory=dict, description="Ray custom resources every replay and scoring actor asks for, e.g. {baton_worker: 1} with the worker nodes started as `ray start --resources='{\"baton_worker\": 1000}'` and the head without it: Baton's actors (and each provider's rate limiter, which takes 0.001 of each) then run on worker nodes only, never on the head. Give the nodes room to spare: the limiter's share must fit beside the actors. Empty (default): anywhere (docs/multinode.md).")
+
+    @field_validator("worker_resources")
+    @classmethod
+    def _worker_resources(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, amount in value.items():
+            if name in ("CPU", "GPU", "memory", "object_store_memory"):
+                raise ValueError(f"{name!r} is not a custom resource: CPUs and GPUs are set per engine and in scoring")
+            if not amount > 0:
+                raise ValueError(f"resource {name!r}: amount must be above 0 (got {amount})")
+        return value
 
 
 class ReplayConfig(_Strict):

@@ -335,14 +335,16 @@ def run(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
         if pending or retry:
             if cand.kind == "openai":
                 # The driver creates the provider's limiter, so it outlives any worker actor that dies.
-                from inference.engines.ratelimit import get_limiter
+                from inference.engines.ratelimit import get_limiter, limiter_resources
 
-                limiters.append(get_limiter(cand.provider_key or cand.base_url, cand.rpm, cand.tpm))
+                limiters.append(get_limiter(cand.provider_key or cand.base_url, cand.rpm, cand.tpm,
+                                            resources=limiter_resources(cfg.execution.worker_resources)))
             downstream = ([cand.name, *(c.name for c in cfg.candidates)] if cand.name == cfg.incumbent.name
                           else [cand.name])
             done = run_shards(ReplayShardTask, {"store": store, "candidate": cand.model_dump(), "retry_errors": policy,
                                                 "downstream": downstream, "mode": cfg.replay.mode},
-                              pending + retry, desc=f"replay {cand.name}", progress=progress, **_resources(cand))
+                              pending + retry, desc=f"replay {cand.name}", progress=progress,
+                              resources=cfg.execution.worker_resources, **_resources(cand))
         now = {k: int(done[k].fillna(0).sum()) if k in done.columns else 0
                for k in ("sent", "attempts_now", "retried", "recovered")}
         stats = candidate_totals(store, cand, traffic)

@@ -228,6 +228,20 @@ def _quarantine_rows(failures: pd.DataFrame, batch: pd.DataFrame, source: str) -
     })[QUARANTINE_COLUMNS]
 
 
+def _judge_limiters(cfg: RunConfig) -> list:
+    """The driver creates the rate limiter of every API judge, as the replay stage does for the candidates: a
+    limiter created by a scoring actor would die with that actor (its owner), failing every other actor's shard."""
+    from inference.engines.ratelimit import get_limiter, limiter_resources
+
+    scoring = cfg.scoring
+    engines = [scoring.judge.engine if scoring.judge.enabled else None]
+    if cfg.replay.mode == "conversation":
+        engines += [scoring.judge_engine(k) for k in ("continuity", "transcript") if getattr(scoring, k).enabled]
+    return [get_limiter(e.provider_key or e.base_url, e.rpm, e.tpm,
+                        resources=limiter_resources(cfg.execution.worker_resources))
+            for e in engines if e is not None and e.kind == "openai"]
+
+
 def run(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
     """Score every pending (model, traffic shard); returns the stage statistics (rubric versions included)."""
     scoring = cfg.scoring
@@ -242,6 +256,7 @@ def run(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
                    "judge_calls": 0, "judge_failures": 0, "embedded": 0}
     started = time.monotonic()
     frames = []
+    limiters: list = []
     # Incumbent first (its vectors are reused by the candidates), then every candidate.
     for models in ([incumbent], [c.name for c in cfg.candidates]):
         keys = []
@@ -257,8 +272,12 @@ def run(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
                 else:
                     stats["shards_waiting"] += 1  # its responses are not committed yet (a replay still to finish)
         if keys:
+            if not limiters:
+                ensure_ray(cfg)
+                limiters = _judge_limiters(cfg)  # held until the stage ends
             frames.append(run_shards(ScoreShardTask, kwargs, keys, num_actors=scoring.num_actors,
                                      num_cpus=scoring.num_cpus, num_gpus=scoring.num_gpus,
+                                     resources=cfg.execution.worker_resources,
                                      desc=f"score {'incumbent' if models == [incumbent] else 'candidates'}",
                                      progress=progress))
     if frames:

@@ -27,7 +27,10 @@ class _ShardAdapter:
     """Ray Data callable: one row (one shard id) in, one row of statistics out."""
 
     def __init__(self, task_cls: type, task_kwargs: dict):
+        import ray
+
         self.task = task_cls(**task_kwargs)
+        self.node_id = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         from jobs.errors import BatonError
@@ -47,6 +50,7 @@ class _ShardAdapter:
             stats.setdefault("wall_s", time.monotonic() - started)
             stats["shard"] = str(shard)
             stats["dispatched_at"], stats["finished_at"] = dispatched_at, time.time()
+            stats["node_id"] = self.node_id  # where the shard ran (docs/multinode.md: actors stay off the head)
             rows.append(stats)
         return pd.DataFrame(rows)
 
@@ -61,8 +65,10 @@ def run_shards(
     num_gpus: float = 0,
     desc: str = "shards",
     progress: bool = True,
+    resources: dict[str, float] | None = None,
 ) -> pd.DataFrame:
-    """Run ``task_cls`` over ``shards`` on an actor pool; returns one statistics row per shard."""
+    """Run ``task_cls`` over ``shards`` on an actor pool; returns one statistics row per shard. ``resources``: Ray
+    custom resources each actor asks for (``execution.worker_resources``: keeps the actors on worker nodes)."""
     if not shards:
         return pd.DataFrame(columns=["shard"])
     import ray
@@ -76,6 +82,7 @@ def run_shards(
         compute=ray.data.ActorPoolStrategy(size=max(1, min(num_actors, len(shards)))),
         num_cpus=num_cpus,
         num_gpus=num_gpus,
+        resources=resources or None,
     )
     rows = []
     bar = _progress(len(shards), desc) if progress else None

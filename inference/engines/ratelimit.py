@@ -9,7 +9,9 @@ once the server's ``usage`` is known (``correct``); a 429's Retry-After stops ev
 nothing remains (``observe``).
 
 On Ray the limiter is a named actor ``baton-limiter-<provider_key>`` (``get_limiter``): the first creator's
-limits win, later callers attach to it. Without Ray it is a plain in-process object.
+limits win, later callers attach to it. Without Ray it is a plain in-process object. When the limiter's node dies,
+Ray restarts it elsewhere and resends the calls that were in flight; it comes back with empty buckets, so the
+provider never sees more than one burst in a window (docs/multinode.md).
 """
 
 from __future__ import annotations
@@ -123,14 +125,42 @@ def limiter_name(provider_key: str) -> str:
     return "baton-limiter-" + re.sub(r"[^A-Za-z0-9._-]", "_", provider_key)[:150]
 
 
-def get_limiter(provider_key: str, rpm: float, tpm: float, burst_s: float = 1.0):
-    """The named Ray actor for ``provider_key`` (created on first use), or None when Ray is not running."""
+# The limiter's claim on each of the worker nodes' custom resources: enough to keep it off the head, small enough
+# to fit beside the actors on a node that declares the resource with room to spare.
+LIMITER_SHARE = 0.001
+
+
+def limiter_resources(worker_resources: dict[str, float] | None) -> dict[str, float]:
+    """The custom resources a limiter asks for when the run's actors ask for ``worker_resources``."""
+    return {name: LIMITER_SHARE for name in (worker_resources or {})}
+
+
+class RateLimiterActor(RateLimiter):
+    """The limiter as a Ray actor. Restarted after its node died, it starts with empty buckets: its predecessor may
+    have spent the burst just before, and one burst is all a provider should see in any window."""
+
+    def __init__(self, rpm: float, tpm: float, burst_s: float = 1.0):
+        import ray
+
+        super().__init__(rpm, tpm, burst_s)
+        if ray.get_runtime_context().was_current_actor_reconstructed:
+            self._req, self._tok = 0.0, 0.0
+            self.stats["restarted"] = 1
+
+
+def get_limiter(provider_key: str, rpm: float, tpm: float, burst_s: float = 1.0,
+                resources: dict[str, float] | None = None):
+    """The named Ray actor for ``provider_key`` (created on first use, with ``resources``: see
+    ``limiter_resources``), or None when Ray is not running. When its node dies Ray restarts it elsewhere."""
     import ray
 
     if not ray.is_initialized():
         return None
-    actor_cls = ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=1)(RateLimiter)
-    return actor_cls.options(name=limiter_name(provider_key), get_if_exists=True).remote(rpm, tpm, burst_s)
+    # max_task_retries: a call in flight when the limiter's node died is sent again to the restarted limiter (a
+    # reservation taken twice only slows the run); without it every engine waiting on the limiter fails its shard.
+    actor_cls = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=1)(RateLimiterActor)
+    return actor_cls.options(name=limiter_name(provider_key), get_if_exists=True,
+                             resources=resources or None).remote(rpm, tpm, burst_s)
 
 
 class AsyncLimiter:

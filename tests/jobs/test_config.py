@@ -161,3 +161,13 @@ def test_labels_mode():
     assert parse_config(_with("labels", {"mode": "none"})).labels.mode == "none"
     with pytest.raises(ConfigError, match="labels.mode"):
         parse_config(_with("labels", {"mode": "later"}))
+
+
+def test_worker_resources_are_custom_resources_above_zero():
+    assert parse_config(BASE).execution.worker_resources == {}
+    cfg = parse_config(_with("execution", {"worker_resources": {"baton_worker": 1}}))
+    assert cfg.execution.worker_resources == {"baton_worker": 1.0}
+    with pytest.raises(ConfigError, match=r"execution.worker_resources: .*'CPU' is not a custom resource"):
+        parse_config(_with("execution", {"worker_resources": {"CPU": 1}}))
+    with pytest.raises(ConfigError, match=r"execution.worker_resources: .*'baton_worker': amount must be above 0"):
+        parse_config(_with("execution", {"worker_resources": {"baton_worker": 0}}))
