@@ -85,6 +85,8 @@ _S3_CODES: dict[str, tuple[type[StoreError], str]] = {
     "SlowDown": (StoreError, "the store kept throttling (503 SlowDown) through every retry; rerun the same command later to resume"),
     "ServiceUnavailable": (StoreError, "the store kept answering 503 through every retry; rerun the same command later to resume"),
     "InternalError": (StoreError, "the store kept failing (500 InternalError) through every retry; rerun the same command later to resume"),
+    "503": (StoreError, "the store kept answering 503 through every retry; rerun the same command later to resume"),
+    "500": (StoreError, "the store kept answering 500 through every retry; rerun the same command later to resume"),
 }
 _UNREACHABLE = {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ConnectionRefusedError",
                 "ConnectionClosedError", "ReadTimeoutError", "ServerDisconnectedError"}

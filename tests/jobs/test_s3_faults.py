@@ -147,6 +147,19 @@ def test_unreachable_store_fails_in_bounded_time_naming_the_bucket(faulty, monke
     assert store.write_shard("scores", "s-000", _frame(0)) is True and store.count_rows("scores") == 4
 
 
+def test_store_that_keeps_throttling_exits_4_naming_the_bucket(faulty):
+    proxy, bucket = faulty
+    store = _store(proxy, bucket, max_attempts=2)
+    proxy.configure(rate=1.0, kinds=("slowdown",), methods=("PUT",))
+    with pytest.raises(StoreError) as info:
+        store.write_shard("scores", "s-000", _frame(0))
+    assert info.value.exit_code == 4 and f"s3://{bucket}/prefix/runs/run-1/scores/" in str(info.value)
+    assert "503 SlowDown" in str(info.value) and "through every retry" in str(info.value)
+    assert proxy.injected("slowdown", "PUT") == 2 * S3FS_CALLS  # s3fs repeats a throttled call once
+    proxy.configure(rate=0.0)
+    assert store.write_shard("scores", "s-000", _frame(0)) is True and store.count_rows("scores") == 4
+
+
 # -- a whole run behind the proxy ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
@@ -192,6 +205,7 @@ def _assert_exactly_once(store, cfg) -> None:
         assert store.verify(table) == [] and store.garbage(table) == [], table
 
 
+@pytest.mark.slow  # a whole run (Ray, PyMC) through the faults: ~110 s on 2 busy cores
 def test_pipeline_run_through_faults_is_exactly_once(faulty, inputs, ray_local):
     from jobs.migrate import run_pipeline
 
@@ -200,14 +214,18 @@ def test_pipeline_run_through_faults_is_exactly_once(faulty, inputs, ray_local):
     cfg = _run_config(raw, proxy, bucket, "faulty")
     store = RunStore(cfg.store, cfg.run_id)
     proxy.configure(rate=0.15, delay_s=0.3, seed=3)
+    # Besides the random faults, surely some lost answers to exclusive creates: the lease, two shard commits.
+    proxy.script("reset_after", "PUT", "/_lease/lease-")
+    proxy.script("reset_after", "PUT", "/responses/_commits/", times=2)
     decision = run_pipeline(cfg, progress=False)
     proxy.configure(rate=0.0)
     assert set(decision.verdicts) == {c.name for c in cfg.candidates}
     _assert_exactly_once(store, cfg)
     assert json.loads(store.read_document("decision", "decision.json"))
-    assert proxy.injected() > 20 and proxy.injected("reset_after") > 0, dict(proxy.counts)
+    assert proxy.injected() > 20 and proxy.injected("reset_after", "PUT") >= 3, dict(proxy.counts)
 
 
+@pytest.mark.slow  # two runs up to scoring (Ray), the first waiting out its retries: ~90 s
 def test_run_meets_an_outage_exits_4_then_resumes(faulty, inputs, ray_local, tmp_path, capsys):
     """S3 goes away right after the first responses shard is committed: `baton run` exits 4 naming the bucket;
     when S3 is back, the same command finishes without redoing what was committed."""
@@ -217,18 +235,20 @@ def test_run_meets_an_outage_exits_4_then_resumes(faulty, inputs, ray_local, tmp
 
     proxy, bucket = faulty
     work, raw = inputs
+    # The failed run cannot release its lease while S3 is down: the rerun waits out its ttl (short here).
+    raw = {**raw, "execution": {**raw["execution"], "lease_ttl_s": 4.0, "lease_wait_s": 30.0}}
     cfg = _run_config(raw, proxy, bucket, "outage")
     store = RunStore(cfg.store, cfg.run_id)
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(json.loads(cfg.model_dump_json())))
     proxy.script("down_after", "PUT", "/responses/_commits/")
-    started = time.monotonic()
     code = cli_main(["run", "--config", str(path), "--no-progress", "--no-labels"])
-    took = time.monotonic() - started
+    took = time.monotonic() - proxy.down_since  # from the outage to the exit
     err = capsys.readouterr().err
     assert code == 4, err
-    assert f"s3://{bucket}/baton" in err and "Traceback" not in err
-    assert took < 150, took
+    assert f"s3://{bucket}/baton" in err and "cannot reach the store endpoint" in err and "Traceback" not in err, err
+    print(err.strip().splitlines()[-1], f"({took:.1f} s)")
+    assert took < 90, took
     proxy.up()
     before = {table: store.commits(table) for table in ("traffic", "responses")}
     assert before["traffic"] and before["responses"]  # the outage came mid-run

@@ -67,6 +67,7 @@ class S3FaultProxy:
         self.methods: tuple[str, ...] = METHODS
         self.delay_s = 0.2
         self.is_down = False
+        self.down_since: float | None = None  # time.monotonic() when it last went down
         self.counts: collections.Counter = collections.Counter()  # (kind, method) -> injected
         self.requests: collections.Counter = collections.Counter()  # method kind -> seen
         self._rng = random.Random(seed)
@@ -109,6 +110,8 @@ class S3FaultProxy:
                        if (kind is None or k == kind) and (method is None or m == method))
 
     def down(self) -> None:
+        if not self.is_down:
+            self.down_since = time.monotonic()
         self.is_down = True
 
     def up(self) -> None:
