@@ -53,11 +53,25 @@ def _frame(k: int, n: int = 4) -> pd.DataFrame:
     return pd.DataFrame({"request_id": [f"r{k:03d}-{i}" for i in range(n)], "value": [float(k * 10 + i) for i in range(n)]})
 
 
+def test_retries_are_set_explicitly_from_the_store_config():
+    from pydantic import ValidationError
+
+    from jobs.store import storage_options
+
+    opts = storage_options(StoreConfig(root="s3://b/p", max_attempts=7, retry_mode="adaptive", read_timeout_s=9))
+    assert opts["config_kwargs"] == {"retries": {"total_max_attempts": 7, "mode": "adaptive"},
+                                     "connect_timeout": 5.0, "read_timeout": 9.0}
+    assert RunStore(StoreConfig(root="s3://b/p"), "r").fs.retries == S3FS_CALLS
+    with pytest.raises(ValidationError, match="retry_mode"):
+        StoreConfig(root="s3://b/p", retry_mode="legacy")
+
+
 def test_commits_are_exactly_once_through_a_quarter_of_requests_failing(faulty):
     proxy, bucket = faulty
     store = _store(proxy, bucket)
     store.check_access()
     proxy.configure(rate=0.25, delay_s=0.3, seed=7)
+    proxy.script("reset_after", "PUT", "/scores/_commits/", times=3)  # surely some lost answers to commits
     results: dict[int, list] = {}
     errors: list[BaseException] = []
 
