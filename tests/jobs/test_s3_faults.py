@@ -34,13 +34,9 @@ def proxy(moto_server):
 @pytest.fixture
 def faulty(proxy, s3_bucket):
     """(proxy, bucket): a fresh bucket behind the proxy, faults off and counters zero until the test says."""
-    proxy.configure(rate=0.0)
-    proxy.up()
-    proxy.reset_counts()
-    proxy._script.clear()
+    proxy.reset()
     yield proxy, s3_bucket[1]
-    proxy.configure(rate=0.0)
-    proxy.up()
+    proxy.reset()
 
 
 def _store(proxy, bucket, run_id="run-1", **kw) -> RunStore:

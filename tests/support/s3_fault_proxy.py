@@ -103,6 +103,15 @@ class S3FaultProxy:
             self.counts.clear()
             self.requests.clear()
 
+    def reset(self) -> "S3FaultProxy":
+        """No faults, S3 reachable, nothing scripted, counters at zero."""
+        self.configure(rate=0.0)
+        self.up()
+        self.reset_counts()
+        with self._lock:
+            self._script.clear()
+        return self
+
     def injected(self, kind: str | None = None, method: str | None = None) -> int:
         """How many faults were injected (of a kind, into a method; None: all)."""
         with self._lock:
