@@ -40,6 +40,15 @@ class StoreConfig(_Strict):
     access_key_id_env: str | None = Field(None, description="NAME of the env var holding the access key id (default: the AWS chain).")
     secret_access_key_env: str | None = Field(None, description="NAME of the env var holding the secret key.")
     session_token_env: str | None = Field(None, description="NAME of the env var holding a session token.")
+    max_attempts: int = Field(5, ge=1, le=20, description="S3 only: attempts per request, the first included "
+                              "(botocore retries with jittered exponential backoff, at most 20 s per wait): 503 "
+                              "SlowDown, 500 InternalError, connection resets and timeouts are retried; 403/404 are not.")
+    retry_mode: Literal["standard", "adaptive"] = Field("standard", description="S3 only: botocore's retry mode; "
+                                                        "'adaptive' also slows this client down while S3 throttles.")
+    connect_timeout_s: float = Field(5.0, gt=0, le=300, description="S3 only: seconds to wait for a connection before "
+                                     "the attempt counts as failed (and is retried).")
+    read_timeout_s: float = Field(30.0, gt=0, le=3600, description="S3 only: seconds to wait for a response before "
+                                  "the attempt counts as failed (and is retried).")
 
     @field_validator("access_key_id_env", "secret_access_key_env", "session_token_env")
     @classmethod

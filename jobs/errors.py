@@ -81,7 +81,15 @@ _S3_CODES: dict[str, tuple[type[StoreError], str]] = {
     "AccessDenied": (StoreAccessDenied, "access denied by the store's policy"),
     "403": (StoreAccessDenied, "access denied"),
     "ExpiredToken": (StoreAccessDenied, "session token has expired"),
+    # Still failing after every retry (store.max_attempts, docs/s3-faults.md): S3 is overloaded or down.
+    "SlowDown": (StoreError, "the store kept throttling (503 SlowDown) through every retry; rerun the same command later to resume"),
+    "ServiceUnavailable": (StoreError, "the store kept answering 503 through every retry; rerun the same command later to resume"),
+    "InternalError": (StoreError, "the store kept failing (500 InternalError) through every retry; rerun the same command later to resume"),
+    "503": (StoreError, "the store kept answering 503 through every retry; rerun the same command later to resume"),
+    "500": (StoreError, "the store kept answering 500 through every retry; rerun the same command later to resume"),
 }
+_UNREACHABLE = {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ConnectionRefusedError",
+                "ConnectionClosedError", "ReadTimeoutError", "ServerDisconnectedError"}
 
 
 def storage_error(exc: BaseException, uri: str) -> BatonError:
@@ -104,8 +112,9 @@ def storage_error(exc: BaseException, uri: str) -> BatonError:
     name = type(exc).__name__
     if name in {"NoCredentialsError", "PartialCredentialsError"}:
         return StoreAccessDenied(f"{uri}: no credentials found (set store.access_key_id_env/secret_access_key_env or the AWS chain)")
-    if name in {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ConnectionRefusedError"}:
-        return StoreError(f"{uri}: cannot reach the store endpoint ({name})")
+    if name in _UNREACHABLE:
+        return StoreError(f"{uri}: cannot reach the store endpoint ({name}, after every retry); rerun the same "
+                          "command when it is back to resume: committed shards are kept")
     return StoreError(f"{uri}: {name}: {_first_line(exc)}")
 
 

@@ -23,7 +23,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-from jobs.errors import EXIT_BAD_INPUT, BatonError
+from jobs.errors import EXIT_BAD_INPUT, BatonError, storage_error
 
 log = logging.getLogger(__name__)
 FOLDER = "_lease"
@@ -74,6 +74,8 @@ class Lease:
             names = self.store.fs.ls(self.store.path(FOLDER), detail=False, refresh=True)
         except FileNotFoundError:
             return []
+        except Exception as exc:  # noqa: BLE001 - S3 unreachable after its retries: exit 4, naming the bucket
+            raise storage_error(exc, self.store.uri(FOLDER)) from None
         gens = [int(m.group(1)) for n in names if (m := _NAME.match(n.rsplit("/", 1)[-1]))]
         return sorted(gens)
 
@@ -82,6 +84,10 @@ class Lease:
             return json.loads(self.store.fs.cat_file(self._path(generation)))
         except FileNotFoundError:
             return None
+        except json.JSONDecodeError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise storage_error(exc, self.store.uri(FOLDER, f"lease-{generation:08d}.json")) from None
 
     def latest(self) -> tuple[int, dict] | None:
         """The newest generation and its record (None when the run never had a lease)."""

@@ -81,9 +81,19 @@ def storage_options(cfg: StoreConfig) -> dict:
             if name not in os.environ:
                 raise StoreError(f"store.{field}: environment variable {name} is not set")
             opts[key] = os.environ[name]
+    # Bounded retries, set here explicitly rather than left to botocore's and s3fs's defaults (docs/s3-faults.md).
+    # botocore's client-config "max_attempts" counts retries only; "total_max_attempts" counts the first attempt too.
+    opts["config_kwargs"] = {"retries": {"total_max_attempts": cfg.max_attempts, "mode": cfg.retry_mode},
+                             "connect_timeout": cfg.connect_timeout_s, "read_timeout": cfg.read_timeout_s}
     # Fresh clients: s3fs caches instances by arguments, and a cached client can outlive a moto reset or a fork.
     opts["skip_instance_cache"] = True
     return opts
+
+
+# s3fs repeats a whole call that still failed after botocore's attempts with a dropped connection or SlowDown (or
+# a body cut mid-read, which botocore cannot retry) up to its `retries` times; its default, 5, multiplies botocore's
+# attempts. Once more is enough: at most S3FS_CALLS * store.max_attempts attempts per call.
+S3FS_CALLS = 2
 
 
 class RunStore:
@@ -107,6 +117,8 @@ class RunStore:
         if self._fs is None:
             protocol = "s3" if self.root.startswith("s3://") else "file"
             self._fs = fsspec.filesystem(protocol, **storage_options(self.cfg))
+            if protocol == "s3":
+                self._fs.retries = S3FS_CALLS
         return self._fs
 
     def path(self, *parts: str) -> str:
@@ -299,7 +311,8 @@ class RunStore:
                                 f"not readable as Parquet ({type(exc).__name__}: {str(exc)[:200]})") from None
 
     def is_committed(self, table: str, shard: str) -> bool:
-        return self.fs.exists(self.path(table, "_commits", f"{shard}.json"))
+        return self._guard(lambda: self.fs.exists(self.path(table, "_commits", f"{shard}.json")),
+                           self.uri(table, "_commits", f"{shard}.json"))
 
     def _write_data(self, table: str, shard: str, df: pd.DataFrame, meta: dict | None) -> tuple[str, str, dict]:
         """Write a shard's data file whole under a unique name; returns (name, path, its commit record: rows,
@@ -403,17 +416,20 @@ class RunStore:
         return Lease(self, ttl_s, heartbeat_s)
 
     def _write_bytes(self, path: str, data: bytes, exclusive: bool) -> bool:
-        """Write a whole object atomically; with exclusive, only if it does not exist (returns whether written)."""
+        """Write a whole object atomically; with exclusive, only if it does not exist (returns whether written).
+
+        Every exclusively created body is unique to its writer (a commit record names its data file's random
+        token, a lease record its owner), which is what lets a retried create recognise its own first attempt."""
         if self.root.startswith("s3://"):
             try:
                 # A single PUT is atomic on S3; If-None-Match: * makes the create exclusive.
                 self.fs.pipe_file(path, data, mode="create" if exclusive else "overwrite")
                 return True
             except FileExistsError:
-                return False
+                return self._is_own_write(path, data)
             except Exception as exc:  # noqa: BLE001
                 if exclusive and _error_is_precondition(exc):
-                    return False
+                    return self._is_own_write(path, data)
                 raise storage_error(exc, f"s3://{path}") from None
         folder = os.path.dirname(path)
         os.makedirs(folder, exist_ok=True)
@@ -434,6 +450,23 @@ class RunStore:
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
+
+    def _is_own_write(self, path: str, data: bytes) -> bool:
+        """After an exclusive create was refused (412): whether the object there is this very write. A PUT whose
+        first attempt reached S3 but whose response was lost (a reset connection, a timeout) is retried, and the
+        retry meets the object it created itself; treating that as another writer's would drop a commit (and
+        delete its data file) that every reader already sees."""
+        try:
+            existing = self.fs.cat_file(path)
+        except FileNotFoundError:
+            return False  # removed since: not a commit that stands
+        except Exception as exc:  # noqa: BLE001
+            raise storage_error(exc, f"s3://{path}") from None
+        if existing != data:
+            return False
+        log.info("run store: s3://%s: an exclusive create was retried after its response was lost; it is this "
+                 "writer's own object", path)
+        return True
 
     def shard_paths(self, table: str) -> list[str]:
         """Paths of the committed data files of a table (for Ray Data's read_parquet with ``self.fs``), after
@@ -506,7 +539,7 @@ class RunStore:
         return self._guard(lambda: self.fs.cat_file(self.path(table, name)), self.uri(table, name))
 
     def has_document(self, table: str, name: str) -> bool:
-        return self.fs.exists(self.path(table, name))
+        return self._guard(lambda: self.fs.exists(self.path(table, name)), self.uri(table, name))
 
     def manifest(self) -> dict:
         try:
