@@ -8,6 +8,11 @@ heartbeat, every ``ttl/4``, and its release). A lease whose heartbeat is older t
 that was released is taken over by creating the next generation; a holder whose heartbeat finds a newer
 generation has lost the lease and stops at the next stage boundary (``check``).
 
+A holder known to be dead is taken over at once, before its ttl: a process of this host (same hostname and same
+PID namespace) that no longer runs, or a lease this very process took and has ended (a run that failed while the
+store was unreachable could not release it). Those are the reruns that follow an outage or a crash on the same
+machine; a holder on another host is judged by its heartbeat only.
+
 Expiry compares wall clocks of different hosts: keep ``ttl`` well above their skew (the default is 60 s).
 """
 
@@ -27,6 +32,7 @@ from jobs.errors import EXIT_BAD_INPUT, BatonError, storage_error
 
 log = logging.getLogger(__name__)
 FOLDER = "_lease"
+_ACTIVE: set[str] = set()  # owners of the leases this process holds right now
 _NAME = re.compile(r"^lease-(\d{8})\.json$")
 
 
@@ -48,6 +54,35 @@ def describe(rec: dict) -> str:
     """Who holds a lease, for error messages and logs."""
     return (f"host {rec.get('host')}, pid {rec.get('pid')}, started {rec.get('started')}, "
             f"last heartbeat {rec.get('heartbeat')}, expires {_iso(float(rec.get('expires_epoch', 0)))}")
+
+
+def _pid_namespace() -> int | None:
+    """The PID namespace of this process (Linux): two containers on one host may share a hostname, not this."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+
+
+def holder_gone(rec: dict) -> bool:
+    """Whether a lease's holder is known to be dead (see the module docstring). False whenever unsure: a holder on
+    another host, in another PID namespace, a process that still runs (or a reused pid) or one we may not see."""
+    ns = _pid_namespace()
+    if rec.get("host") != socket.gethostname() or ns is None or rec.get("pid_ns") != ns:
+        return False
+    try:
+        pid = int(rec.get("pid"))
+    except (TypeError, ValueError):
+        return False
+    if pid == os.getpid():
+        return rec.get("owner") not in _ACTIVE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # e.g. PermissionError: the process exists under another user
+        return False
+    return False
 
 
 class Lease:
@@ -115,7 +150,7 @@ class Lease:
         deadline = time.monotonic() + wait_s
         while True:
             latest = self.latest()
-            if latest is not None and self.live(latest[1]):
+            if latest is not None and self.live(latest[1]) and not holder_gone(latest[1]):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise LeaseHeld(
@@ -127,7 +162,7 @@ class Lease:
             gen = 0 if latest is None else latest[0] + 1
             now = time.time()
             self.record = {"generation": gen, "owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(),
-                           "started": _iso(now), "run_id": self.store.run_id}
+                           "pid_ns": _pid_namespace(), "started": _iso(now), "run_id": self.store.run_id}
             if not self.store._write_bytes(self._path(gen), self._body(now), exclusive=True):
                 continue  # another driver created this generation first: look again
             # A contender that listed long ago may create an old, cleaned-up generation: the newest one wins.
@@ -136,9 +171,11 @@ class Lease:
                 self._remove(gen)
                 continue
             self.generation = gen
+            _ACTIVE.add(self.owner)
             if latest is not None and not latest[1].get("released"):
                 self.took_over = latest[1]
-                log.warning("run %s: took over a stale lease (%s)", self.store.run_id, describe(latest[1]))
+                why = "its holder is no longer running" if self.live(latest[1], now) else "stale"
+                log.warning("run %s: took over a lease, %s (%s)", self.store.run_id, why, describe(latest[1]))
             for old in newest[:-1]:
                 self._remove(old)
             self._stop.clear()
@@ -182,6 +219,7 @@ class Lease:
         """Stop the heartbeat and mark the lease released, unless it was lost to another driver."""
         if self.generation is None:
             return
+        _ACTIVE.discard(self.owner)
         self.stop_heartbeat()
         try:
             gens = self._generations()

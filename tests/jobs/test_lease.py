@@ -106,6 +106,35 @@ def test_killed_driver_lease_is_taken_over_after_it_expires(store):
             proc.kill()
 
 
+def test_a_dead_holder_on_this_host_is_taken_over_at_once(store):
+    # A driver that ended without releasing (crashed, or the store was down when it tried): its lease has 300 s left.
+    code = ("import os, sys, pickle; store = pickle.loads(bytes.fromhex(sys.argv[1])); "
+            "store.lease(ttl_s=300, heartbeat_s=100).acquire(0); print('held', flush=True); os._exit(0)")
+    import pickle
+
+    proc = subprocess.Popen([sys.executable, "-c", code, pickle.dumps(store).hex()], cwd=REPO,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    proc.wait(30)
+    started = time.monotonic()
+    lease = store.lease(ttl_s=30).acquire(0)  # no wait: the old holder's process is gone
+    assert time.monotonic() - started < 10 and lease.took_over["pid"] == proc.pid
+    lease.release()
+
+
+def test_this_process_reruns_after_a_release_the_store_refused(store, monkeypatch):
+    first = store.lease(ttl_s=300).acquire(0)
+    with pytest.raises(LeaseHeld):  # while it is held, this process's next driver must wait like any other
+        store.lease(ttl_s=30).acquire(0)
+    real = store._write_bytes
+    monkeypatch.setattr(store, "_write_bytes", lambda *a, **k: (_ for _ in ()).throw(OSError("store unreachable")))
+    first.release()  # the release cannot be written: the record still says held for ~300 s
+    monkeypatch.setattr(store, "_write_bytes", real)
+    again = store.lease(ttl_s=30).acquire(0)
+    assert again.took_over["owner"] == first.owner
+    again.release()
+
+
 def test_second_run_and_replay_exit_2_naming_the_holder(store, tmp_path, capsys, cli_logging):
     cfg = run_config(str(tmp_path), "run-1", [{"kind": "recorded", "name": "shadow", "path": str(tmp_path / "x.parquet")}])
     cfg["store"] = store.cfg.model_dump(exclude_none=True)
