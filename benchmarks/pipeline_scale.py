@@ -216,6 +216,8 @@ def run_one(config_path: str, result_path: str) -> None:
     sampler.join()
     store = RunStore(cfg.store, cfg.run_id)
     counts = {t: store.count_rows(t) for t in ("traffic", "responses", "scores", "labels", "quarantine")}
+    objects = store.fs.find(store.path(), detail=True)  # what the run left in the store: objects and bytes
+    footprint = {"objects": len(objects), "gib": round(sum(int(o.get("size") or 0) for o in objects.values()) / GIB, 3)}
     stages = {}
     for s in STAGES:
         a, b = clock.start.get(s), clock.end.get(s)
@@ -227,7 +229,7 @@ def run_one(config_path: str, result_path: str) -> None:
         "n": n, "store": "s3" if cfg.store.root.startswith("s3://") else "local", "stages": stages,
         "pipeline_s": round(total, 3), "wall_incl_ray_start_s": round(t1 - t_ray, 3), "ray_start_s": round(t0 - t_ray, 3),
         **sampler.peak(t_ray, t1), "spill": spill,
-        "counts": counts, "verdicts": decision["verdicts"],
+        "counts": counts, "footprint": footprint, "verdicts": decision["verdicts"],
         "estimates": {c: b["dimensions"]["quality"]["estimate"] for c, b in decision["candidates"].items()},
     }))
 
@@ -426,7 +428,7 @@ def report(results: list[dict], embed: dict | None, plain: dict[int, dict]) -> i
             p = plain[r["n"]]
             print(f"{r['n']:>9} {'plain':>5} {'script (baseline)':>16} {p['wall_s']:>8.2f} {r['n'] / p['wall_s']:>9.0f} "
                   f"{p['peak_rss_gib']:>10.2f} {'-':>11}   steps {p['steps_s']}   <- baseline")
-        print(f"{'':>9} counts {r['counts']}; verdicts {r['verdicts']}")
+        print(f"{'':>9} counts {r['counts']}; store {r['footprint']}; verdicts {r['verdicts']}")
     local = {r["n"]: r for r in results if r["store"] == "local"}
     ns = sorted(local)
     ratios = {}
@@ -463,7 +465,7 @@ def report(results: list[dict], embed: dict | None, plain: dict[int, dict]) -> i
                   "req_per_s": round(r["n"] / r["wall_incl_ray_start_s"], 1), "driver_rss_gib": r["driver_rss_gib"],
                   "workers_rss_gib": r["workers_rss_gib"], "largest_worker_rss_gib": r["largest_worker_rss_gib"],
                   "spill": r["spill"], "stages_s": {s: v["wall_s"] for s, v in r["stages"].items()},
-                  "estimates": r["estimates"],
+                  "estimates": r["estimates"], "store_footprint": r["footprint"],
                   "load_after": r["load_after"]}
                  for r in results],
         "plain": {str(n): {"wall_s": p["wall_s"], "peak_rss_gib": p["peak_rss_gib"], "steps_s": p["steps_s"],
