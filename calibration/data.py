@@ -481,3 +481,15 @@ def _judge_raw(raw: np.ndarray, names: list[str], metric_names: list[str], dimen
         cnt = np.isfinite(stack).sum(axis=2)
         out = np.where(cnt > 0, np.nansum(stack, axis=2) / np.maximum(cnt, 1), np.nan)
     return out
+
+
+def segment_codes(traffic: pd.DataFrame | None, segment_cols: list[str] | None, request_ids: np.ndarray,
+                  segment_names: list[str]) -> np.ndarray:
+    """(n_req,) codes in ``segment_names`` (a :class:`CalibrationData`'s, from all scored requests) of the segments
+    of ``request_ids``, from ``traffic`` rows that include theirs: the same names as :func:`prepare` gives them."""
+    codes, names, _ = _segments(traffic, segment_cols, request_ids)
+    pos = pd.Index(list(segment_names)).get_indexer(pd.Index(names))
+    if (pos < 0).any():
+        raise InputError(f"traffic: segment {names[int(np.flatnonzero(pos < 0)[0])]!r} is not among the decision's "
+                         f"segments {list(segment_names)[:10]}")
+    return pos[codes] if len(codes) else np.zeros(0, dtype=np.int64)
