@@ -72,12 +72,14 @@ def _read(store: RunStore, task: dict, segment_cols: list[str]) -> tuple[pd.Data
 
 
 def task_sums(store: RunStore, task: dict, ctx: dict) -> AggregateSums | Exception:
-    """One task's :class:`AggregateSums` (or the Baton error it raised, for the driver to raise as it is)."""
+    """One task's :class:`AggregateSums`, or the Baton or input error it raised, for the driver to raise as it is
+    (Ray would hand the driver a RayTaskError, which the decide stage's exit codes do not know)."""
+    from calibration.checks import InputError
     from jobs.errors import BatonError
 
     try:
         return _task_sums(store, task, ctx)
-    except BatonError as exc:
+    except (BatonError, InputError) as exc:
         return exc
 
 

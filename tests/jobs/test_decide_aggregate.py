@@ -140,3 +140,18 @@ def test_decision_entries_from_ray_equal_local(ray_cluster, tmp_path, kind):
             assert out["ray"][key] == pytest.approx(v, rel=1e-5, abs=1.5e-4), key
         else:
             assert out["ray"][key] == v, key
+
+
+def test_a_task_that_meets_a_corrupt_shard_raises_the_stores_error(ray_cluster, tmp_path):
+    """A score shard damaged after the driver read it: the driver raises the store's own CorruptShard (exit 4,
+    naming table, shard and file; the shard is set aside so a rerun redoes it), not Ray's wrapper."""
+    from jobs.errors import CorruptShard
+
+    t = simulate_pairwise(5, n_requests=300, n_labels=40)
+    store = _write_run(tmp_path / "store", "corrupt", t, "pipeline")
+    d = prepare(t.scores, t.labels, "incumbent", None, "quality", "pairwise", t.traffic, ["region"])
+    shard = sorted(store.commits("scores"))[1]
+    store.fs.pipe_file(store.path("scores", store.commits("scores")[shard]["file"]), b"not parquet")
+    with pytest.raises(CorruptShard, match=shard):
+        ray_sums(store, d, _params(d), ["region"], None)
+    assert shard not in store.commits("scores")
