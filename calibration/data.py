@@ -21,7 +21,9 @@ import numpy as np
 import pandas as pd
 
 from calibration.checks import InputError, numeric as _numeric, require as _require
-from calibration.design import LOG_PI, label_probabilities, log_pi_feature, unit_probabilities
+from calibration.design import (LOG_PI, any_unit_probability, label_probabilities, log_pi_feature,
+                               unit_probabilities)
+from calibration.features import FeatureTransform, fit_transform
 
 KINDS = ("pairwise", "binary", "ordinal")
 PAIRWISE_VALUES = (0.0, 0.5, 1.0)
@@ -64,6 +66,8 @@ class CalibrationData:
     # conversation of each request (calibration.clustered): None when turns are independent requests
     cluster_idx: np.ndarray | None = None  # (n_req,) int code of the request's conversation
     cluster_names: np.ndarray | None = None  # (n_clusters,) object: the conversation ids
+    # how X was made from the scores (FeatureSpec.rows: the same features for any subset of the scored requests)
+    features: "FeatureSpec | None" = None
 
     def estimand_mask(self) -> np.ndarray:
         """(n_req, n_candidates) bool: requests a candidate's estimand averages over (it was scored there)."""
@@ -265,30 +269,10 @@ def prepare(
         metric_names = [m for m in metric_names if m in set(metrics)]
     n_req, n_mod = len(request_ids), len(row_models)
     block_models = [incumbent, *candidates]
-    bm_of_code = pd.Index(block_models).get_indexer(pd.Index(np.asarray(mod_u, dtype=object)))
-    n_all = len(mod_u)
-    tensor = np.full((n_req, len(block_models), len(metric_names)), np.nan)
-    dup = 0
-    for j, m in enumerate(metric_names):
-        rows = np.flatnonzero(kc == met_u.index(m))
-        cell = rc[rows].astype(np.int64) * n_all + mc[rows]
-        dup += len(rows) - int(np.count_nonzero(np.bincount(cell, minlength=n_req * n_all)))
-        fin = np.isfinite(value[rows])
-        sums = np.bincount(cell[fin], weights=value[rows][fin], minlength=n_req * n_all).reshape(n_req, n_all)
-        cnt = np.bincount(cell[fin], minlength=n_req * n_all).reshape(n_req, n_all)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(cnt > 0, sums / np.maximum(cnt, 1), np.nan)
-        for code, b in enumerate(bm_of_code):
-            if b >= 0:
-                tensor[:, b, j] = mean[:, code]
-        del rows, cell, sums, cnt, mean
+    tensor, present, dup = _score_tensor(rc, mc, kc, n_req, mod_u, met_u, value, metric_names, block_models,
+                                         row_models)
     if dup:
         warns.append(f"scores: {dup} duplicate (request_id, model, metric) rows averaged")
-    present = np.zeros((n_req, n_mod), dtype=bool)
-    pm_of_code = pd.Index(row_models).get_indexer(pd.Index(np.asarray(mod_u, dtype=object)))
-    for code, pm in enumerate(pm_of_code):  # one model at a time: no int64 index array per score row
-        if pm >= 0:
-            present[rc[mc == code], pm] = True
 
     def block(model: str) -> np.ndarray:
         return tensor[:, block_models.index(model), :]
@@ -305,28 +289,16 @@ def prepare(
             mode = "weights"
         else:
             log_pi = log_pi_feature(unit_pi, kind, present, warns)
-    names = []
-    # filled in place: no per-metric stacks held at once; log pi, when the model conditions on it, goes last
-    raw = np.empty((n_req, n_mod, len(metric_names) + (log_pi is not None)))
-    if log_pi is not None:
-        raw[:, :, -1] = log_pi
-        del log_pi
-    for j, m in enumerate(metric_names):
-        has_inc = np.isfinite(inc_block[:, j]).any()
-        if kind == "pairwise":
-            for i, cb in enumerate(cand_full):
-                raw[:, i, j] = cb[:, j] - inc_block[:, j] if has_inc else cb[:, j]
-            names.append(f"{m}[diff]" if has_inc else m)
-        else:
-            for i, b in enumerate([inc_block, *cand_full]):
-                raw[:, i, j] = b[:, j]
-            names.append(m)
-    if raw.shape[2] > len(metric_names):
-        names.append(LOG_PI)
+    has_inc = [bool(np.isfinite(inc_block[:, j]).any()) for j in range(len(metric_names))]
+    raw, names = _raw_features(inc_block, cand_full, kind, metric_names, has_inc, log_pi)
+    log_pi_floor = None if log_pi is None else float(np.min(log_pi))
+    del log_pi
     del tensor, inc_block, cand_full
     judge_raw = _judge_raw(raw, names, metric_names, dimension, kind)
-    X, feat_names = _design(raw, names, max_features, present)  # overwrites raw (scratch from here on)
+    X, feat_names, transform = fit_transform(raw, names, max_features, present)  # overwrites raw (scratch now)
     del raw
+    spec = FeatureSpec(incumbent, list(candidates), kind, list(row_models), list(metric_names), has_inc,
+                       log_pi_floor, transform)
 
     seg_idx, seg_names, seg_warn = _segments(traffic, segment_cols, request_ids)
     warns += seg_warn
@@ -387,8 +359,108 @@ def prepare(
         lab_model=midx[keep].astype(np.int64), lab_cat=cat[keep].astype(np.int64),
         lab_annotator=np.asarray(ann)[keep].astype(np.int64), warnings=warns, raw_metric_names=metric_names,
         judge_raw=judge_raw, present=present, unit_pi=unit_pi, lab_pi=lab_pi,
-        design_adjustment=mode, cluster_idx=cluster_idx, cluster_names=cluster_names,
+        design_adjustment=mode, cluster_idx=cluster_idx, cluster_names=cluster_names, features=spec,
     )
+
+
+def _score_tensor(rc, mc, kc, n_req: int, mod_u, met_u: list[str], value: np.ndarray, metric_names: list[str],
+                  block_models: list[str], row_models: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
+    """(request, block model, metric) mean score, (request, row model) presence and the number of duplicate score
+    rows, from the scores' integer codes (request rank ``rc``, model ``mc``, metric ``kc``)."""
+    n_mod = len(row_models)
+    bm_of_code = pd.Index(block_models).get_indexer(pd.Index(np.asarray(mod_u, dtype=object)))
+    n_all = len(mod_u)
+    tensor = np.full((n_req, len(block_models), len(metric_names)), np.nan)
+    dup = 0
+    for j, m in enumerate(metric_names):
+        rows = np.flatnonzero(kc == met_u.index(m)) if m in met_u else np.zeros(0, dtype=np.int64)
+        cell = rc[rows].astype(np.int64) * n_all + mc[rows]
+        dup += len(rows) - int(np.count_nonzero(np.bincount(cell, minlength=n_req * n_all)))
+        fin = np.isfinite(value[rows])
+        sums = np.bincount(cell[fin], weights=value[rows][fin], minlength=n_req * n_all).reshape(n_req, n_all)
+        cnt = np.bincount(cell[fin], minlength=n_req * n_all).reshape(n_req, n_all)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(cnt > 0, sums / np.maximum(cnt, 1), np.nan)
+        for code, b in enumerate(bm_of_code):
+            if b >= 0:
+                tensor[:, b, j] = mean[:, code]
+        del rows, cell, sums, cnt, mean
+    present = np.zeros((n_req, n_mod), dtype=bool)
+    pm_of_code = pd.Index(row_models).get_indexer(pd.Index(np.asarray(mod_u, dtype=object)))
+    for code, pm in enumerate(pm_of_code):  # one model at a time: no int64 index array per score row
+        if pm >= 0:
+            present[rc[mc == code], pm] = True
+    return tensor, present, dup
+
+
+def _raw_features(inc_block: np.ndarray, cand_full: list[np.ndarray], kind: str, metric_names: list[str],
+                  has_inc: list[bool], log_pi: np.ndarray | None) -> tuple[np.ndarray, list[str]]:
+    """(request, row model, column) raw covariates and their names: for pairwise dimensions a metric the incumbent
+    has (``has_inc``) enters as candidate-minus-incumbent difference; log pi, when given, goes last."""
+    n_req, n_mod = inc_block.shape[0], len(cand_full) + (kind != "pairwise")
+    names = []
+    # filled in place: no per-metric stacks held at once
+    raw = np.empty((n_req, n_mod, len(metric_names) + (log_pi is not None)))
+    if log_pi is not None:
+        raw[:, :, -1] = log_pi
+    for j, m in enumerate(metric_names):
+        if kind == "pairwise":
+            for i, cb in enumerate(cand_full):
+                raw[:, i, j] = cb[:, j] - inc_block[:, j] if has_inc[j] else cb[:, j]
+            names.append(f"{m}[diff]" if has_inc[j] else m)
+        else:
+            for i, b in enumerate([inc_block, *cand_full]):
+                raw[:, i, j] = b[:, j]
+            names.append(m)
+    if log_pi is not None:
+        names.append(LOG_PI)
+    return raw, names
+
+
+@dataclass
+class FeatureSpec:
+    """How :func:`prepare` made a dimension's features from the scores, so the same features can be made for any
+    subset of the scored requests elsewhere (a shard on a Ray worker, :meth:`rows`): the models, the metrics,
+    which enter as differences, the floor of log pi and the fitted transform (calibration.features)."""
+
+    incumbent: str
+    candidates: list[str]
+    kind: str
+    row_models: list[str]
+    metric_names: list[str]
+    has_inc: list[bool]
+    log_pi_floor: float | None  # None: log pi is not a covariate
+    transform: FeatureTransform
+
+    def rows(self, scores: pd.DataFrame, design: pd.DataFrame | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(request ids sorted as strings, features (request, row model, feature) float32, presence (request, row
+        model)) of the requests in ``scores`` (request_id, model, metric, value; every score row of each of its
+        requests), as :func:`prepare` computed them on all scored requests. ``design``: the design table
+        prepare was given, needed when log pi is a covariate."""
+        rc, req_u = _codes(scores["request_id"])
+        mc, mod_u = _codes(scores["model"])
+        kc, met_u = _codes(scores["metric"])
+        value = scores["value"].to_numpy(dtype=np.float64, na_value=np.nan)
+        order = np.argsort(req_u.astype(str), kind="stable")
+        request_ids = req_u[order]
+        rank = np.empty(len(order), dtype=np.int32)
+        rank[order] = np.arange(len(order), dtype=np.int32)
+        block_models = [self.incumbent, *self.candidates]
+        tensor, present, _ = _score_tensor(rank[rc], mc, kc, len(request_ids), mod_u, [str(m) for m in met_u],
+                                           value, self.metric_names, block_models, self.row_models)
+        log_pi = None
+        if self.log_pi_floor is not None:
+            if design is None:
+                raise ValueError("log pi is a covariate of these features: pass the design table")
+            unit_pi = unit_probabilities(design, "design", pd.Index(request_ids), self.candidates)
+            pis = unit_pi if self.kind == "pairwise" else np.column_stack([any_unit_probability(unit_pi), unit_pi])
+            known = np.isfinite(pis) & (pis > 0)
+            log_pi = np.where(known, np.log(np.where(known, pis, 1.0)), self.log_pi_floor)
+        raw, names = _raw_features(tensor[:, 0, :], [tensor[:, 1 + i, :] for i in range(len(self.candidates))],
+                                   self.kind, self.metric_names, self.has_inc, log_pi)
+        del tensor
+        return request_ids, self.transform.apply(raw, present), present
 
 
 def _judge_raw(raw: np.ndarray, names: list[str], metric_names: list[str], dimension: str, kind: str):
@@ -411,73 +483,13 @@ def _judge_raw(raw: np.ndarray, names: list[str], metric_names: list[str], dimen
     return out
 
 
-def _design(raw: np.ndarray, names: list[str], max_features: int,
-            present: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Impute (per model mean + indicator), drop constants, standardise, PCA-compress beyond max_features.
-
-    Cells of a model that was not scored on a request (``present`` false) are imputed but flagged as nothing:
-    they never enter an estimand. ``raw`` is overwritten (its columns are worked on in place, to save a copy)."""
-    n_req, n_mod, n_feat = raw.shape
-    cols, out_names = [], []
-    for j in range(n_feat):
-        v = raw[:, :, j]  # imputed and standardised in place: ``raw`` is the caller's scratch array
-        miss = ~np.isfinite(v) & present
-        present_any = (~miss).any(axis=0)
-        if not present_any.any():
-            continue
-        for m in range(n_mod):
-            if present_any[m]:
-                v[~np.isfinite(v[:, m]), m] = np.nanmean(v[:, m])
-        grand = np.mean(v[:, present_any])
-        v[:, ~present_any] = grand
-        cols.append(v)
-        out_names.append(names[j])
-        # an indicator only where missingness varies within some model
-        varies = [(miss[:, m].any() and not miss[:, m].all()) for m in range(n_mod)]
-        if any(varies):
-            cols.append(miss.astype(float))
-            out_names.append(f"{names[j]}[missing]")
-    if not cols:
-        return np.zeros((n_req, n_mod, 0)), []
-    del v, miss
-    # Column by column (each (request, model) float64), never the whole (request, model, feature) tensor in
-    # float64 more than once: the same statistics as on the stacked array, a fraction of the peak memory.
-    mu = np.array([c.mean() for c in cols])
-    sd = np.array([c.std() for c in cols])
-    keep = sd > 1e-9 * np.maximum(1.0, np.abs(mu))
-    cols = [c for c, k in zip(cols, keep) if k]
-    out_names = [n for n, k in zip(out_names, keep) if k]
-    mu, sd = mu[keep], sd[keep]
-    if not cols:
-        return np.zeros((n_req, n_mod, 0)), []
-    for c, m_, s_ in zip(cols, mu, sd):
-        c -= m_
-        c /= s_
-    # drop exact duplicates (e.g. identical indicators)
-    head = np.stack([c.reshape(-1)[:50000] for c in cols], axis=1)
-    _, first = np.unique(np.round(head.T, 9), axis=0, return_index=True)
-    first = np.sort(first)
-    cols, out_names = [cols[i] for i in first], [out_names[i] for i in first]
-    # log pi of the labels' design stays a covariate of its own: folded into principal components it would no
-    # longer be the term the model conditions on (and decision.json reports as 'covariate')
-    kept = [(c, n) for c, n in zip(cols, out_names) if n == LOG_PI]
-    cols, out_names = [c for c, n in zip(cols, out_names) if n != LOG_PI], [n for n in out_names if n != LOG_PI]
-    if len(cols) > max_features:
-        step = max(1, (n_req * n_mod) // 200000)
-        sub = np.stack([c.reshape(-1)[::step] for c in cols], axis=1)
-        _, s, vt = np.linalg.svd(sub - sub.mean(axis=0), full_matrices=False)
-        comp = vt[:max_features]
-        A = np.empty((n_req, n_mod, max_features))
-        for r0 in range(0, n_req, 65536):  # projected in blocks of requests: a bounded stacked copy at a time
-            A[r0:r0 + 65536] = np.stack([c[r0:r0 + 65536] for c in cols], axis=2) @ comp.T
-        del cols
-        flat = A.reshape(-1, max_features)
-        mu, sd = flat.mean(axis=0), flat.std(axis=0)
-        A -= mu
-        A /= sd
-        cols, out_names = [A[:, :, i] for i in range(max_features)], [f"pc{i + 1}" for i in range(max_features)]
-    cols, out_names = cols + [c for c, _ in kept], out_names + [n for _, n in kept]
-    A = np.empty((n_req, n_mod, len(cols)), dtype=np.float32)
-    for j, c in enumerate(cols):
-        A[:, :, j] = c
-    return A, out_names
+def segment_codes(traffic: pd.DataFrame | None, segment_cols: list[str] | None, request_ids: np.ndarray,
+                  segment_names: list[str]) -> np.ndarray:
+    """(n_req,) codes in ``segment_names`` (a :class:`CalibrationData`'s, from all scored requests) of the segments
+    of ``request_ids``, from ``traffic`` rows that include theirs: the same names as :func:`prepare` gives them."""
+    codes, names, _ = _segments(traffic, segment_cols, request_ids)
+    pos = pd.Index(list(segment_names)).get_indexer(pd.Index(names))
+    if (pos < 0).any():
+        raise InputError(f"traffic: segment {names[int(np.flatnonzero(pos < 0)[0])]!r} is not among the decision's "
+                         f"segments {list(segment_names)[:10]}")
+    return pos[codes] if len(codes) else np.zeros(0, dtype=np.int64)

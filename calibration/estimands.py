@@ -166,18 +166,15 @@ def _drawn_request_effects(data: CalibrationData, p: dict[str, np.ndarray]):
     return reqs, np.ascontiguousarray(v[:, :len(reqs)], dtype=np.float32)
 
 
-def _condition_on_drawn_effects(moments, sl: slice, drawn, data: CalibrationData, p: dict[str, np.ndarray], m: int,
-                                k: float, terms: dict) -> None:
-    """Overwrite, in place, the (mean, variance, shared sd) of row model ``m``'s cells on labelled requests of the
-    chunk ``sl`` with their moments given the drawn shared effect (no covariance left to share)."""
-    reqs, v = drawn
-    lo, hi = np.searchsorted(reqs, [sl.start, sl.stop])
-    if hi == lo:
+def _condition_on_drawn_effects(moments, Xc: np.ndarray, segc: np.ndarray, drawn_local, p: dict[str, np.ndarray],
+                                m: int, cat_values: np.ndarray, k: float, terms: dict) -> None:
+    """Overwrite, in place, the (mean, variance, shared sd) of row model ``m``'s cells on the chunk's labelled
+    requests (``drawn_local``: their sorted rows in the chunk ``Xc`` and their (draw, request) drawn shared effect)
+    with their moments given that draw (no covariance left to share)."""
+    loc, v = drawn_local
+    if len(loc) == 0:
         return
-    r = reqs[lo:hi]
-    a, b, _ = _model_moments(data.X[r, m, :], np.asarray(data.seg_idx)[r], p, m, data.cat_values, k, terms,
-                             offset=v[:, lo:hi])
-    loc = r - sl.start
+    a, b, _ = _model_moments(Xc[loc, m, :], segc[loc], p, m, cat_values, k, terms, offset=v)
     moments[0][:, loc], moments[1][:, loc], moments[2][:, loc] = a, b, 0.0
 
 
@@ -194,71 +191,113 @@ def candidate_cell(e1: list, var: list, shared: list, c: int, kind: str, paired:
     return e1[c + 1] - e1[0], dvar
 
 
-def aggregate(data: CalibrationData, p: dict[str, np.ndarray], rng: np.random.Generator, chunk: int | None = None,
-              k_pred: float | None = None, groups: tuple[np.ndarray, int] | None = None) -> EstimandDraws:
-    """Posterior draws of the finite-population and population estimands (see module docstring).
+@dataclass
+class AggregateSums:
+    """Per-draw sufficient statistics of the estimands over a set of requests: sums per (draw, candidate, segment)
+    of the cells' predictive means ``s1``, their squares ``s2`` and their predictive variances ``nv``, and the
+    requests in each candidate's estimand per segment ``n_seg`` (candidate, segment). Sums over disjoint sets of
+    requests add, so any partition of the requests (chunks, shards on other machines) gives the same totals up to
+    the order of float additions; :func:`finish` turns them into draws."""
 
-    ``chunk`` requests at a time (default: about 4M draw x request cells, i.e. a few 16 MB float32 work arrays per
-    row model whatever the number of draws), so memory stays bounded at any number of requests.
-    ``groups`` (code per request, number of groups): the ``*_seg`` draws are per group instead of per segment (e.g.
-    turn positions); the model still predicts each request with its own segment's terms."""
-    D = p["cut"].shape[0]
-    M, N = data.n_models, data.n_req
-    S = len(data.segment_names) if groups is None else int(groups[1])
-    C = len(data.candidates)
-    if chunk is None:
-        chunk = max(256, (1 << 22) // max(D, 1))
-    req, mod, ybar, cnt = data.labelled_cells()
-    obs = np.full((N, M), np.nan, dtype=np.float32)
-    obs[req, mod] = ybar
-    if k_pred is None:
-        k_pred = float(np.median(cnt)) if len(cnt) else 1.0
-    emask = data.estimand_mask().astype(np.float32)  # (N, C)
-    s1 = np.zeros((D, C, S))
-    s2 = np.zeros((D, C, S))
-    nv = np.zeros((D, C, S))
-    seg_all = np.asarray(data.seg_idx)
-    grp_all = seg_all if groups is None else np.asarray(groups[0])
-    n_seg = np.zeros((C, S))
+    s1: np.ndarray
+    s2: np.ndarray
+    nv: np.ndarray
+    n_seg: np.ndarray
+
+    @classmethod
+    def zeros(cls, D: int, C: int, S: int) -> "AggregateSums":
+        return cls(np.zeros((D, C, S)), np.zeros((D, C, S)), np.zeros((D, C, S)), np.zeros((C, S)))
+
+    def add(self, other: "AggregateSums") -> "AggregateSums":
+        """Adds ``other`` in place (returns self)."""
+        self.s1 += other.s1
+        self.s2 += other.s2
+        self.nv += other.nv
+        self.n_seg += other.n_seg
+        return self
+
+
+@dataclass
+class AggregationModel:
+    """What :func:`chunk_sums` needs besides the requests' rows, computed once from the posterior draws ``p``:
+    the kind, the categories' values, ``k_pred`` (annotators per predicted cell) and each row model's per-draw
+    coefficients. Small: O(draws x models x (features + segments)), so it travels to remote tasks cheaply."""
+
+    p: dict
+    kind: str
+    cat_values: np.ndarray
+    k_pred: float
+    n_candidates: int
+    terms: list
+    cond_terms: list | None  # with a drawn shared request effect (calibration.models), else None
+    paired: bool
+
+    @classmethod
+    def build(cls, p: dict[str, np.ndarray], kind: str, cat_values: np.ndarray, n_models: int, n_candidates: int,
+              k_pred: float, conditioned: bool) -> "AggregationModel":
+        terms = [_model_terms(p, m, cat_values) for m in range(n_models)]
+        paired = kind != "pairwise" and bool(np.any(p.get("req_sigma", np.zeros(1)) > 0))
+        cond = [_model_terms(p, m, cat_values, shared=False) for m in range(n_models)] if conditioned else None
+        return cls(p, kind, np.asarray(cat_values), float(k_pred), n_candidates, terms, cond, paired)
+
+
+def k_pred_of(data: CalibrationData) -> float:
+    """Annotators per predicted cell: the median count of the labelled cells (1 without labels)."""
+    cnt = data.labelled_cells()[3]
+    return float(np.median(cnt)) if len(cnt) else 1.0
+
+
+def chunk_sums(model: AggregationModel, X: np.ndarray, seg: np.ndarray, grp: np.ndarray, emask: np.ndarray,
+               obs: np.ndarray, S: int, drawn_local=None) -> AggregateSums:
+    """:class:`AggregateSums` of one chunk of requests (a pure function of its rows).
+
+    ``X`` (R, models, features) standardised features, ``seg`` (R,) segment codes (the model's terms), ``grp``
+    (R,) codes of the groups summed (the segments, or e.g. turn positions), ``emask`` (R, candidates) float 0/1:
+    the requests in each candidate's estimand, ``obs`` (R, models) float32 mean observed label, NaN where
+    unlabelled, ``drawn_local`` (sorted chunk rows of labelled requests, their (draw, row) drawn shared effect)
+    or None. Memory: a few (draw, R) float32 arrays per row model."""
+    D, C, M = model.p["cut"].shape[0], model.n_candidates, len(model.terms)
+    R = len(seg)
+    out = AggregateSums.zeros(D, C, S)
     for c in range(C):
-        n_seg[c] = np.bincount(grp_all, weights=emask[:, c], minlength=S)[:S]
-    terms = [_model_terms(p, m, data.cat_values) for m in range(M)]
-    drawn = _drawn_request_effects(data, p)
-    paired = data.kind != "pairwise" and bool(np.any(p.get("req_sigma", np.zeros(1)) > 0))
-    cond_terms = [_model_terms(p, m, data.cat_values, shared=False) for m in range(M)] if drawn else None
-    for r0 in range(0, N, chunk):
-        sl = slice(r0, min(N, r0 + chunk))
-        seg, grp = seg_all[sl], grp_all[sl]
-        R = len(seg)
-        e1, var, shared = [], [], []
-        for m in range(M):
-            a, b, g = _model_moments(data.X[sl, m, :], seg, p, m, data.cat_values, k_pred, terms[m])
-            if drawn:
-                _condition_on_drawn_effects((a, b, g), sl, drawn, data, p, m, k_pred, cond_terms[m])
-            lab = np.flatnonzero(np.isfinite(obs[sl, m]))
-            if len(lab):  # a labelled cell contributes its observed mean label, exactly
-                a[:, lab] = obs[sl, m][lab][None, :]
-                b[:, lab] = 0.0
-                g[:, lab] = 0.0
-            e1.append(a)
-            var.append(b)
-            shared.append(g)
-        if S <= 64:
-            onehot = np.zeros((R, S), dtype=np.float32)
-            onehot[np.arange(R), grp] = 1.0
-        else:  # many segments: sums over runs of requests sorted by segment instead of a wide one-hot matmul
-            order = np.argsort(grp, kind="stable")
-            starts = np.flatnonzero(np.r_[True, np.diff(grp[order]) != 0])
-            seg_ids = grp[order][starts]
-        for c in range(C):
-            diff, dvar = candidate_cell(e1, var, shared, c, data.kind, paired)
-            mk = emask[sl, c]
-            for acc, a in ((s1, diff), (s2, diff * diff), (nv, dvar)):
-                if S <= 64:  # (D, R) @ (R, S): sums per segment over this candidate's estimand requests
-                    acc[:, c, :] += a @ (onehot * mk[:, None])
-                else:
-                    acc[:, c, seg_ids] += np.add.reduceat((a * mk[None, :])[:, order], starts, axis=1)
-        del e1, var, shared
+        out.n_seg[c] = np.bincount(grp, weights=emask[:, c], minlength=S)[:S]
+    e1, var, shared = [], [], []
+    for m in range(M):
+        a, b, g = _model_moments(X[:, m, :], seg, model.p, m, model.cat_values, model.k_pred, model.terms[m])
+        if drawn_local is not None:
+            _condition_on_drawn_effects((a, b, g), X, seg, drawn_local, model.p, m, model.cat_values,
+                                        model.k_pred, model.cond_terms[m])
+        lab = np.flatnonzero(np.isfinite(obs[:, m]))
+        if len(lab):  # a labelled cell contributes its observed mean label, exactly
+            a[:, lab] = obs[:, m][lab][None, :]
+            b[:, lab] = 0.0
+            g[:, lab] = 0.0
+        e1.append(a)
+        var.append(b)
+        shared.append(g)
+    if S <= 64:
+        onehot = np.zeros((R, S), dtype=np.float32)
+        onehot[np.arange(R), grp] = 1.0
+    else:  # many segments: sums over runs of requests sorted by segment instead of a wide one-hot matmul
+        order = np.argsort(grp, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(grp[order]) != 0])
+        seg_ids = grp[order][starts]
+    for c in range(C):
+        diff, dvar = candidate_cell(e1, var, shared, c, model.kind, model.paired)
+        mk = emask[:, c]
+        for acc, a in ((out.s1, diff), (out.s2, diff * diff), (out.nv, dvar)):
+            if S <= 64:  # (D, R) @ (R, S): sums per segment over this candidate's estimand requests
+                acc[:, c, :] += a @ (onehot * mk[:, None])
+            else:
+                acc[:, c, seg_ids] += np.add.reduceat((a * mk[None, :])[:, order], starts, axis=1)
+    return out
+
+
+def finish(sums: AggregateSums, rng: np.random.Generator, kind: str, cat_values: np.ndarray) -> EstimandDraws:
+    """Posterior draws of the finite-population and population estimands (module docstring) from the summed
+    sufficient statistics of all requests: O(draws x candidates x segments), whatever the number of requests."""
+    s1, s2, nv, n_seg = sums.s1, sums.s2, sums.nv, sums.n_seg
+    D, C, S = s1.shape
     ns = np.maximum(n_seg, 1.0)
     mean_s = s1 / ns
     # Var_r over the traffic of the *realised* values: the spread of the predictive means plus the mean predictive
@@ -268,8 +307,8 @@ def aggregate(data: CalibrationData, p: dict[str, np.ndarray], rng: np.random.Ge
     z1, z2 = rng.standard_normal((2, D, C, S))
     # The normal terms are large-n approximations; in a segment of a few requests they can step outside the scale
     # (a win rate above 1), so draws are kept on the estimand's range.
-    lo_v, hi_v = float(np.min(data.cat_values)), float(np.max(data.cat_values))
-    lo, hi = (lo_v, hi_v) if data.kind == "pairwise" else (lo_v - hi_v, hi_v - lo_v)
+    lo_v, hi_v = float(np.min(cat_values)), float(np.max(cat_values))
+    lo, hi = (lo_v, hi_v) if kind == "pairwise" else (lo_v - hi_v, hi_v - lo_v)
     fp_seg = np.clip(mean_s + np.sqrt(nv) / ns * z1, lo, hi)
     pop_seg = np.clip(fp_seg + np.sqrt(pop_var_s) * z2, lo, hi)
     Ntot = np.maximum(n_seg.sum(axis=1), 1.0)  # (C,)
@@ -278,3 +317,56 @@ def aggregate(data: CalibrationData, p: dict[str, np.ndarray], rng: np.random.Ge
     pop_var = (np.maximum(s2.sum(axis=2) / Ntot - mean_all**2, 0.0) + nv.sum(axis=2) / Ntot) / Ntot
     pop = np.clip(fp + np.sqrt(pop_var) * rng.standard_normal((D, C)), lo, hi)
     return EstimandDraws(fp=fp, pop=pop, fp_seg=fp_seg, pop_seg=pop_seg, n_seg=n_seg)
+
+
+def aggregation_model(data: CalibrationData, p: dict[str, np.ndarray], k_pred: float | None = None):
+    """(:class:`AggregationModel`, drawn shared effects or None) of ``data`` and the posterior draws ``p``."""
+    drawn = _drawn_request_effects(data, p)
+    model = AggregationModel.build(p, data.kind, data.cat_values, data.n_models, len(data.candidates),
+                                   k_pred_of(data) if k_pred is None else k_pred, drawn is not None)
+    return model, drawn
+
+
+def observed_cells(data: CalibrationData) -> np.ndarray:
+    """(n_req, n_models) float32 mean observed label, NaN where unlabelled."""
+    req, mod, ybar, _ = data.labelled_cells()
+    obs = np.full((data.n_req, data.n_models), np.nan, dtype=np.float32)
+    obs[req, mod] = ybar
+    return obs
+
+
+def local_sums(data: CalibrationData, p: dict[str, np.ndarray], chunk: int | None = None,
+               k_pred: float | None = None, groups: tuple[np.ndarray, int] | None = None) -> AggregateSums:
+    """:class:`AggregateSums` of all of ``data``'s requests, in chunks of ``chunk`` requests in this process."""
+    D = p["cut"].shape[0]
+    N = data.n_req
+    S = len(data.segment_names) if groups is None else int(groups[1])
+    if chunk is None:
+        chunk = max(256, (1 << 22) // max(D, 1))
+    model, drawn = aggregation_model(data, p, k_pred)
+    obs = observed_cells(data)
+    emask = data.estimand_mask().astype(np.float32)  # (N, C)
+    seg_all = np.asarray(data.seg_idx)
+    grp_all = seg_all if groups is None else np.asarray(groups[0])
+    total = AggregateSums.zeros(D, len(data.candidates), S)
+    for r0 in range(0, N, chunk):
+        sl = slice(r0, min(N, r0 + chunk))
+        local = None
+        if drawn is not None:
+            reqs, v = drawn
+            lo, hi = np.searchsorted(reqs, [sl.start, sl.stop])
+            local = (reqs[lo:hi] - sl.start, v[:, lo:hi])
+        total.add(chunk_sums(model, data.X[sl], seg_all[sl], grp_all[sl], emask[sl], obs[sl], S, local))
+    return total
+
+
+def aggregate(data: CalibrationData, p: dict[str, np.ndarray], rng: np.random.Generator, chunk: int | None = None,
+              k_pred: float | None = None, groups: tuple[np.ndarray, int] | None = None) -> EstimandDraws:
+    """Posterior draws of the finite-population and population estimands (see module docstring):
+    :func:`local_sums` then :func:`finish`.
+
+    ``chunk`` requests at a time (default: about 4M draw x request cells, i.e. a few 16 MB float32 work arrays per
+    row model whatever the number of draws), so memory stays bounded at any number of requests.
+    ``groups`` (code per request, number of groups): the ``*_seg`` draws are per group instead of per segment (e.g.
+    turn positions); the model still predicts each request with its own segment's terms."""
+    return finish(local_sums(data, p, chunk, k_pred, groups), rng, data.kind, data.cat_values)

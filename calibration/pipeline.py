@@ -17,7 +17,7 @@ from calibration.config import DecisionConfig
 from calibration.data import CalibrationData, prepare
 from calibration.schema import CandidateDecision, Decision, DimensionResult, ResultRow
 from calibration.diagnostics import heldout_check, sampler_diagnostics
-from calibration.estimands import aggregate, thin_params
+from calibration.estimands import aggregate, finish, thin_params
 from calibration.models import fit
 
 
@@ -54,13 +54,17 @@ def _check_basis(basis: str) -> None:
 
 def decide(scores: pd.DataFrame, labels: pd.DataFrame, traffic: pd.DataFrame | None, config: DecisionConfig,
            incumbent: str, candidates: list[str] | None = None, segments: list[str] | None = None,
-           design: pd.DataFrame | None = None, run_id: str | None = None) -> Decision:
+           design: pd.DataFrame | None = None, run_id: str | None = None, aggregate_sums=None) -> Decision:
     """The decision (docs/decision-schema.md) for the given tables. Raises calibration.data.InputError on bad input.
 
     ``config`` is the run config's decision section (or `baton decide`'s flags); ``incumbent``, ``candidates``
     (None or empty: every other model in scores) and ``segments`` (traffic columns) are facts of the run.
     ``design`` (request_id, model, inclusion_prob per candidate unit) is the labels' sampling design; without it
-    the labels' own ``inclusion_prob`` column is used when present (calibration.data.prepare)."""
+    the labels' own ``inclusion_prob`` column is used when present (calibration.data.prepare).
+    ``aggregate_sums(data, p) -> AggregateSums | None``: computes the estimands' per-draw sufficient statistics
+    over all scored requests elsewhere (jobs.decide_aggregate: Ray tasks over the run's shards); None, or a None
+    answer, sums them here (calibration.estimands.local_sums). Used for request-level (turn) dimensions without
+    conversations; the draws are finished here from the sums either way."""
     d = config
     settings = SamplerSettings(draws=d.draws, tune=d.tune, chains=d.chains, min_segment_n=d.min_segment_n)
     dims: dict[str, dict[str, DimensionResult]] = {}
@@ -93,7 +97,8 @@ def decide(scores: pd.DataFrame, labels: pd.DataFrame, traffic: pd.DataFrame | N
         entries = calibrate_dimension(data, d.margin, d.confidence, seed=d.seed, settings=settings,
                                       gating=dim.gating, basis=d.basis,
                                       gating_dimensions=sum(x.gating for x in d.dimensions),
-                                      positions=positions, positions_gating=d.turn_positions_gating)
+                                      positions=positions, positions_gating=d.turn_positions_gating,
+                                      aggregate_sums=aggregate_sums if dim.label_unit == "turn" else None)
         for cand, entry in entries.items():
             entry["estimand"] = dim.label_unit
             reasons.setdefault(cand, []).extend(f"{dim.name}: {r}" for r in entry.pop("reasons"))
@@ -113,7 +118,7 @@ def calibrate_dimension(data: CalibrationData, margin: float, confidence: float,
                         settings: SamplerSettings | None = None, gating: bool = True,
                         basis: str = "population", gating_dimensions: int = 1,
                         positions: tuple[np.ndarray, list[str]] | None = None,
-                        positions_gating: bool = True) -> dict[str, dict]:
+                        positions_gating: bool = True, aggregate_sums=None) -> dict[str, dict]:
     """Decision-schema ``dimensions[<name>]`` entry for each candidate.
 
     ``basis``: which draws the verdict, P(non-inferior), P(superior) and labels_needed come from: ``population``
@@ -140,7 +145,7 @@ def calibrate_dimension(data: CalibrationData, margin: float, confidence: float,
     rng = np.random.default_rng(seed)
     p = thin_params(params, 0, st.max_posterior_draws, rng)
     return summarise_dimension(data, p, diag, margin, confidence, seed, st, gating, basis, calib, rng,
-                               gating_dimensions, positions, positions_gating)
+                               gating_dimensions, positions, positions_gating, aggregate_sums)
 
 
 def summarise_dimension(data: CalibrationData, p: dict[str, np.ndarray], diag: dict, margin: float,
@@ -148,16 +153,17 @@ def summarise_dimension(data: CalibrationData, p: dict[str, np.ndarray], diag: d
                         basis: str = "population", calib: dict | None = None,
                         rng: np.random.Generator | None = None, gating_dimensions: int = 1,
                         positions: tuple[np.ndarray, list[str]] | None = None,
-                        positions_gating: bool = True) -> dict[str, dict]:
+                        positions_gating: bool = True, aggregate_sums=None) -> dict[str, dict]:
     """The entries of :func:`calibrate_dimension` from one block's posterior draws ``p`` (so a benchmark can fit
-    many replicates in one vectorised model and decide each)."""
+    many replicates in one vectorised model and decide each). ``aggregate_sums``: see :func:`decide`."""
     _check_basis(basis)
     rng = rng or np.random.default_rng(seed)
     diag = dict(diag)
     diag["ppc"] = heldout_check(data, p)
     conversations = data.cluster_idx is not None  # turns of one conversation are correlated (calibration.clustered)
     agg = clustered.aggregate_clustered if conversations else aggregate
-    est = agg(data, p, rng)
+    sums = None if conversations or aggregate_sums is None else aggregate_sums(data, p)
+    est = agg(data, p, rng) if sums is None else finish(sums, rng, data.kind, data.cat_values)
     grouping = None
     if positions is not None:  # the same posterior draws, summed by turn position instead of by segment
         idx, names = positions

@@ -27,6 +27,7 @@ from calibration.schema import Decision
 from jobs.compact import read_scores_compact
 from jobs.config import RunConfig
 from jobs.contracts import read_table_file
+from jobs.decide_aggregate import sums_function
 from jobs.errors import EXIT_GATE, EXIT_OK, BatonError, ContractError
 from jobs.labels.checks import design_weights, screen_labels
 from jobs.store import RunStore
@@ -44,16 +45,27 @@ def run(cfg: RunConfig, store: RunStore) -> Decision:
     design = design_weights(store) if cfg.decision.design_adjustment != "none" else None
     if design is not None and design.empty:
         design = None
+    # decision.aggregate: the estimands' sums over the scored requests as Ray tasks over the shards (or here)
+    sums = sums_function(cfg.decision.aggregate, store, list(cfg.traffic.segments), design,
+                         ensure=lambda: _join_ray(cfg))
     try:
         decision = decide(scores, labels, traffic, cfg.decision, cfg.incumbent.name,
                           [c.name for c in cfg.candidates], list(cfg.traffic.segments), design=design,
-                          run_id=cfg.run_id)
+                          run_id=cfg.run_id, aggregate_sums=sums)
     except InputError as exc:
         raise ContractError(f"{store.uri()}: {exc}") from None
     doc = decision.as_dict()
     store.write_document("decision", "decision.json", json.dumps(doc, indent=2, default=float))
     store.update_manifest(stages={"decide": {"verdicts": doc["verdicts"], "warnings": doc["warnings"]}})
     return decision
+
+
+def _join_ray(cfg: RunConfig) -> None:
+    """Join the run's Ray, or start a local one tied to this driver's life (jobs.migrate.start_local_ray; imported
+    here because jobs.migrate imports this module)."""
+    from jobs.migrate import start_local_ray  # noqa: PLC0415
+
+    start_local_ray(cfg)
 
 
 def decision_traffic(store: RunStore, segments: list[str]) -> pd.DataFrame | None:
