@@ -100,7 +100,10 @@ def through_ray(sentences: list[str], batch_size: int, cpus: int, rows_per_batch
     t0 = time.perf_counter()
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     t_init = time.perf_counter()
-    ds = ray.data.from_pandas(df).map_batches(
+    # One block per Ray Data batch: outputs stream back as they are made (one 20k-row block would come back whole,
+    # hiding the start-up inside the first "batch").
+    blocks = [df.iloc[i:i + rows_per_batch] for i in range(0, len(df), rows_per_batch)]
+    ds = ray.data.from_pandas(blocks).map_batches(
         Embedder, fn_constructor_kwargs={"config": EmbeddingConfig(batch_size=batch_size, device="cpu",
                                                                    torch_threads=cpus),
                                          "fields": ("response",)},
