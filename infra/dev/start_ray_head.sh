@@ -4,7 +4,9 @@
 #
 # Env: VENV (default <repo>/.venv), BATON_RAY_TMPDIR (default /tmp/baton-ray-<uid>; keep it short,
 # Ray's socket paths must stay under 107 bytes), BATON_RAY_PORT (6379), BATON_RAY_DASHBOARD_PORT
-# (8265), BATON_RAY_CLIENT_PORT (10001), BATON_RAY_NUM_CPUS (all cores).
+# (8265), BATON_RAY_CLIENT_PORT (10001), BATON_RAY_AGENT_PORT (Ray's 52365: the dashboard agent's HTTP port,
+# the one `ray job submit` needs; a second Ray on the machine already holds the default, so set it there),
+# BATON_RAY_NUM_CPUS (all cores).
 # Prints RAY_ADDRESS=... and RAY_DASHBOARD=... lines, also written to $BATON_RAY_TMPDIR/head.env.
 set -euo pipefail
 
@@ -14,6 +16,7 @@ tmp=${BATON_RAY_TMPDIR:-/tmp/baton-ray-$(id -u)}
 port=${BATON_RAY_PORT:-6379}
 dash_port=${BATON_RAY_DASHBOARD_PORT:-8265}
 client_port=${BATON_RAY_CLIENT_PORT:-10001}
+agent_port=${BATON_RAY_AGENT_PORT:-52365}
 
 # Without these two Ray advertised and bound a non-loopback address on this kind of machine.
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
@@ -26,6 +29,7 @@ args=(start --head
   --ray-client-server-port="$client_port"
   --dashboard-host=127.0.0.1
   --dashboard-port="$dash_port"
+  --dashboard-agent-listen-port="$agent_port"
   --temp-dir="$tmp"
   --disable-usage-stats)
 if [[ -n "${BATON_RAY_NUM_CPUS:-}" ]]; then

@@ -27,10 +27,13 @@ def ray_head(moto_server):
     tmp = f"/tmp/bre-{secrets.token_hex(3)}"  # short: Ray's socket paths must stay under 107 bytes
     env = dict(os.environ)
     env.update(S3_ENV)
-    gcs_port, dashboard_port, client_port = free_ports(3)
+    # The agent's port too: Ray's default (52365) is taken by any other Ray on the machine, and then no job can be
+    # submitted ("No available agent to submit job").
+    gcs_port, dashboard_port, client_port, agent_port = free_ports(4)
     env.update({
         "BATON_RAY_TMPDIR": tmp, "BATON_RAY_PORT": str(gcs_port), "BATON_RAY_DASHBOARD_PORT": str(dashboard_port),
-        "BATON_RAY_CLIENT_PORT": str(client_port), "BATON_RAY_NUM_CPUS": "2", "VENV": str(VENV),
+        "BATON_RAY_CLIENT_PORT": str(client_port), "BATON_RAY_AGENT_PORT": str(agent_port),
+        "BATON_RAY_NUM_CPUS": "2", "VENV": str(VENV),
         "PATH": f"{VENV / 'bin'}:{env.get('PATH', '')}",
         # The job's driver reads its config from S3 before it knows the store's endpoint.
         "AWS_ENDPOINT_URL_S3": moto_server,
