@@ -9,7 +9,7 @@ import json
 import pandas as pd
 import pytest
 
-from tests.support.fixtures import pipeline_scale_module
+from tests.support.fixtures import assert_exactly_once, pipeline_scale_module
 
 N = 120
 SHARD_ROWS = 40
@@ -47,26 +47,6 @@ def _config(raw: dict, root: str, run_id: str, **store):
     return parse_config({**raw, "run_id": run_id, "store": {"root": root, **store}}, "test config")
 
 
-def assert_exactly_once(store, cfg) -> None:
-    """Every table holds every request id exactly once (per model, per metric where the table has those)."""
-    traffic = store.read_table("traffic")
-    ids = set(traffic["request_id"])
-    assert len(ids) == N and traffic["request_id"].is_unique
-    responses = store.read_table("responses")
-    for cand in cfg.candidates:
-        got = responses.loc[responses["model"] == cand.name, "request_id"]
-        assert got.is_unique and set(got) == ids, cand.name
-    scores = store.read_table("scores")
-    assert not scores.duplicated(["request_id", "model", "metric"]).any()
-    for (model, metric), grp in scores.groupby(["model", "metric"]):
-        assert set(grp["request_id"]) <= ids, (model, metric)
-    for model in [cfg.incumbent.name, *(c.name for c in cfg.candidates)]:
-        checks = scores[(scores["model"] == model) & (scores["metric"] == "check.length_chars")]
-        assert set(checks["request_id"]) == ids, model
-    quarantine = store.read_table("quarantine")
-    if len(quarantine):
-        assert not quarantine.duplicated(["source", "row", "request_id", "field"]).any()
-
 
 def _cut_in_half(store, path: str) -> None:
     raw = store.fs.cat_file(path)
@@ -97,7 +77,7 @@ def _rerun_heals(store, cfg) -> None:
     for table, shard in hurt.items():
         assert store.is_committed(table, shard)
     assert store.verify("responses") == [] and store.verify("scores") == []
-    assert_exactly_once(store, cfg)
+    assert_exactly_once(store, cfg, N)
 
 
 def test_resumed_run_reports_the_whole_run_and_a_corrupt_store_heals(inputs, ray_local):

@@ -16,7 +16,7 @@ import pytest
 from jobs.config import StoreConfig
 from jobs.errors import StoreError
 from jobs.store import S3FS_CALLS, RunStore
-from tests.support.fixtures import pipeline_scale_module
+from tests.support.fixtures import assert_exactly_once, pipeline_scale_module
 from tests.support.s3_fault_proxy import KINDS, METHODS, S3FaultProxy
 
 N = 60
@@ -201,16 +201,7 @@ def _run_config(raw, proxy, bucket, run_id):
 
 
 def _assert_exactly_once(store, cfg) -> None:
-    ids = set(store.read_table("traffic")["request_id"])
-    assert len(ids) == N
-    responses = store.read_table("responses")
-    for cand in cfg.candidates:
-        got = responses.loc[responses["model"] == cand.name, "request_id"]
-        assert got.is_unique and set(got) == ids, cand.name
-    scores = store.read_table("scores")
-    assert not scores.duplicated(["request_id", "model", "metric"]).any()
-    for model in [cfg.incumbent.name, *(c.name for c in cfg.candidates)]:
-        assert set(scores.loc[(scores["model"] == model) & (scores["metric"] == "check.length_chars"), "request_id"]) == ids
+    assert_exactly_once(store, cfg, N)
     for table in ("traffic", "responses", "scores"):
         assert store.verify(table) == [] and store.garbage(table) == [], table
 

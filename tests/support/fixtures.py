@@ -81,3 +81,25 @@ def pipeline_scale_module():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def assert_exactly_once(store, cfg, n: int) -> None:
+    """Every table of a run of ``n`` requests holds every request id exactly once (per model, per metric where the
+    table has those); ``cfg`` is the run's config."""
+    traffic = store.read_table("traffic")
+    ids = set(traffic["request_id"])
+    assert len(ids) == n and traffic["request_id"].is_unique
+    responses = store.read_table("responses")
+    for cand in cfg.candidates:
+        got = responses.loc[responses["model"] == cand.name, "request_id"]
+        assert got.is_unique and set(got) == ids, cand.name
+    scores = store.read_table("scores")
+    assert not scores.duplicated(["request_id", "model", "metric"]).any()
+    for (model, metric), grp in scores.groupby(["model", "metric"]):
+        assert set(grp["request_id"]) <= ids, (model, metric)
+    for model in [cfg.incumbent.name, *(c.name for c in cfg.candidates)]:
+        checks = scores[(scores["model"] == model) & (scores["metric"] == "check.length_chars")]
+        assert set(checks["request_id"]) == ids, model
+    quarantine = store.read_table("quarantine")
+    if len(quarantine):
+        assert not quarantine.duplicated(["source", "row", "request_id", "field"]).any()
