@@ -17,12 +17,22 @@ QUARANTINE_COLUMNS = ["stage", "source", "row", "request_id", "field", "reason",
 DESIGN_COLUMNS = ["batch", "request_id", "model", "inclusion_prob", "selected"]
 
 
+def parquet_bytes_frame(raw: bytes, **kwargs) -> pd.DataFrame:
+    """Parquet bytes as a frame, read from an Arrow buffer. Not through a Python file object (pandas' file handle,
+    BytesIO): Arrow's reader threads calling back into Python can abort the interpreter at exit with "terminate
+    called without an active exception" (apache/arrow#34314, #50482; `baton decide` exited -6 once in CI)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return pq.read_table(pa.BufferReader(raw), **kwargs).to_pandas()
+
+
 def read_one(fs, path: str) -> pd.DataFrame:
     """One Parquet, JSONL, JSON or CSV file from an fsspec filesystem (request ids stay strings in CSV)."""
     lower = path.lower()
     with fs.open(path, "rb") as fh:
         if lower.endswith(".parquet"):
-            return pd.read_parquet(fh)
+            return parquet_bytes_frame(fh.read())
         if lower.endswith((".jsonl", ".ndjson")):
             return pd.read_json(fh, lines=True, dtype=False)
         if lower.endswith(".json"):

@@ -163,15 +163,19 @@ class Lease:
             now = time.time()
             self.record = {"generation": gen, "owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(),
                            "pid_ns": _pid_namespace(), "started": _iso(now), "run_id": self.store.run_id}
+            # Active from before its record exists until after it is marked released: a waiter in this process
+            # must never read this lease as its own ended one (holder_gone).
+            _ACTIVE.add(self.owner)
             if not self.store._write_bytes(self._path(gen), self._body(now), exclusive=True):
+                _ACTIVE.discard(self.owner)
                 continue  # another driver created this generation first: look again
             # A contender that listed long ago may create an old, cleaned-up generation: the newest one wins.
             newest = self._generations()
             if newest and newest[-1] != gen:
                 self._remove(gen)
+                _ACTIVE.discard(self.owner)
                 continue
             self.generation = gen
-            _ACTIVE.add(self.owner)
             if latest is not None and not latest[1].get("released"):
                 self.took_over = latest[1]
                 why = "its holder is no longer running" if self.live(latest[1], now) else "stale"
@@ -219,7 +223,6 @@ class Lease:
         """Stop the heartbeat and mark the lease released, unless it was lost to another driver."""
         if self.generation is None:
             return
-        _ACTIVE.discard(self.owner)
         self.stop_heartbeat()
         try:
             gens = self._generations()
@@ -229,6 +232,8 @@ class Lease:
         except Exception as exc:  # noqa: BLE001 - an unreleased lease expires after ttl anyway
             log.warning("run %s: lease release failed (%s); it expires in %.0f s", self.store.run_id,
                         type(exc).__name__, self.ttl_s)
+        finally:
+            _ACTIVE.discard(self.owner)
         self.generation = None
 
     def __enter__(self) -> "Lease":

@@ -22,6 +22,7 @@ from datetime import date as Date
 
 import pandas as pd
 
+from common.tables import parquet_bytes_frame
 from calibration.schema import Decision
 from jobs.config import RunConfig, load_config
 from jobs.errors import EXIT_GATE, EXIT_OK, ConfigError
@@ -92,7 +93,7 @@ def read_history(store: RunStore) -> pd.DataFrame:
         files = sorted(f for f in store.fs.ls(folder, detail=False, refresh=True) if f.endswith(".parquet"))
     except FileNotFoundError:
         return pd.DataFrame()
-    frames = [pd.read_parquet(io.BytesIO(store.fs.cat_file(f))) for f in files]
+    frames = [parquet_bytes_frame(store.fs.cat_file(f)) for f in files]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

@@ -45,6 +45,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from common.tables import parquet_bytes_frame
 from jobs.config import StoreConfig
 from jobs.errors import CorruptShard, StoreError, storage_error
 
@@ -305,7 +306,7 @@ class RunStore:
         """Decode a shard; bytes that pass the checks but are not Parquet (a record without a checksum) are
         corruption too."""
         try:
-            return pq.read_table(io.BytesIO(raw), **kwargs).to_pandas()
+            return parquet_bytes_frame(raw, **kwargs)
         except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
             raise self._corrupt(table, shard, self.uri(table, rec["file"]),
                                 f"not readable as Parquet ({type(exc).__name__}: {str(exc)[:200]})") from None

@@ -128,6 +128,10 @@ class VLLMEngine:
                                       f"shard fails and is replayed on rerun")
         if "error" in box:  # the engine as a whole failed: fail the shard loudly
             exc = box["error"]
+            # vLLM's own client may notice the dead core first and raise its EngineDeadError from generate
+            if type(exc).__name__ == "EngineDeadError" or engine_dead(self.llm):
+                raise EngineDeadError(f"{dead} died while generating ({type(exc).__name__}: {str(exc)[:300]}); "
+                                      f"the shard fails and is replayed on rerun") from exc
             raise EngineDeadError(f"{dead} failed while generating: {type(exc).__name__}: {str(exc)[:500]}") from exc
         return box["out"]
 

@@ -11,12 +11,11 @@ for batches the table does not hold.
 
 from __future__ import annotations
 
-import io
 import json
 
 import pandas as pd
 
-from common.tables import DESIGN_COLUMNS
+from common.tables import DESIGN_COLUMNS, parquet_bytes_frame
 from jobs.errors import ContractError
 from jobs.store import RunStore
 
@@ -68,7 +67,7 @@ def _legacy(store: RunStore) -> list[tuple[str, pd.DataFrame]]:
             key = json.loads(store.read_document("labels", f"key-{batch}.json"))
             picked = {(str(it["request_id"]), str(it["candidate"])) for it in key["items"]}
         if batch in designs:
-            doc = pd.read_parquet(io.BytesIO(store.read_document("labels", f"design-{batch}.parquet")))
+            doc = parquet_bytes_frame(store.read_document("labels", f"design-{batch}.parquet"))
             df = pd.DataFrame({"batch": batch, "request_id": doc["request_id"].astype(str).to_numpy(),
                                "model": doc["candidate"].astype(str).to_numpy(),
                                "inclusion_prob": doc["inclusion_prob"].to_numpy(dtype=float)})

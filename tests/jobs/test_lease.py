@@ -85,6 +85,23 @@ def test_heartbeat_keeps_the_lease_and_a_waiter_gets_it_when_released(store):
     waiter.release()
 
 
+def test_a_waiter_in_the_same_process_never_takes_over_a_lease_being_released(store):
+    """CI once saw a same-process waiter take over while the holder was releasing: the holder left the active set
+    before its released record was written, so for that moment the lease read as this process's ended one."""
+    holder = store.lease(ttl_s=30, heartbeat_s=0.3).acquire(0)
+    stop = holder.stop_heartbeat
+
+    def slow_stop() -> None:  # widen the window between leaving the heartbeat and writing "released"
+        stop()
+        time.sleep(1.5)
+
+    holder.stop_heartbeat = slow_stop
+    threading.Timer(0.5, holder.release).start()
+    waiter = store.lease(ttl_s=30).acquire(wait_s=20, poll_s=0.05)
+    assert waiter.took_over is None
+    waiter.release()
+
+
 def test_killed_driver_lease_is_taken_over_after_it_expires(store):
     code = ("import sys, time, pickle; store = pickle.loads(bytes.fromhex(sys.argv[1])); "
             "store.lease(ttl_s=2, heartbeat_s=0.5).acquire(0); print('held', flush=True); time.sleep(120)")
