@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from unittest import mock
 
+import psutil
 import pytest
 
 from jobs import replay as replay_stage
@@ -51,12 +52,41 @@ def cluster():
     for _ in range(2):
         c.add_node(**WORKER_NODE)
     ray.init(address=c.address, log_to_driver=False, configure_logging=False)
+    # Workers whose raylet was SIGKILLed can outlive it, orphaned (ray::MapWorker processes were seen running
+    # minutes after this module): note every Ray worker this process's nodes start, and end the survivors.
+    ours: dict[int, psutil.Process] = {}
+    done = threading.Event()
+
+    def note_workers() -> None:
+        while not done.wait(0.5):
+            for p in psutil.Process().children(recursive=True):
+                if p.pid not in ours and _is_ray_worker(p):
+                    ours[p.pid] = p
+
+    watcher = threading.Thread(target=note_workers, daemon=True)
+    watcher.start()
     yield c
     ray.shutdown()
+    done.set()
+    watcher.join(5)
     # Not Cluster.shutdown(): it would also delete the machine-wide address file another Ray may have written.
     for node in list(c.worker_nodes):
         c.remove_node(node, allow_graceful=False)
     c.remove_node(c.head_node, allow_graceful=False)
+    _, alive = psutil.wait_procs(list(ours.values()), timeout=10)
+    for p in alive:
+        try:
+            p.kill()  # psutil checks the create time: a reused pid is not killed
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=10)
+
+
+def _is_ray_worker(proc) -> bool:
+    try:
+        return proc.name().startswith("ray::") or "default_worker.py" in " ".join(proc.cmdline())
+    except psutil.Error:
+        return False
 
 
 def _responder(messages, model):
