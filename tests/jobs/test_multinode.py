@@ -59,7 +59,11 @@ def cluster():
 
     def note_workers() -> None:
         while not done.wait(0.5):
-            for p in psutil.Process().children(recursive=True):
+            try:
+                kids = psutil.Process().children(recursive=True)
+            except psutil.Error:  # a process vanished mid-walk (nodes die here): look again, never stop looking
+                continue
+            for p in kids:
                 if p.pid not in ours and _is_ray_worker(p):
                     ours[p.pid] = p
 
