@@ -22,8 +22,8 @@ from datetime import date as Date
 
 import pandas as pd
 
-from common.tables import parquet_bytes_frame
 from calibration.schema import Decision
+from common.tables import parquet_bytes_frame
 from jobs.config import RunConfig, load_config
 from jobs.errors import EXIT_GATE, EXIT_OK, ConfigError
 from jobs.nightly_drift import attach_drift, report_drift

@@ -502,7 +502,7 @@ class RunStore:
         raw = self._read_data(table, shard, record)
         if columns is not None and ignore_missing:
             try:
-                present = set(pq.read_schema(io.BytesIO(raw)).names)
+                present = set(pq.read_schema(pa.BufferReader(raw)).names)
             except (pa.ArrowInvalid, OSError) as exc:
                 raise self._corrupt(table, shard, self.uri(table, record["file"]),
                                     f"not readable as Parquet ({type(exc).__name__}: {str(exc)[:200]})") from None
