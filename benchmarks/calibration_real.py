@@ -22,7 +22,9 @@ run (``--blocks-per-fit`` blocks per run; calibration.models: blocks share no pa
 is the one it would have alone) and then decided one by one as `baton decide` would (calibration.pipeline
 .summarise_dimension, margin 0.05, confidence 0.90, default population basis). A block whose own sampler
 diagnostics fail is counted as not converged (its verdict is then more_labels, like a real run) and its interval
-still counts for coverage.
+still counts for coverage. Divergences are the whole vectorised fit's, so a few of them mark all its blocks; the
+verdict each block would have had if converged (same draws, same guards) is kept beside it
+(`wrong_migrates_if_converged`), so that non-convergence cannot hide a wrong `migrate`.
 
 Far misses: an interval misses the truth "far" when the truth lies more than one half-width beyond its nearer end.
 For a well-calibrated normal posterior that happens with probability 2 * (1 - Phi(3 z_0.95)) = 8e-7, so any far
@@ -30,7 +32,10 @@ miss is a model failure; the table beside them shows what differs in those draws
 labels were, the judge's bias on that pair, how many labels the pair got).
 
 Goal (issue 13): for every case, pair and n, Bayesian coverage >= 0.85 at nominal 0.90 (no averaging over pairs);
-no wrong `migrate` (a candidate whose full-human value is below the non-inferiority threshold).
+no wrong `migrate` (a candidate whose full-human value is below the non-inferiority threshold). `meets_goal` is
+that rule as written. Beside it, `coverage_noise` says how many cells an exactly calibrated interval would put
+below 0.85 by chance at these draw counts, and which cells cover significantly less than 0.90 (exact binomial
+tests, Holm-corrected): the goal is a noisy test of calibration at 100 draws per cell (`coverage_noise`).
 Usage: python benchmarks/calibration_real.py [--draws-per-n 100] [--quick]
 Progress goes to stderr; the last stdout line is the JSON summary.
 """
@@ -49,6 +54,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from calibration.data import prepare  # noqa: E402
+from calibration.decision import dimension_verdict  # noqa: E402
 from calibration.diagnostics import sampler_diagnostics  # noqa: E402
 from calibration.estimands import thin_params  # noqa: E402
 from calibration.guards import MIN_DESIGN_LABELS  # noqa: E402
@@ -140,6 +146,9 @@ def run_case(name, scores, labels, kind, incumbent, dimension, n, reps, seed0, s
         out = summarise_dimension(d, p, diag, MARGIN, CONF, seed0 + rep, settings, rng=rng)
         for cand, e in out.items():
             t = truth[cand]
+            # a fit-wide diagnostic failure (divergences are the whole vectorised fit's) turns every block's verdict
+            # into more_labels, which would hide wrong migrates: the verdict the same draws give as if converged
+            if_converged = dimension_verdict(e["p_noninferior"], CONF, True, [], e["guards"])[0]
             ho = e["human_only"]
             for method, src in (("bayes", e), ("human_only", ho), ("ppi", e["ppi"] or {})):
                 iv, ivp = src.get("interval"), src.get("interval_population")
@@ -152,6 +161,7 @@ def run_case(name, scores, labels, kind, incumbent, dimension, n, reps, seed0, s
                     "estimate": src.get("estimate"), "covered": iv[0] <= t <= iv[1], "width": 2 * half,
                     "width_population": (ivp[1] - ivp[0]) if ivp else np.nan,
                     "far_miss": beyond > half, "verdict": e["verdict"], "unguarded": e["verdict_unguarded"],
+                    "p_noninferior": e["p_noninferior"], "verdict_if_converged": if_converged,
                     "threshold": e["threshold_noninferior"], "labels": e["labels_used"],
                     "converged": diag["converged"], "human_only_estimate": ho.get("estimate"),
                     "judge_only_estimate": (e["judge_only"] or {}).get("estimate"), "item_sigma": item_sigma,
@@ -178,12 +188,49 @@ def per_pair(df: pd.DataFrame) -> pd.DataFrame:
         "ratio_pop_vs_human_only": wide[("width_population", "bayes")] / wide[("width_population", "human_only")],
         "far_misses": wide[("far_misses", "bayes")],
     })
+    # signed mean error over the draws, Bayes and the judge alone: a bias that the interval's width does not carry
+    # is what turns into misses at one pair and n
     b = df[df.method == "bayes"]
+    err = b.assign(e=b.estimate - b.truth, j=b.judge_only_estimate - b.truth).groupby(["case", "candidate", "n"])
+    out["bias_bayes"] = err["e"].mean()
+    out["bias_judge_only"] = err["j"].mean()
+    out["bias_over_half_width"] = out["bias_bayes"] / (out["width_bayes"] / 2)
     v = b.groupby(["case", "candidate", "n"])["verdict"]
     out["migrate"] = v.apply(lambda s: int((s == "migrate").sum()))
     out["unguarded_migrate"] = b.groupby(["case", "candidate", "n"])["unguarded"].apply(
         lambda s: int((s == "migrate").sum()))
     return out
+
+
+def coverage_noise(coverage: pd.Series, draws: pd.Series, nominal: float = CONF, goal: float = GOAL,
+                   alpha: float = 0.05) -> dict:
+    """How many cells a perfectly calibrated interval would put below ``goal`` by chance, and which cells cover
+    significantly less than ``nominal``.
+
+    Each cell's observed coverage is x/R with x ~ Binomial(R, nominal) for an exactly calibrated interval, so it
+    falls below ``goal`` with probability P(X < goal R) (at R = 100, nominal 0.90 and goal 0.85 that is 0.040: over
+    50 cells about 2 are expected below the goal, and all 50 pass only about 13% of the time, treating cells as
+    independent; they are not quite, since the pairs of one draw share its labels). The per-cell test is the exact
+    one-sided binomial test of H0: coverage >= nominal (Clopper & Pearson 1934), with Holm's (1979) step-down
+    correction over the cells so that the family-wise error is at most ``alpha``. A rejected cell is evidence of
+    under-coverage that chance does not explain; a cell below the goal and not rejected is not.
+    """
+    from scipy.stats import binom  # noqa: PLC0415
+
+    r = draws.to_numpy(dtype=int)
+    x = np.rint(coverage.to_numpy(dtype=float) * r).astype(int)
+    p_below_goal = binom.cdf(np.ceil(goal * r).astype(int) - 1, r, nominal)  # P(X / R < goal)
+    p_value = binom.cdf(x, r, nominal)  # P(X <= x) under exact calibration
+    order = np.argsort(p_value)
+    k = len(p_value)
+    holm = np.maximum.accumulate(np.minimum(1.0, (k - np.arange(k)) * p_value[order]))
+    rejected = np.zeros(k, bool)
+    rejected[order] = holm <= alpha
+    names = [f"{c}/{cand}/n={n}" for c, cand, n in coverage.index]
+    return {"cells": k, "below_goal_expected_if_calibrated": round(float(p_below_goal.sum()), 2),
+            "p_all_meet_goal_if_calibrated": round(float(np.prod(1 - p_below_goal)), 3),
+            "min_p_value": round(float(p_value.min()), 4), "alpha": alpha,
+            "significantly_below_nominal": [names[i] for i in np.flatnonzero(rejected)]}
 
 
 def far_miss_study(df: pd.DataFrame) -> dict:
@@ -256,6 +303,11 @@ def summarise(df: pd.DataFrame, args, seconds: float) -> int:
     print("per pair and n (coverage of the full-human value at nominal 0.90; widths on the same estimand):")
     print(pairs.round(3).to_string())
     far = far_miss_study(df)
+    noise = coverage_noise(pairs["cov_bayes"], pairs["draws"])
+    print(f"\n{len([1 for v in pairs['cov_bayes'] if v < GOAL])} of {noise['cells']} cells below {GOAL}; an exactly "
+          f"calibrated interval would put {noise['below_goal_expected_if_calibrated']} there by chance (all pass "
+          f"with probability {noise['p_all_meet_goal_if_calibrated']}); significantly below {CONF} after Holm at "
+          f"{noise['alpha']}: {noise['significantly_below_nominal'] or 'none'}")
     below = [f"{c}/{cand}/n={n}" for (c, cand, n), v in pairs["cov_bayes"].items() if v < GOAL]
     worst = pairs["cov_bayes"].idxmin()
     b = df[df.method == "bayes"].copy()
@@ -267,6 +319,8 @@ def summarise(df: pd.DataFrame, args, seconds: float) -> int:
     wrong_as_run = b[(b.verdict_as_run == "migrate") & (b.truth < b.threshold)]
     wrong = b[(b.verdict == "migrate") & (b.truth < b.threshold)]
     wrong_unguarded = b[(b.unguarded == "migrate") & (b.truth < b.threshold)]
+    has_ic = "verdict_if_converged" in b  # CSVs written before the column existed lack it
+    wrong_ic = b[(b.verdict_if_converged == "migrate") & (b.truth < b.threshold)] if has_ic else None
     below_thr = b[b.truth < b.threshold]
     figures = {
         "min_pair_coverage": {"coverage": round(float(pairs["cov_bayes"].min()), 3),
@@ -282,9 +336,12 @@ def summarise(df: pd.DataFrame, args, seconds: float) -> int:
         "width_ratio_population_vs_human_only": {f"{c}/{cand}/n={n}": round(float(v), 3)
                                                  for (c, cand, n), v in pairs["ratio_pop_vs_human_only"].items()},
         "far_miss": far,
+        "coverage_noise": noise,
         "decisions_below_threshold": int(len(below_thr)),
         "wrong_migrates": int(len(wrong)), "wrong_migrates_unguarded": int(len(wrong_unguarded)),
         "wrong_migrates_without_label_minimum": int(len(wrong_as_run)),
+        "wrong_migrates_if_converged": int(len(wrong_ic)) if has_ic else None,
+        "migrates_if_converged": int((b.verdict_if_converged == "migrate").sum()) if has_ic else None,
         "wrong_migrate_cases": [f"{r.case}/{r.candidate}/n={r.n}/draw {r.rep}: truth {r.truth:.3f}, {r.labels} labels"
                                 for r in wrong_as_run.itertuples()],
         "migrates_by_n": {f"{c}/n={n}": int(v) for (c, n), v in
@@ -295,7 +352,7 @@ def summarise(df: pd.DataFrame, args, seconds: float) -> int:
         "nuts": None if args.summarise else {"draws": args.draws, "tune": args.tune, "chains": 2,
                                              "blocks_per_fit": args.blocks_per_fit},
     }
-    meets = bool(not below and figures["draws_per_n"] >= 100 and not len(wrong))
+    meets = bool(not below and figures["draws_per_n"] >= 100 and not len(wrong) and not (has_ic and len(wrong_ic)))
     print(json.dumps({"benchmark": "calibration_real", **figures, "seconds": round(seconds, 1),
                       "goal": f"Bayesian coverage >= {GOAL} at nominal {CONF} for every pair and n (no averaging), "
                               ">= 100 draws per n, no migrate for a candidate below the threshold",
