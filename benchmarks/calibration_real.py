@@ -50,6 +50,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binom
+from statsmodels.stats.multitest import multipletests  # statsmodels comes with ppi-python
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -237,19 +239,13 @@ def coverage_noise(coverage: pd.Series, draws: pd.Series, nominal: float = CONF,
     correction over the cells so that the family-wise error is at most ``alpha``. A rejected cell is evidence of
     under-coverage that chance does not explain; a cell below the goal and not rejected is not.
     """
-    from scipy.stats import binom  # noqa: PLC0415
-
     r = draws.to_numpy(dtype=int)
     x = np.rint(coverage.to_numpy(dtype=float) * r).astype(int)
     p_below_goal = binom.cdf(np.ceil(goal * r).astype(int) - 1, r, nominal)  # P(X / R < goal)
     p_value = binom.cdf(x, r, nominal)  # P(X <= x) under exact calibration
-    order = np.argsort(p_value)
-    k = len(p_value)
-    holm = np.maximum.accumulate(np.minimum(1.0, (k - np.arange(k)) * p_value[order]))
-    rejected = np.zeros(k, bool)
-    rejected[order] = holm <= alpha
+    rejected = multipletests(p_value, alpha=alpha, method="holm")[0]
     names = [f"{c}/{cand}/n={n}" for c, cand, n in coverage.index]
-    return {"cells": k, "below_goal_expected_if_calibrated": round(float(p_below_goal.sum()), 2),
+    return {"cells": len(p_value), "below_goal_expected_if_calibrated": round(float(p_below_goal.sum()), 2),
             "p_all_meet_goal_if_calibrated": round(float(np.prod(1 - p_below_goal)), 3),
             "min_p_value": round(float(p_value.min()), 4), "alpha": alpha,
             "significantly_below_nominal": [names[i] for i in np.flatnonzero(rejected)]}
@@ -328,11 +324,11 @@ def summarise(df: pd.DataFrame, args, seconds: float) -> int:
     print(pairs.round(3).to_string())
     far = far_miss_study(df)
     noise = coverage_noise(pairs["cov_bayes"], pairs["draws"])
-    print(f"\n{len([1 for v in pairs['cov_bayes'] if v < GOAL])} of {noise['cells']} cells below {GOAL}; an exactly "
+    below = [f"{c}/{cand}/n={n}" for (c, cand, n), v in pairs["cov_bayes"].items() if v < GOAL]
+    print(f"\n{len(below)} of {noise['cells']} cells below {GOAL}; an exactly "
           f"calibrated interval would put {noise['below_goal_expected_if_calibrated']} there by chance (all pass "
           f"with probability {noise['p_all_meet_goal_if_calibrated']}); significantly below {CONF} after Holm at "
           f"{noise['alpha']}: {noise['significantly_below_nominal'] or 'none'}")
-    below = [f"{c}/{cand}/n={n}" for (c, cand, n), v in pairs["cov_bayes"].items() if v < GOAL]
     worst = pairs["cov_bayes"].idxmin()
     b = df[df.method == "bayes"].copy()
     # rows decided before the design-valid guard's label minimum (calibration.guards.MIN_DESIGN_LABELS) existed:
