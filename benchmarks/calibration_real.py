@@ -283,7 +283,8 @@ def main() -> int:
     ap.add_argument("--hanna-criterion", default="CH")
     ap.add_argument("--csv", help="write every interval to this CSV, appended after each (case, n), so a long run "
                                   "can be summarised while it goes (--summarise)")
-    ap.add_argument("--first-draw", type=int, default=0, help="start at this draw (continue a stopped run)")
+    ap.add_argument("--first-draw", type=int, default=0,
+                    help="start at this draw (a rerun with the same --csv already skips the draws it holds)")
     ap.add_argument("--summarise", help="only summarise the intervals in this CSV (a finished or partial run)")
     ap.add_argument("--contextual", action="store_true",
                     help="experiment: add each model's mean features (with_contextual_means; not Baton's model)")
@@ -304,20 +305,34 @@ def main() -> int:
     cases += [(hanna, n, (hs, hl, "ordinal", "Human", args.hanna_criterion), 7, [1, 2, 3, 4, 5])
               for n in [int(x) for x in args.hanna_ns.split(",") if x]]
     # Round-robin over (case, n), one vectorised fit of blocks_per_fit draws at a time, every interval appended to
-    # the CSV as it comes: a run stopped early still has about as many draws at every n.
+    # the CSV as it comes: a run stopped early still has about as many draws at every n, and a rerun with the same
+    # CSV fits only the draws it does not hold yet.
+    done = set()
+    if not header:
+        done = set(pd.read_csv(args.csv, usecols=["case", "n", "rep"]).itertuples(index=False, name=None))
     for start in range(args.first_draw, args.draws_per_n, args.blocks_per_fit):
-        reps = list(range(start, min(args.draws_per_n, start + args.blocks_per_fit)))
         for name, n, tabs, seed0, levels in cases:
+            reps = [r for r in range(start, min(args.draws_per_n, start + args.blocks_per_fit))
+                    if (name, n, r) not in done]
+            if not reps:
+                continue
             part = run_case(name, *tabs, n, reps, seed0, settings, levels=levels, contextual=args.contextual)
             res.append(part)
             if args.csv:
                 part.to_csv(args.csv, mode="a", header=header, index=False)
                 header = False
-    return summarise(pd.concat(res, ignore_index=True), args, time.time() - t0)
+    # with a CSV, the whole run so far (a resumed run's earlier draws included); seconds are this invocation's
+    whole = pd.read_csv(args.csv) if args.csv else pd.concat(res, ignore_index=True)
+    return summarise(whole, args, time.time() - t0)
 
 
 def summarise(df: pd.DataFrame, args, seconds: float) -> int:
     """Print the per-pair table, the far-miss study and the JSON line for the intervals in ``df``."""
+    dup = df.duplicated(["case", "n", "rep", "candidate", "method"])
+    if dup.any():
+        r = df[dup].iloc[0]
+        raise SystemExit(f"calibration_real: {int(dup.sum())} intervals appear twice (e.g. {r.case} n={r.n} draw "
+                         f"{r.rep} {r.candidate} {r.method}): a continued run repeated draws; summarise one copy")
     pairs = per_pair(df)
     pd.set_option("display.width", 220, "display.max_rows", 500)
     print("per pair and n (coverage of the full-human value at nominal 0.90; widths on the same estimand):")
