@@ -314,11 +314,10 @@ def _launch(interp: str, answer: str, tests: list[str], limits: Limits, isolatio
     reader = threading.Thread(target=_drain, args=(r, chunks, 1 << 20), daemon=True)
     reader.start()
     threading.Thread(target=_feed, args=(proc.stdin, json.dumps(params).encode()), daemon=True).start()
-    try:
-        proc.wait(timeout=limits.wall_s)
-    except subprocess.TimeoutExpired:
-        res.timed_out = True
-        _kill_group(proc)
+    res.timed_out = not _exited_unreaped(proc.pid, started + limits.wall_s)
+    # Always, not only at the timeout: the harness may end (its CPU limit, os._exit) while children it forked live
+    # on in its group, each with a fresh CPU allowance, holding the result pipe open.
+    _kill_group(proc)
     reader.join(timeout=5)
     res.wall_s = round(time.monotonic() - started, 3)
     res.returncode = proc.returncode
@@ -335,12 +334,34 @@ def _launch(interp: str, answer: str, tests: list[str], limits: Limits, isolatio
     return res
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _exited_unreaped(pid: int, deadline: float) -> bool:
+    """Wait until the leader exits or the deadline passes, without reaping it (WNOWAIT): while it is a zombie its
+    pid, the group's id, cannot be handed to another process, so the kill that follows reaches only the sandbox."""
+    while True:
+        if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(0.02, left))
+
+
+def _kill_group(proc: subprocess.Popen, settle_s: float = 3.0) -> None:
+    """SIGKILL the sandbox's process group (its leader not yet reaped), reap the leader, then wait (at most
+    `settle_s`) until init has reaped the rest: a zombie still counts against the sandbox user's RLIMIT_NPROC, so
+    the next answer would otherwise start short of processes."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     proc.wait()
+    deadline = time.monotonic() + settle_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
 
 
 def _feed(pipe, data: bytes) -> None:

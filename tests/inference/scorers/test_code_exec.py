@@ -19,6 +19,7 @@ import pytest
 from inference.scorers import MissingColumn
 from inference.scorers.code_exec import EXEC_METRICS, CodeExec, extract_code, parse_tests
 from inference.scorers.config import CodeExecConfig
+from inference.scorers import sandbox
 from inference.scorers.sandbox import Limits, namespaces_available, resolve_interpreter, run_answer
 
 TASKS = Path(__file__).resolve().parents[3] / "demo" / "code_tasks" / "tasks.jsonl"
@@ -40,9 +41,12 @@ def _wide(scores: pd.DataFrame) -> pd.DataFrame:
     return scores.pivot(index="request_id", columns="metric", values="value")
 
 
-def _leftovers(marker: str) -> list[int]:
-    """Processes still alive whose command line holds the marker (the answer's text travels in it)."""
-    found = []
+def _sandbox_pids() -> set[int]:
+    """Live processes of any sandbox: their command line holds the sandbox's own code (the answer travels on stdin,
+    so it is not there)."""
+    sign = b"p = json.loads(sys.stdin.buffer.read())"  # the first line of both the boot and the harness
+    assert sign.decode() in sandbox._HARNESS and sign.decode() in sandbox._BOOT
+    found = set()
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -50,8 +54,8 @@ def _leftovers(marker: str) -> list[int]:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if marker.encode() in cmd:
-            found.append(int(pid))
+        if sign in cmd:
+            found.add(int(pid))
     return found
 
 
@@ -106,13 +110,13 @@ def test_syntax_error_and_no_code_are_their_own_kinds():
 
 # --- hostile answers --------------------------------------------------------------------------------------------
 def _run(answer: str, isolation: str, tests=("pass",), audit_hook: bool = True):
-    marker = f"baton-marker-{uuid.uuid4().hex}"
+    before = _sandbox_pids()
     started = time.monotonic()
-    res = run_answer(f"# {marker}\n{answer}", list(tests), HOSTILE, isolation, audit_hook=audit_hook)
+    res = run_answer(answer, list(tests), HOSTILE, isolation, audit_hook=audit_hook)
     elapsed = time.monotonic() - started
     assert elapsed < HOSTILE.wall_s + 5, f"the wall timeout did not hold: {elapsed:.1f} s"
     time.sleep(0.2)
-    assert not _leftovers(marker), "processes of the answer outlived its sandbox"
+    assert not _sandbox_pids() - before, "processes of the answer outlived its sandbox"
     return res
 
 
@@ -120,6 +124,14 @@ def _run(answer: str, isolation: str, tests=("pass",), audit_hook: bool = True):
 def test_fork_bomb_is_contained(isolation):
     res = _run("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n", isolation)
     assert res.passed == 0 and res.timed_out
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_children_left_behind_die_with_the_harness(isolation):
+    """The harness ends on its own (here at once, in CI once by its CPU limit in a fork bomb) while a child it forked
+    sleeps on: the child is killed at once, not left holding the result pipe (and the worker waiting on it)."""
+    res = _run("import os, time\nif os.fork() == 0:\n    time.sleep(60)\n    os._exit(0)\n", isolation)
+    assert res.passed == 1 and not res.timed_out and res.wall_s < 3, res
 
 
 @pytest.mark.parametrize("isolation", ISOLATIONS)
