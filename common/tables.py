@@ -17,14 +17,26 @@ QUARANTINE_COLUMNS = ["stage", "source", "row", "request_id", "field", "reason",
 DESIGN_COLUMNS = ["batch", "request_id", "model", "inclusion_prob", "selected"]
 
 
-def parquet_bytes_frame(raw: bytes, **kwargs) -> pd.DataFrame:
-    """Parquet bytes as a frame, read from an Arrow buffer. Not through a Python file object (pandas' file handle,
-    BytesIO): Arrow's reader threads calling back into Python can abort the interpreter at exit with "terminate
-    called without an active exception" (apache/arrow#34314, #50482; `baton decide` exited -6 once in CI)."""
+def parquet_bytes_frame(raw: bytes, columns: list[str] | None = None,
+                        read_dictionary: list[str] | None = None) -> pd.DataFrame:
+    """Parquet bytes as a frame, decoded on the calling thread.
+
+    Arrow's thread pools are the cause of "terminate called without an active exception" (exit -6) at interpreter
+    exit (apache/arrow#34314): a pool worker still joinable when the process tears down. `pq.read_table` starts one
+    even with ``use_threads=False`` (its dataset scan), and so does a threaded ``to_pandas``; `ParquetFile.read` and
+    ``to_pandas(use_threads=False)`` start none. `baton decide` exited -6 that way in CI twice; a script that reads
+    like `pq.read_table` aborted 2 times in 60 under load here, this one 0 in 120. Shards are small, so one thread
+    costs little. Not through a Python file object either: Arrow calling back into Python is the same hazard.
+    Missing ``columns`` raise ArrowInvalid, as `pq.read_table` does; ``read_dictionary`` columns come back
+    dictionary-encoded (pandas categoricals)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return pq.read_table(pa.BufferReader(raw), **kwargs).to_pandas()
+    pf = pq.ParquetFile(pa.BufferReader(raw), read_dictionary=read_dictionary)
+    if columns is not None and (missing := [c for c in columns if c not in pf.schema_arrow.names]):
+        raise pa.ArrowInvalid(f"no column(s) {missing} in the Parquet file (present: {pf.schema_arrow.names})")
+    table = pf.read(columns=columns, use_threads=False, use_pandas_metadata=columns is None)
+    return table.to_pandas(use_threads=False)
 
 
 def read_one(fs, path: str) -> pd.DataFrame:

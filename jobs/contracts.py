@@ -338,7 +338,7 @@ def iter_table_chunks(uri: str, storage_options: dict | None = None, chunk_rows:
                     cols = [c for c in columns if c in pf.schema_arrow.names] if columns else None
                     start = 0
                     for batch in pf.iter_batches(batch_size=chunk_rows, columns=cols, use_threads=False):
-                        chunk = batch.to_pandas()
+                        chunk = batch.to_pandas(use_threads=False)  # common.tables.parquet_bytes_frame says why
                         yield shown, start, chunk
                         start += len(chunk)
                     continue
