@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import time
-import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +16,7 @@ from jobs.contracts import validate_traffic
 from jobs.report import code_rates
 from jobs.score import score
 from jobs.store import RunStore, shard_id
-from tests.inference.scorers.test_code_exec import _leftovers
+from tests.support.sandbox import sandbox_pids
 
 TASKS = Path(__file__).resolve().parents[2] / "demo" / "code_tasks" / "tasks.jsonl"
 
@@ -31,7 +30,7 @@ def test_traffic_contract_keeps_tests_and_quarantines_bad_ones():
     assert list(q["row"]) == [2] and list(q["field"]) == ["tests"] and "list of strings" in q["reason"].iat[0]
 
 
-def _hostile(port: int, marker: str) -> pd.DataFrame:
+def _hostile(port: int) -> pd.DataFrame:
     """Rows whose candidate answer attacks the worker; the incumbent's answer to each is harmless."""
     answers = {
         "hostile-fork": "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
@@ -41,7 +40,7 @@ def _hostile(port: int, marker: str) -> pd.DataFrame:
     }
     return pd.DataFrame({"request_id": list(answers), "prompt": "attack", "tests": [["pass"]] * len(answers),
                          "correct": "```python\nx = 1\n```",
-                         "wrong": [f"```python\n# {marker}\n{a}\n```" for a in answers.values()]})
+                         "wrong": [f"```python\n{a}\n```" for a in answers.values()]})
 
 
 def test_score_runs_code_tasks_on_ray(tmp_path, ray_cluster):
@@ -49,8 +48,8 @@ def test_score_runs_code_tasks_on_ray(tmp_path, ray_cluster):
     listener.bind(("127.0.0.1", 0))
     listener.listen(4)
     listener.settimeout(0.5)
-    marker = f"baton-marker-{uuid.uuid4().hex}"
-    tasks = pd.concat([pd.read_json(TASKS, lines=True), _hostile(listener.getsockname()[1], marker)], ignore_index=True)
+    before = sandbox_pids()
+    tasks = pd.concat([pd.read_json(TASKS, lines=True), _hostile(listener.getsockname()[1])], ignore_index=True)
     traffic = validate_traffic(tasks[["request_id", "prompt", "tests"]].assign(response=tasks["correct"]),
                                str(TASKS)).valid
     cfg = parse_config({
@@ -77,7 +76,7 @@ def test_score_runs_code_tasks_on_ray(tmp_path, ray_cluster):
         arrived = False
     listener.close()
     assert not arrived, "a sandboxed answer reached the worker's loopback"
-    assert not _leftovers(marker), "processes of a hostile answer outlived its sandbox"
+    assert not sandbox_pids() - before, "processes of a hostile answer outlived its sandbox"
     scores = store.read_table("scores")
     wide = scores[scores["model"] == "cand"].pivot(index="request_id", columns="metric", values="value")
     passed = scores[scores["metric"] == "exec.pass"].pivot(index="request_id", columns="model", values="value")

@@ -19,8 +19,8 @@ import pytest
 from inference.scorers import MissingColumn
 from inference.scorers.code_exec import EXEC_METRICS, CodeExec, extract_code, parse_tests
 from inference.scorers.config import CodeExecConfig
-from inference.scorers import sandbox
 from inference.scorers.sandbox import Limits, namespaces_available, resolve_interpreter, run_answer
+from tests.support.sandbox import sandbox_pids
 
 TASKS = Path(__file__).resolve().parents[3] / "demo" / "code_tasks" / "tasks.jsonl"
 HOSTILE = Limits(cpu_s=1, memory_mb=256, file_mb=2, max_procs=8, wall_s=4)
@@ -39,24 +39,6 @@ def _batch(tasks: pd.DataFrame, answer: str) -> pd.DataFrame:
 
 def _wide(scores: pd.DataFrame) -> pd.DataFrame:
     return scores.pivot(index="request_id", columns="metric", values="value")
-
-
-def _sandbox_pids() -> set[int]:
-    """Live processes of any sandbox: their command line holds the sandbox's own code (the answer travels on stdin,
-    so it is not there)."""
-    sign = b"p = json.loads(sys.stdin.buffer.read())"  # the first line of both the boot and the harness
-    assert sign.decode() in sandbox._HARNESS and sign.decode() in sandbox._BOOT
-    found = set()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if sign in cmd:
-            found.add(int(pid))
-    return found
 
 
 def test_shipped_tasks_correct_answers_pass_and_wrong_ones_fail():
@@ -110,13 +92,13 @@ def test_syntax_error_and_no_code_are_their_own_kinds():
 
 # --- hostile answers --------------------------------------------------------------------------------------------
 def _run(answer: str, isolation: str, tests=("pass",), audit_hook: bool = True):
-    before = _sandbox_pids()
+    before = sandbox_pids()
     started = time.monotonic()
     res = run_answer(answer, list(tests), HOSTILE, isolation, audit_hook=audit_hook)
     elapsed = time.monotonic() - started
     assert elapsed < HOSTILE.wall_s + 5, f"the wall timeout did not hold: {elapsed:.1f} s"
     time.sleep(0.2)
-    assert not _sandbox_pids() - before, "processes of the answer outlived its sandbox"
+    assert not sandbox_pids() - before, "processes of the answer outlived its sandbox"
     return res
 
 
