@@ -16,7 +16,7 @@ from calibration import conversation_units as units
 from calibration.config import DecisionConfig
 from calibration.data import CalibrationData, prepare
 from calibration.schema import CandidateDecision, Decision, DimensionResult, ResultRow
-from calibration.diagnostics import heldout_check, sampler_diagnostics
+from calibration.diagnostics import DIVERGENT_SHARE_MAX, heldout_check, sampler_diagnostics
 from calibration.estimands import aggregate, finish, thin_params
 from calibration.models import fit
 
@@ -32,6 +32,20 @@ class SamplerSettings:
     # A segment gates the verdict only from this many scored requests on: in a tiny segment the finite-population
     # value is just its few (often all labelled) requests, so one bad answer would look like a credible regression.
     min_segment_n: int = 20
+
+
+def retry_sampler(diag: dict, st: SamplerSettings) -> dict:
+    """NUTS settings for the one retry of a fit that failed its diagnostics (calibration.diagnostics).
+
+    Divergences mean the step size is too large for the posterior's curvature: smaller steps (target_accept 0.99)
+    and longer tuning (Betancourt 2017, "A conceptual introduction to Hamiltonian Monte Carlo", sec. 6.2). Without
+    them, a low bulk ESS or high R-hat means the chains are too short for how slowly they mix (on HANNA's ordinal
+    fits: cut points, intercepts and slope means that trade off): twice the draws and tuning. Smaller steps would
+    make that worse, each draw more correlated with the last (benchmarks/sampler_retry.py measures both on the HANNA
+    label draws whose first fit fails)."""
+    if diag["divergences"] > DIVERGENT_SHARE_MAX * st.draws * st.chains:
+        return {"draws": st.draws, "tune": 2 * st.tune, "target_accept": 0.99}
+    return {"draws": 2 * st.draws, "tune": 2 * st.tune}
 
 
 def _interval(draws: np.ndarray, confidence: float) -> list[float]:
@@ -133,8 +147,7 @@ def calibrate_dimension(data: CalibrationData, margin: float, confidence: float,
     idata, params = fit([data], draws=st.draws, tune=st.tune, chains=st.chains, seed=seed, cores=st.cores)
     diag = sampler_diagnostics(idata)
     if not diag["converged"] and st.retry_unconverged:
-        idata, params = fit([data], draws=st.draws, tune=2 * st.tune, chains=st.chains, seed=seed + 1,
-                            cores=st.cores, target_accept=0.99)
+        idata, params = fit([data], chains=st.chains, seed=seed + 1, cores=st.cores, **retry_sampler(diag, st))
         diag = sampler_diagnostics(idata)
         diag["retried"] = True
     calib = {}

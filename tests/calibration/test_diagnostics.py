@@ -1,4 +1,4 @@
-"""The held-out check's per-cell likelihood (calibration.diagnostics.cell_loglik)."""
+"""The held-out check's per-cell likelihood (calibration.diagnostics.cell_loglik) and the retry of an unconverged fit."""
 import numpy as np
 from scipy import integrate
 from scipy.special import expit
@@ -47,3 +47,16 @@ def test_cell_loglik_integrates_the_shared_request_effect():
     probs = diagnostics.category_probs(d, p, req, mod)
     product = np.einsum("dck,ck->dc", np.log(probs), counts)
     assert got[0, 0] > product[0, 0] + 1.0 and got[0, 1] > product[0, 1] + 1.0
+
+
+def test_retry_asks_for_small_steps_only_when_the_fit_diverged():
+    from calibration.diagnostics import DIVERGENT_SHARE_MAX
+    from calibration.pipeline import SamplerSettings, retry_sampler
+
+    st = SamplerSettings(draws=400, tune=300, chains=2)
+    allowed = DIVERGENT_SHARE_MAX * 400 * 2  # 4 of 800 draws
+    # divergences beyond what the diagnostics tolerate: smaller steps, longer tuning, same draws
+    assert retry_sampler({"divergences": int(allowed) + 1}, st) == {"draws": 400, "tune": 600, "target_accept": 0.99}
+    # slow mixing without (too many) divergences: longer chains at the default step size
+    for div in (0, int(allowed)):
+        assert retry_sampler({"divergences": div}, st) == {"draws": 800, "tune": 600}
