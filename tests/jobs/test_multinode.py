@@ -277,7 +277,9 @@ def test_limiter_restarts_on_another_worker_and_the_rate_still_holds(cluster, se
     from inference.engines.ratelimit import limiter_name
 
     head = cluster.head_node.node_id
-    rpm, n = 600, 80  # 10 requests a second, burst 1 s (10 requests): the run takes about 8 s
+    # 5 requests a second, burst 1 s (5 requests): the run takes about 8 s. Slow enough that a request stamped up
+    # to 0.2 s late by the busy server thread moves at most one request into a later window.
+    rpm, n = 300, 40
     server.reset(rpm=None, tpm=None, latency_s=0.05)
     cfg, store, traffic = _setup(tmp_path, server, n, 8, provider_key="limiter-test", rpm=rpm)
     name = limiter_name("limiter-test")
@@ -315,8 +317,15 @@ def test_limiter_restarts_on_another_worker_and_the_rate_still_holds(cluster, se
     print(f"limiter restart: {len(t)} requests over {t[-1] - t[0]:.2f} s = {overall:.2f}/s (limit {rate}/s); "
           f"largest excess over rate*window in 1/2/5 s windows: {worst:.1f} requests, {after:.1f} in windows "
           f"reaching past the kill (burst allows {rate:.0f}); longest pause {gap:.2f} s")
-    assert overall <= rate * 1.05
-    assert worst <= rate  # the documented burst: 1 s of the rate
+    # The whole run is a window too: the first burst makes the plain mean rate exceed the limit on a short run, so
+    # hold its count, like every window's, to rate * duration plus the burst.
+    assert len(t) - rate * (t[-1] - t[0]) <= rate + 1, (len(t), t[-1] - t[0])
+    # The documented burst is 1 s of the rate (5 requests). One request more is allowed because these are arrival
+    # times stamped by a server thread in this busy process, not the limiter's permits: a request stamped late
+    # lands in the next window (at 10 requests a second CI saw 11 over rate*window in a window that ended before
+    # the kill, with one limiter alive; the permits themselves are checked exactly in test_openai_engine). A
+    # restart that handed out a second burst would show about 10.
+    assert worst <= rate + 1 and after <= rate + 1, (worst, after)
 
 
 def _worst_excess(t: list[float], rate: float, ends_after: float | None = None) -> float:
