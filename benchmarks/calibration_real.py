@@ -166,7 +166,7 @@ def run_case(name, scores, labels, kind, incumbent, dimension, n, reps, seed0, s
         diag = sampler_diagnostics(idata, block=b)
         rng = np.random.default_rng(seed0 + rep)
         p = thin_params(params, b, settings.max_posterior_draws, rng)
-        item_sigma = float(p["item_sigma"].mean()) if "item_sigma" in p else np.nan
+        item_icc = float(p["item_icc"].mean()) if "item_icc" in p else np.nan
         out = summarise_dimension(d, p, diag, MARGIN, CONF, seed0 + rep, settings, rng=rng)
         for cand, e in out.items():
             t = truth[cand]
@@ -188,7 +188,7 @@ def run_case(name, scores, labels, kind, incumbent, dimension, n, reps, seed0, s
                     "p_noninferior": e["p_noninferior"], "verdict_if_converged": if_converged,
                     "threshold": e["threshold_noninferior"], "labels": e["labels_used"],
                     "converged": diag["converged"], "human_only_estimate": ho.get("estimate"),
-                    "judge_only_estimate": (e["judge_only"] or {}).get("estimate"), "item_sigma": item_sigma,
+                    "judge_only_estimate": (e["judge_only"] or {}).get("estimate"), "item_icc": item_icc,
                     "ppc_better": (e["diagnostics"].get("ppc") or {}).get("better_than_baseline")})
     print(f"  {name} n={n} draws {reps[0]}-{reps[-1]}: fit {t_fit:.0f}s, all {time.time() - t0:.0f}s",
           file=sys.stderr, flush=True)
@@ -257,7 +257,7 @@ def far_miss_study(df: pd.DataFrame) -> dict:
     b["labels_error"] = b["human_only_estimate"] - b["truth"]  # how unrepresentative the drawn labels were
     b["judge_bias"] = b["judge_only_estimate"] - b["truth"]     # the judge's own error on this candidate
     b["model_error"] = b["estimate"] - b["truth"]
-    cols = ["labels", "labels_error", "judge_bias", "model_error", "width", "item_sigma"]
+    cols = ["labels", "labels_error", "judge_bias", "model_error", "width", "item_icc"]
     far, rest = b[b.far_miss], b[~b.far_miss]
     table = pd.DataFrame({"far_misses": far[cols].abs().mean(), "others": rest[cols].abs().mean()})
     print("\nfar misses (truth beyond the interval by more than its half-width): mean absolute values")

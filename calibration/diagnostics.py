@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import arviz as az
 import numpy as np
-from scipy.special import expit, ndtri
+from scipy.special import expit, gammaln, ndtri
 
 from calibration.data import CalibrationData
+from calibration.models import dirichlet_multinomial_loglik
 
-FREE_VARS = ("cut", "alpha_free", "beta_mu", "beta_tau", "beta_z", "seg_sigma", "seg_z", "item_sigma", "req_sigma",
+FREE_VARS = ("cut", "alpha_free", "beta_mu", "beta_tau", "beta_z", "seg_sigma", "seg_z", "item_icc", "req_sigma",
              "beta_seg_tau", "beta_seg_z")
 RHAT_MAX = 1.05
 ESS_MIN = 100.0
@@ -56,7 +57,7 @@ def category_probs(data: CalibrationData, p: dict[str, np.ndarray], req: np.ndar
     """P(category) for cells (req, mod) under each posterior draw: (draw, cell, K)."""
     eta = linear_predictor(data, p, req, mod)
     # marginal over the request effect (logistic-normal approximation, see estimands.cell_moments)
-    s2 = p.get("item_sigma", np.zeros(len(eta))) ** 2 + p.get("req_sigma", np.zeros(len(eta))) ** 2
+    s2 = p.get("req_sigma", np.zeros(len(eta))) ** 2
     scale = 1.0 / np.sqrt(1.0 + np.pi * s2 / 8.0)
     le = expit((p["cut"][:, None, :] - eta[:, :, None]) * scale[:, None, None])  # P(label <= k)
     cum = np.concatenate([np.zeros(le.shape[:2] + (1,)), le, np.ones(le.shape[:2] + (1,))], axis=2)
@@ -66,22 +67,30 @@ def category_probs(data: CalibrationData, p: dict[str, np.ndarray], req: np.ndar
 def cell_loglik(data: CalibrationData, p: dict[str, np.ndarray], req: np.ndarray, mod: np.ndarray,
                 counts: np.ndarray, nodes: int = 64) -> np.ndarray:
     """(draw, cell) log-likelihood of each labelled cell's annotations jointly, as the model has it: the
-    annotators of one request share its effect, so ``p(counts | theta) = E_e[prod_a p(y_a | theta, e)]``, the
-    effect integrated on ``nodes`` equal-mass quantile points. The product of the annotations' marginal
-    probabilities instead treats three agreeing annotators as three independent requests: it made the PSIS-LOO
-    weights (1 / p(cell | theta)) far too uneven (Pareto k above 2 on PandaLM) and the held-out check unstable."""
+    annotators of one request agree beyond chance (the Dirichlet-multinomial with intra-cell correlation
+    ``item_icc``, models.dirichlet_multinomial_loglik), and on absolute dimensions the request effect is integrated
+    on ``nodes`` equal-mass quantile points. The product of the annotations' marginal probabilities instead treats
+    three agreeing annotators as three independent requests: it made the PSIS-LOO weights (1 / p(cell | theta))
+    far too uneven (Pareto k above 2 on PandaLM) and the held-out check unstable."""
     eta = linear_predictor(data, p, req, mod)
-    s = np.sqrt(p.get("item_sigma", np.zeros(len(eta))) ** 2 + p.get("req_sigma", np.zeros(len(eta))) ** 2)
+    D = len(eta)
+    s = p.get("req_sigma", np.zeros(D))
+    icc = np.clip(p.get("item_icc", np.full(D, 0.5)), 1e-9, 1.0 - 1e-9)
+    kappa = np.broadcast_to((1.0 / icc - 1.0)[:, None], eta.shape)
     # equal-mass nodes (the normal's quantiles at the midpoints of ``nodes`` equal bins): the integrand is a product
     # of logistic steps, which Gauss-Hermite resolves badly when the effect's sd is large
-    z = ndtri((np.arange(nodes) + 0.5) / nodes)
+    if not np.any(s):
+        nodes = 1
+    z = ndtri((np.arange(nodes) + 0.5) / nodes) if nodes > 1 else np.zeros(1)
     logw = np.full(nodes, -np.log(nodes))
     out = np.full(eta.shape, -np.inf)
     cut = p["cut"][:, None, :]
     for zq, lq in zip(z, logw):
         le = expit(cut - (eta + s[:, None] * zq)[:, :, None])  # P(label <= k | e)
         cum = np.concatenate([np.zeros(le.shape[:2] + (1,)), le, np.ones(le.shape[:2] + (1,))], axis=2)
-        ll = np.einsum("dck,ck->dc", np.log(np.clip(np.diff(cum, axis=2), 1e-12, 1.0)), counts)
+        pr = np.clip(np.diff(cum, axis=2), 1e-12, 1.0)
+        ll = dirichlet_multinomial_loglik(counts[None], pr, kappa, gammaln) if "item_icc" in p \
+            else np.einsum("dck,ck->dc", np.log(pr), counts)
         out = np.logaddexp(out, lq + ll)
     return out
 

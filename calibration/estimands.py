@@ -42,13 +42,11 @@ def thin_params(params: dict[str, np.ndarray], block: int, max_draws: int, rng: 
 
 
 def _effect_variances(p: dict[str, np.ndarray], D: int, shared: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Per draw: the variance of a new cell's random effects (request-cell ``item`` plus, when ``shared``, the
-    request effect shared by the row models of an absolute dimension) and the share of it the row models of one
-    request have in common (``sigma_req^2 / total``; zero without the shared effect)."""
-    item2 = p.get("item_sigma", np.zeros(D)).astype(np.float32) ** 2
-    req2 = p.get("req_sigma", np.zeros(D)).astype(np.float32) ** 2 if shared else np.zeros(D, np.float32)
-    s2 = item2 + req2
-    return s2, np.where(s2 > 0, req2 / np.maximum(s2, 1e-30), 0.0).astype(np.float32)
+    """Per draw: the variance of a new cell's logit-scale random effect (the request effect shared by the row
+    models of an absolute dimension, when ``shared``; zero otherwise) and the annotators' intra-cell correlation
+    ``icc`` (calibration.models: the cell's Dirichlet-multinomial overdispersion; zero without it)."""
+    s2 = p.get("req_sigma", np.zeros(D)).astype(np.float32) ** 2 if shared else np.zeros(D, np.float32)
+    return s2, p.get("item_icc", np.zeros(D)).astype(np.float32)
 
 
 def _model_terms(p: dict[str, np.ndarray], m: int, cat_values: np.ndarray, shared: bool = True) -> dict:
@@ -59,7 +57,7 @@ def _model_terms(p: dict[str, np.ndarray], m: int, cat_values: np.ndarray, share
     v = cat_values.astype(np.float32)
     beta = p["beta"][:, m, :].astype(np.float32)  # (D, F)
     D = beta.shape[0]
-    s2, share = _effect_variances(p, D, shared)
+    s2, icc = _effect_variances(p, D, shared)
     scale = (1.0 / np.sqrt(1.0 + np.pi * s2 / 8.0)).astype(np.float32)
     hs = (0.5 * scale)[:, None]  # half the scale: tanh takes half the scaled linear predictor
     shift = (p["alpha"][:, m, None] + p["seg_effect"][:, m, :]).astype(np.float32)  # (D, S): alpha + u_s
@@ -68,7 +66,7 @@ def _model_terms(p: dict[str, np.ndarray], m: int, cat_values: np.ndarray, share
     bseg_h = None
     if bseg is not None and bseg.shape[1] > 1 and bseg.shape[2] and np.any(bseg):
         bseg_h = (bseg.astype(np.float32) * hs[:, :, None]).astype(np.float32)  # (D, S, F)
-    return {"v": v, "dv": np.diff(v), "dv2": np.diff(v * v), "s2": s2, "share": share, "hs": hs, "scale": scale, "D": D,
+    return {"v": v, "dv": np.diff(v), "dv2": np.diff(v * v), "s2": s2, "icc": icc, "hs": hs, "scale": scale, "D": D,
             "F": beta.shape[1], "S": shift.shape[1], "beta_h": beta * hs, "shift_h": shift * hs,
             "coef_h": np.ascontiguousarray(np.concatenate([beta, shift], axis=1) * hs),
             "half_cut": p["cut"].astype(np.float32) * hs, "bseg_h": bseg_h}
@@ -121,7 +119,9 @@ def _model_moments(Xm: np.ndarray, seg: np.ndarray, p: dict[str, np.ndarray], m:
         tmp *= np.float32(0.25 * dv[j])
         slope -= tmp
     del z, t
-    # var1 = max(e2 - e1^2, 0); between = min((slope * scale)^2 * s^2, var1); var = between + (var1 - between) / k
+    # var1 = max(e2 - e1^2, 0): one annotation's variance; between = min((slope * scale)^2 * s^2, var1): the part
+    # the shared request effect moves (delta method); of the rest, a share icc is common to the cell's annotators:
+    # var(mean of k) = between + (var1 - between) * (icc + (1 - icc) / k)
     np.multiply(e1, e1, out=tmp)
     np.subtract(e2, tmp, out=e2)
     np.maximum(e2, 0.0, out=e2)
@@ -130,12 +130,11 @@ def _model_moments(Xm: np.ndarray, seg: np.ndarray, p: dict[str, np.ndarray], m:
     slope *= (scale * scale * s2)[:, None]
     between = np.minimum(slope, var1, out=slope)
     np.subtract(var1, between, out=var1)
-    var1 *= np.float32(1.0 / k)
+    var1 *= (tm["icc"] + (1.0 - tm["icc"]) / np.float32(k))[:, None]
     var1 += between
-    if tm["share"].any():
-        between *= tm["share"][:, None]  # the shared request effect's part of the between-request variance
-        np.sqrt(between, out=between)
-    else:  # no shared effect (pairwise, or unpaired): nothing in common, a memset rather than two passes
+    if s2.any():
+        np.sqrt(between, out=between)  # the sd the row models of one request share
+    else:  # no shared effect (pairwise, or unpaired): nothing in common, a memset rather than a pass
         between.fill(0.0)
     return e1, var1, between
 
@@ -144,10 +143,11 @@ def cell_moments(X: np.ndarray, seg: np.ndarray, p: dict[str, np.ndarray], cat_v
                  k: float = 1.0):
     """Predictive mean label and variance of the mean of ``k`` annotators of one new request.
 
-    Arrays (draw, request, model) for requests X (R, M, F). The request effect e ~ N(0, s^2) is integrated with the
-    logistic-normal approximation E[logistic(z + e)] ~ logistic(z / sqrt(1 + pi s^2 / 8)) (Monahan & Stefanski
-    1992); the between-request part of the variance, Var_e(E[y | e]), by the delta method. The mean of k annotators
-    has variance Var_between + (Var_one_annotation - Var_between) / k.
+    Arrays (draw, request, model) for requests X (R, M, F). The shared request effect v ~ N(0, s^2) of absolute
+    dimensions is integrated with the logistic-normal approximation E[logistic(z + v)] ~ logistic(z / sqrt(1 + pi
+    s^2 / 8)) (Monahan & Stefanski 1992); its part of the variance, Var_v(E[y | v]), by the delta method. The k
+    annotators of the cell share its Dirichlet draw (calibration.models), so of the rest a share ``icc`` does not
+    average away: Var = Var_between + (Var_one_annotation - Var_between) (icc + (1 - icc) / k).
     """
     parts = [_model_moments(X[:, m, :], seg, p, m, cat_values, k) for m in range(X.shape[1])]
     return np.stack([a for a, _, _ in parts], axis=2), np.stack([b for _, b, _ in parts], axis=2)
@@ -157,8 +157,7 @@ def _drawn_request_effects(data: CalibrationData, p: dict[str, np.ndarray]):
     """(sorted labelled requests, (draw, request) drawn shared effect ``v``) when the fit has the shared request
     effect (calibration.models), else None. A request labelled for one row model only has its other cells
     predicted given that draw of ``v`` rather than integrated over its prior: the incumbent's label informs the
-    candidate's prediction on the same request (exact within the model; only the cell's own effect is then
-    integrated, with the same logistic-normal approximation)."""
+    candidate's prediction on the same request (exact within the model)."""
     v = p.get("req_effect")
     if data.kind == "pairwise" or v is None or v.shape[-1] == 0 or len(data.lab_req) == 0:
         return None

@@ -7,7 +7,8 @@ For a labelled cell (request r, row model m, segment s) with standardised metric
     beta[m] = beta_mu + tau * z[m]                   per-model slopes, partially pooled (non-centred)
     u[m, s] = sigma_seg * w[m, s]                    segment offsets per model, partially pooled
     + x . b[s],  b[s] = tau_seg * v[s]               segment-varying slopes, partially pooled (only with segments)
-    + e_cell ~ N(0, sigma_item)                      request-level effect shared by its annotators
+    counts[cell] ~ DirMult(kappa * P(label | eta))   annotators of one request agree beyond chance,
+                                                     kappa = 1 / icc - 1 (only with >= 2 labels on some cell)
     + v[r] ~ N(0, sigma_req)                         absolute dimensions: shared by the row models of request r
     alpha[0] = 0 (the cut-points carry the intercept), alpha[m > 0] free
 
@@ -129,6 +130,22 @@ def request_effects(idata, blocks: list[CalibrationData]) -> np.ndarray:
     return out
 
 
+def dirichlet_multinomial_loglik(counts, p, kappa, gammaln):
+    """Log-probability of one cell's sequence of annotations (``counts`` per category, last axis) when the cell's
+    category probabilities are ``Dirichlet(kappa * p)`` around the model's ``p`` (the Dirichlet-multinomial, Mosimann
+    1962, Biometrika 49(1/2); without the multinomial coefficient, i.e. of the annotations in their order).
+
+    ``kappa = 1 / icc - 1``: two annotators of one cell agree beyond chance with intra-cell correlation ``icc``
+    (every label's covariance with another label of the same cell is ``icc`` times its variance). Unlike a
+    logit-normal request effect, this overdispersion leaves the cell's *expected* label at ``p``, so the fixed
+    effects and their priors act on the scale of the estimand: with PandaLM's strong annotator agreement a normal
+    effect (sd about 6 on the logit scale) shrank every pair's win rate towards one half under its priors.
+    ``gammaln``: ``pytensor.tensor.gammaln`` in the model, ``scipy.special.gammaln`` on posterior draws."""
+    a = kappa[..., None] * p
+    return (gammaln(kappa) - gammaln(counts.sum(axis=-1) + kappa)
+            + (gammaln(counts + a) - gammaln(a)).sum(axis=-1))
+
+
 def build_model(blocks: list[CalibrationData], paired: bool = True) -> pm.Model:
     """Ordered-logistic calibration model over independent blocks sharing shapes (models, features, segments).
 
@@ -185,18 +202,21 @@ def build_model(blocks: list[CalibrationData], paired: bool = True) -> pm.Model:
             bs_z = pm.Normal("beta_seg_z", 0.0, 1.0, dims=("block", "segment", "feature"))
             beta_seg = pm.Deterministic("beta_seg", bs_tau[:, None, None] * bs_z, dims=("block", "segment", "feature"))
             eta = eta + pt.sum(x * beta_seg.reshape((B * S, F))[blk * S + seg], axis=1)
+        icc = None
         if c["counts"].sum(axis=1).max() > 1:
-            # annotators of one request share that request's quirks: a per-cell effect keeps three agreeing
-            # annotators from counting as three independent requests (only identified when cells have >= 2 labels)
-            sig_item = pm.HalfNormal("item_sigma", 1.0, dims="block")
-            item_z = pm.Normal("item_z", 0.0, 1.0, dims="cell")
-            eta = eta + sig_item[blk] * item_z
+            # annotators of one request share that request's quirks: a cell's category probabilities are drawn
+            # around the model's, so three agreeing annotators do not count as three independent requests (only
+            # identified when cells have >= 2 labels); see dirichlet_multinomial_loglik
+            icc = pm.Beta("item_icc", 1.0, 1.0, dims="block")
         if paired and paired_requests(blocks):
             eta = eta + _request_effect(model, c, B)
         if blocks[0].cluster_idx is not None:  # conversations: turns share an effect (calibration.clustered)
             eta = eta + _conversation_effect(model, c, blocks)
-        p = pm.OrderedLogistic.compute_p(eta, cut[blk])
-        loglik = pt.sum(counts * pt.log(pt.clip(p, 1e-12, 1.0)), axis=1)
+        p = pt.clip(pm.OrderedLogistic.compute_p(eta, cut[blk]), 1e-12, 1.0)
+        if icc is None:
+            loglik = pt.sum(counts * pt.log(p), axis=1)
+        else:
+            loglik = dirichlet_multinomial_loglik(counts, p, 1.0 / icc[blk] - 1.0, pt.gammaln)
         pm.Potential("labels", pt.sum(weight * loglik) if weighted else pt.sum(loglik))
     return model
 
@@ -229,7 +249,7 @@ def extract_params(idata, blocks: list[CalibrationData]) -> dict[str, np.ndarray
         "beta": get("beta", (B, M, F)),
         "seg_effect": get("seg_effect", (B, M, S)),
         "beta_seg": get("beta_seg", (B, S, F)),
-        "item_sigma": get("item_sigma", (B,)),
+        "item_icc": get("item_icc", (B,)),
         "req_sigma": get("req_sigma", (B,)),
         "req_effect": request_effects(idata, blocks),
         **_conversation_params(idata, blocks),

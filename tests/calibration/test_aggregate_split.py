@@ -16,7 +16,7 @@ def _params(d, D=40, seed=0, with_req_effect=False):
     M, F, S, K = d.n_models, d.X.shape[2], len(d.segment_names), d.n_cat
     p = {"cut": np.sort(rng.normal(0, 1, (D, K - 1)), axis=1), "alpha": rng.normal(0, 0.3, (D, M)),
          "beta": rng.normal(0.8, 0.2, (D, M, F)), "seg_effect": rng.normal(0, 0.2, (D, M, S)),
-         "beta_seg": rng.normal(0, 0.1, (D, S, F)), "item_sigma": np.abs(rng.normal(0.5, 0.1, D))}
+         "beta_seg": rng.normal(0, 0.1, (D, S, F)), "item_icc": rng.uniform(0.2, 0.6, D)}
     if with_req_effect:
         p["req_sigma"] = np.abs(rng.normal(0.6, 0.1, D))
         p["req_effect"] = rng.normal(0, 0.6, (D, len(np.unique(d.lab_req))))

@@ -127,7 +127,7 @@ def test_singleton_conversations_reduce_to_the_independent_estimands(kind):
     D, M, F, S, K = 4000, d.n_models, d.X.shape[2], len(d.segment_names), d.n_cat
     p = {"cut": np.sort(rng.normal(0, 0.1, (D, K - 1)), axis=1), "alpha": np.zeros((D, M)),
          "beta": np.full((D, M, F), 0.6) + rng.normal(0, 0.05, (D, M, F)), "seg_effect": np.zeros((D, M, S)),
-         "beta_seg": np.zeros((D, S, F)), "item_sigma": np.full(D, 0.3), "req_sigma": np.full(D, 0.5),
+         "beta_seg": np.zeros((D, S, F)), "item_icc": np.full(D, 0.3), "req_sigma": np.full(D, 0.5),
          "req_effect": np.zeros((D, 0)), "conv_sigma": np.zeros(D)}
     flat = aggregate(dataclasses.replace(d, cluster_idx=None, cluster_names=None), p, np.random.default_rng(1))
     clus = aggregate_clustered(d, p, np.random.default_rng(2))

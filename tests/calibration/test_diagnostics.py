@@ -1,7 +1,8 @@
 """The held-out check's per-cell likelihood (calibration.diagnostics.cell_loglik) and the retry of an unconverged fit."""
 import numpy as np
-from scipy import integrate
-from scipy.special import expit
+import pytest
+from scipy.special import expit, factorial
+from scipy.stats import dirichlet_multinomial
 
 from calibration import diagnostics
 from calibration.data import CalibrationData
@@ -18,35 +19,34 @@ def _data(counts_cells: int) -> CalibrationData:
         lab_model=np.zeros(3 * R, int), lab_cat=rng.integers(0, 3, 3 * R), lab_annotator=np.tile(np.arange(3), R))
 
 
-def test_cell_loglik_integrates_the_shared_request_effect():
-    # Three annotators of one request share its effect: the cell's likelihood is E_e[prod_a p(y_a | e)], not the
-    # product of the marginals. The product (the code before) treated three agreeing annotators as independent,
-    # which made the PSIS-LOO weights 1 / p(cell) so uneven on PandaLM (item sd ~6) that the held-out log score fell
-    # below a uniform guess and the predictive-check guard blocked the demo's non-inferior candidate.
+def test_cell_loglik_is_the_dirichlet_multinomial_of_the_annotations():
+    # Three annotators of one request agree beyond chance: the cell's likelihood is the Dirichlet-multinomial of its
+    # annotations (models.dirichlet_multinomial_loglik), not the product of the marginals. The product treated three
+    # agreeing annotators as independent, which made the PSIS-LOO weights 1 / p(cell) so uneven on PandaLM that the
+    # held-out log score fell below a uniform guess and the predictive-check guard blocked a non-inferior candidate.
     d = _data(4)
     D = 3
     p = {"cut": np.tile([-1.0, 0.7], (D, 1)), "alpha": np.array([[0.0], [0.3], [-0.2]]),
          "beta": np.array([[[0.5, -0.2]], [[0.1, 0.4]], [[0.0, 0.0]]]), "seg_effect": np.zeros((D, 1, 1)),
-         "item_sigma": np.array([6.0, 2.0, 0.5])}
+         "item_icc": np.array([0.9, 0.5, 0.05])}
     req, mod = np.arange(4), np.zeros(4, int)
     counts = np.array([[3, 0, 0], [0, 0, 3], [1, 1, 1], [2, 0, 1]], float)
-    got = diagnostics.cell_loglik(d, p, req, mod, counts)  # 64 equal-mass nodes
+    got = diagnostics.cell_loglik(d, p, req, mod, counts)
     for k in range(D):
+        kappa = 1 / p["item_icc"][k] - 1
         for c in range(4):
             eta = d.X[c, 0] @ p["beta"][k, 0] + p["alpha"][k, 0]
-
-            def joint(e):
-                le = expit(p["cut"][k] - (eta + e))
-                pr = np.diff(np.r_[0.0, le, 1.0])
-                return np.prod(pr ** counts[c]) * np.exp(-e * e / (2 * p["item_sigma"][k] ** 2)) \
-                    / np.sqrt(2 * np.pi * p["item_sigma"][k] ** 2)
-
-            want = np.log(integrate.quad(joint, -60, 60, limit=200)[0])
-            assert abs(got[k, c] - want) < 0.02, (k, c, got[k, c], want)  # quadrature of steps: ~1% in the log
-    # agreeing annotators under a large shared effect are far more likely than three independent draws say
+            pr = np.diff(np.r_[0.0, expit(p["cut"][k] - eta), 1.0])
+            # scipy's pmf counts every order of the annotations: divide by the multinomial coefficient
+            want = dirichlet_multinomial.logpmf(counts[c], kappa * pr, 3) \
+                - np.log(factorial(3) / np.prod(factorial(counts[c])))
+            assert got[k, c] == pytest.approx(want, abs=1e-9), (k, c)
+    # agreeing annotators under a strong correlation are far more likely than three independent draws say
     probs = diagnostics.category_probs(d, p, req, mod)
     product = np.einsum("dck,ck->dc", np.log(probs), counts)
     assert got[0, 0] > product[0, 0] + 1.0 and got[0, 1] > product[0, 1] + 1.0
+    gain = got - product  # the weaker the correlation, the nearer the product
+    assert 0 < gain[2, 0] < gain[1, 0] < gain[0, 0]
 
 
 def test_retry_asks_for_small_steps_only_when_the_fit_diverged():

@@ -41,7 +41,7 @@ def point_posterior(d, fit_requests=None, draws=200, spread=0.02, seed=0):
     return {"cut": np.tile(cut, (draws, 1)),
             "alpha": alpha[None, :] + rng.normal(0, spread, (draws, M)),
             "beta": np.tile(beta, (draws, 1, 1)),
-            "seg_effect": np.zeros((draws, M, S)), "item_sigma": np.zeros(draws)}
+            "seg_effect": np.zeros((draws, M, S))}
 
 
 def _decide(d, p, basis="population"):

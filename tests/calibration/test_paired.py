@@ -13,26 +13,26 @@ from calibration.models import build_model, paired_requests
 from tests.support.simulate import simulate_binary, simulate_pairwise
 
 
-def _params(K, sv, se, alphas=(0.0, 0.4)):
+def _params(K, sv, icc, alphas=(0.0, 0.4)):
     return {"cut": np.linspace(-1.5, 1.5, K - 1)[None], "alpha": np.array([alphas]), "beta": np.ones((1, 2, 1)),
-            "seg_effect": np.zeros((1, 2, 1)), "item_sigma": np.array([se]), "req_sigma": np.array([sv])}
+            "seg_effect": np.zeros((1, 2, 1)), "item_icc": np.array([icc]), "req_sigma": np.array([sv])}
 
 
 @pytest.mark.parametrize("cat", [np.array([0.0, 1.0]), np.arange(1.0, 6.0)], ids=["binary", "ordinal"])
-@pytest.mark.parametrize("sv,se", [(1.0, 0.0), (1.0, 0.5), (0.5, 0.5)])
-def test_difference_variance_uses_the_shared_effect(cat, sv, se):
+@pytest.mark.parametrize("sv,icc", [(1.0, 0.0), (1.0, 0.5), (0.5, 0.5)])
+def test_difference_variance_uses_the_shared_effect(cat, sv, icc):
     X = np.linspace(-2, 2, 6)[:, None].astype(np.float32)
     seg = np.zeros(6, int)
-    p = _params(len(cat), sv, se)
+    p = _params(len(cat), sv, icc)  # one annotator per cell: the annotators' correlation plays no part
     (e0, v0, g0), (e1, v1, g1) = (_model_moments(X, seg, p, m, cat, 1.0) for m in (0, 1))
     approx = (v1 + v0 - 2 * g1 * g0)[0]
-    # Monte Carlo of the model: one draw of the shared v per request, the cells' own effects and annotator noise
+    # Monte Carlo of the model: one draw of the shared v per request, then each cell's label
     rng = np.random.default_rng(0)
     n = 200_000
     v = rng.normal(0, sv, (n, 1))
     ys = []
     for a in (0.0, 0.4):
-        lat = X[:, 0][None] + a + v + rng.normal(0, se, (n, 6)) + rng.logistic(size=(n, 6))
+        lat = X[:, 0][None] + a + v + rng.logistic(size=(n, 6))
         ys.append(cat[(lat[:, :, None] > p["cut"][0]).sum(axis=2)])
     mc = (ys[1] - ys[0]).var(axis=0)
     # logistic-normal + delta method: within a few percent of the spread (a little more in the far tails)
@@ -41,6 +41,26 @@ def test_difference_variance_uses_the_shared_effect(cat, sv, se):
     indep = (v1 + v0)[0]  # the cells taken as independent (before): too wide where the effect matters
     if sv >= 1.0:
         assert (indep[1:5] > 1.1 * mc[1:5]).all()
+
+
+@pytest.mark.parametrize("icc", [0.0, 0.3, 0.8])
+def test_mean_of_k_annotators_carries_their_correlation(icc):
+    # A cell's k annotators draw from category probabilities Dirichlet(kappa p) around the model's p (models.
+    # dirichlet_multinomial_loglik): the variance of their mean is var1 (icc + (1 - icc) / k), checked by Monte Carlo
+    cat = np.arange(1.0, 6.0)
+    X = np.linspace(-2, 2, 5)[:, None].astype(np.float32)
+    p = _params(len(cat), 0.0, icc)
+    mean, var, _ = _model_moments(X, np.zeros(5, int), p, 0, cat, 3.0)
+    rng = np.random.default_rng(1)
+    n = 100_000
+    for r in range(5):
+        pr = np.diff(np.r_[0.0, 1 / (1 + np.exp(-(p["cut"][0] - X[r, 0]))), 1.0])
+        cell = rng.dirichlet((1 / icc - 1) * pr, n) if icc > 0 else np.tile(pr, (n, 1))
+        u = rng.random((n, 3, 1))
+        labels = cat[(u > np.cumsum(cell, axis=1)[:, None, :]).sum(axis=2).clip(0, 4)]
+        y = labels.mean(axis=1)
+        assert mean[0, r] == pytest.approx(y.mean(), abs=0.01)
+        assert var[0, r] == pytest.approx(y.var(), rel=0.03)
 
 
 def _paired_data(n_requests=40, n_labels=10, drop_candidate=()):
@@ -71,7 +91,7 @@ def test_one_labelled_model_informs_the_other_through_the_drawn_effect():
     n_lab = len(np.unique(d.lab_req))
     D, F, S = 200, d.X.shape[2], len(d.segment_names)
     base = {"cut": np.zeros((D, 1)), "alpha": np.zeros((D, 2)), "beta": np.zeros((D, 2, F)),
-            "seg_effect": np.zeros((D, 2, S)), "item_sigma": np.zeros(D), "req_sigma": np.ones(D)}
+            "seg_effect": np.zeros((D, 2, S)), "req_sigma": np.ones(D)}
     est = {}
     for shift in (-2.0, 2.0):
         p = {**base, "req_effect": np.full((D, n_lab), shift, dtype=np.float32)}
