@@ -75,8 +75,9 @@ def cell_loglik(data: CalibrationData, p: dict[str, np.ndarray], req: np.ndarray
     eta = linear_predictor(data, p, req, mod)
     D = len(eta)
     s = p.get("req_sigma", np.zeros(D))
-    icc = np.clip(p.get("item_icc", np.full(D, 0.5)), 1e-9, 1.0 - 1e-9)
-    kappa = np.broadcast_to((1.0 / icc - 1.0)[:, None], eta.shape)
+    icc = p.get("item_icc", np.zeros(D))
+    correlated = bool(np.any(icc > 0))  # extract_params gives zeros when the fit had no such term
+    kappa = np.broadcast_to((1.0 / np.clip(icc, 1e-9, 1.0 - 1e-9) - 1.0)[:, None], eta.shape)
     # equal-mass nodes (the normal's quantiles at the midpoints of ``nodes`` equal bins): the integrand is a product
     # of logistic steps, which Gauss-Hermite resolves badly when the effect's sd is large
     if not np.any(s):
@@ -89,7 +90,7 @@ def cell_loglik(data: CalibrationData, p: dict[str, np.ndarray], req: np.ndarray
         le = expit(cut - (eta + s[:, None] * zq)[:, :, None])  # P(label <= k | e)
         cum = np.concatenate([np.zeros(le.shape[:2] + (1,)), le, np.ones(le.shape[:2] + (1,))], axis=2)
         pr = np.clip(np.diff(cum, axis=2), 1e-12, 1.0)
-        ll = dirichlet_multinomial_loglik(counts[None], pr, kappa, gammaln) if "item_icc" in p \
+        ll = dirichlet_multinomial_loglik(counts[None], pr, kappa, gammaln) if correlated \
             else np.einsum("dck,ck->dc", np.log(pr), counts)
         out = np.logaddexp(out, lq + ll)
     return out
