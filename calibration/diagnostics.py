@@ -80,9 +80,9 @@ def cell_loglik(data: CalibrationData, p: dict[str, np.ndarray], req: np.ndarray
     kappa = np.broadcast_to((1.0 / np.clip(icc, 1e-9, 1.0 - 1e-9) - 1.0)[:, None], eta.shape)
     # equal-mass nodes (the normal's quantiles at the midpoints of ``nodes`` equal bins): the integrand is a product
     # of logistic steps, which Gauss-Hermite resolves badly when the effect's sd is large
-    if not np.any(s):
+    if not np.any(s):  # nothing to integrate: the one node is the median, 0
         nodes = 1
-    z = ndtri((np.arange(nodes) + 0.5) / nodes) if nodes > 1 else np.zeros(1)
+    z = ndtri((np.arange(nodes) + 0.5) / nodes)
     logw = np.full(nodes, -np.log(nodes))
     out = np.full(eta.shape, -np.inf)
     cut = p["cut"][:, None, :]
