@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import arviz as az
 import numpy as np
-from scipy.special import expit, gammaln, ndtri
+from scipy.special import expit, ndtri
 
 from calibration.data import CalibrationData
 from calibration.models import dirichlet_multinomial_loglik
@@ -90,7 +90,7 @@ def cell_loglik(data: CalibrationData, p: dict[str, np.ndarray], req: np.ndarray
         le = expit(cut - (eta + s[:, None] * zq)[:, :, None])  # P(label <= k | e)
         cum = np.concatenate([np.zeros(le.shape[:2] + (1,)), le, np.ones(le.shape[:2] + (1,))], axis=2)
         pr = np.clip(np.diff(cum, axis=2), 1e-12, 1.0)
-        ll = dirichlet_multinomial_loglik(counts[None], pr, kappa, gammaln) if correlated \
+        ll = dirichlet_multinomial_loglik(counts[None], pr, kappa, np.log, counts.max()) if correlated \
             else np.einsum("dck,ck->dc", np.log(pr), counts)
         out = np.logaddexp(out, lq + ll)
     return out
