@@ -200,7 +200,12 @@ class OpenAIEngine:
                 response = getattr(exc, "response", None)
                 headers = dict(response.headers) if response is not None and hasattr(response, "headers") else {}
                 if kind == "rate_limited":
-                    self.limiter.refund(est)  # a 429 is not charged by the provider
+                    # A 429 is not charged by the provider: its tokens go back. Its request slot goes back only when
+                    # tokens ran out; when requests did, the provider's bucket is behind ours by at least this one
+                    # (jitter between our send and its arrival at the limit), and keeping the slot spent slows
+                    # everyone by the rate of such 429s. Refunding it kept both buckets at the limit, where every
+                    # retry could race others into the next 429 (12 in a row for one row, in a test).
+                    self.limiter.refund(est, request=not _requests_ran_out(headers))
                     retry_after = _retry_after(headers)
                     if retry_after is not None:
                         self.limiter.block(retry_after)
@@ -235,13 +240,21 @@ def _content(completion: object):
     return choice, content
 
 
+def _requests_ran_out(headers: dict) -> bool:
+    low = {k.lower(): v for k, v in headers.items()}
+    try:
+        return float(low.get("x-ratelimit-remaining-requests", 1)) < 1
+    except ValueError:
+        return False
+
+
 def _token_shortfall(headers: dict, retry_after: float, tpm: float) -> float:
     """Tokens a 429 says the request lacked: Retry-After times the token rate, when tokens (not requests) were
     what ran out (requests remained, or the provider does not say)."""
+    if _requests_ran_out(headers):
+        return 0.0
     low = {k.lower(): v for k, v in headers.items()}
     try:
-        if float(low.get("x-ratelimit-remaining-requests", 1)) < 1:
-            return 0.0
         tpm = float(low.get("x-ratelimit-limit-tokens", tpm))
     except ValueError:
         pass

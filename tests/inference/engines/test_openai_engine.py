@@ -46,6 +46,10 @@ def test_faults_and_limits_every_request_exactly_once(openai_server):
     faults = srv.statuses()
     assert faults["500"] > 0 and faults["malformed"] > 0 and faults["hang"] > 0
     assert out["attempts"].max() > 1
+    # Requests bind here and client and server limits are equal: a 429 on requests costs the client its slot, so
+    # 429s stay rare (8-9 here; when the slot was refunded both buckets sat at the limit and 429s ran to 450-660,
+    # some rows failing after 12 of them).
+    assert faults["429"] < len(batch) // 5, faults
     # Tokens come from the server's usage, not the estimate.
     succ = {e.request_id: e for e in srv.successes()}
     row = out.iloc[0]
@@ -274,3 +278,25 @@ def test_tokens_binding_with_a_wrong_estimate_costs_few_429s_and_no_row(openai_s
     assert out["error"].isna().all(), out["error"].dropna().tolist()[:2]
     # Measured here: 11-34 with this engine, 130-156 (and rows lost after max_attempts) before it learnt.
     assert rejected < 0.25 * len(batch), rejected
+
+
+@pytest.mark.parametrize("before_limit", [False, True])
+def test_server_faults_spend_the_tier_unless_a_gateway_answers_them(openai_server, before_limit):
+    # benchmarks/api_throughput.py gates goodput with faults answered in front of the limiter: check that the test
+    # server then leaves the buckets alone, and that by default a faulted attempt spends them like any other.
+    import httpx
+
+    srv = openai_server
+    srv.reset(rpm=60, tpm=None, burst_s=1.0, fault_500=1.0, fault_malformed=0.0, fault_hang=0.0,
+              faults_before_limit=before_limit)
+    try:
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+        codes = [httpx.post(f"{srv.base_url}/chat/completions", json=body,
+                            headers={"x-client-request-id": f"g{i}"}).status_code for i in range(4)]
+        if before_limit:  # a bucket of one request: every attempt reached the 500, none was rate limited
+            assert codes == [500] * 4 and not any(e.charged for e in srv.log)
+        else:  # the first 500 emptied the bucket: the rest were refused by the limiter
+            assert codes[0] == 500 and codes[1:] == [429] * 3, codes
+            assert [e.charged for e in srv.log] == [True, False, False, False]
+    finally:
+        srv.reset(faults_before_limit=False, fault_500=0.0, rpm=None)
