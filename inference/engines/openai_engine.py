@@ -176,6 +176,7 @@ class OpenAIEngine:
                 await asyncio.sleep(wait)
             started = time.monotonic()
             retry_after = None
+            raw = None
             try:
                 raw = await self._client.chat.completions.with_raw_response.create(**kwargs)
                 latency = time.monotonic() - started
@@ -197,8 +198,9 @@ class OpenAIEngine:
                 latency = time.monotonic() - started
                 kind, status = classify(exc)
                 detail = mask(f"{'HTTP ' + str(status) + ' ' if status else ''}{type(exc).__name__}: {exc}", [self._api_key])
-                response = getattr(exc, "response", None)
-                headers = dict(response.headers) if response is not None and hasattr(response, "headers") else {}
+                response = getattr(exc, "response", None) or raw
+                answered = response is not None and hasattr(response, "headers")
+                headers = dict(response.headers) if answered else {}
                 if kind == "rate_limited":
                     # A 429 is not charged by the provider: its tokens go back. Its request slot goes back only when
                     # tokens ran out; when requests did, the provider's bucket is behind ours by at least this one
@@ -213,10 +215,15 @@ class OpenAIEngine:
                         shortfall += missing
                         # The provider had that much less than the limiter thought: everyone's schedule moves.
                         self.limiter.correct(0.0, missing)
+                elif answered and not _from_provider(headers):
+                    # An answer without the provider's x-ratelimit-* headers came from in front of it (a gateway's
+                    # 502, a proxy's error page): the provider never counted the attempt, so nothing was spent.
+                    self.limiter.refund(est)
                 elif status is not None and status < 500:
                     # A refused request (4xx) generated nothing: its tokens go back, or a batch of over-long prompts
-                    # would hold the token bucket for minutes. The request still counted. A 5xx is not refunded:
-                    # a provider's limiter admits (and charges) a request before its model fails.
+                    # would hold the token bucket for minutes. The request still counted. A 5xx from the provider
+                    # is not refunded: its limiter admits (and charges) a request before its model fails; nor is a
+                    # timeout or a cut connection, where nobody says whether the provider counted it.
                     self.limiter.refund(est, request=False)
                 if headers:
                     self.limiter.observe({k.lower(): v for k, v in headers.items() if k.lower().startswith("x-ratelimit-")})
@@ -238,6 +245,10 @@ def _content(completion: object):
     if not isinstance(content, str):
         raise MalformedResponse("choices[0].message.content is not a string")
     return choice, content
+
+
+def _from_provider(headers: dict) -> bool:
+    return any(k.lower().startswith("x-ratelimit-") for k in headers)
 
 
 def _requests_ran_out(headers: dict) -> bool:

@@ -9,7 +9,10 @@ A real HTTP server (aiohttp, on its own event loop in a background thread) on 12
   (about four characters a token, what clients estimate with) or, given ``tokenizer`` (e.g. ``minilm_tokenizer()``,
   a real WordPiece tokenizer available offline), by that tokenizer, so a client's estimate is wrong as in life.
 - fault injection by fraction, decided per (request id, attempt) from a seed so runs are reproducible:
-  HTTP 500, a hang past the client's timeout, and a 200 whose body is malformed JSON.
+  HTTP 500, a hang past the client's timeout, and a 200 whose body is malformed JSON. By default a faulted attempt
+  has passed the rate limiter and spent the tier (a model server failing mid-request); with
+  ``faults_before_limit=True`` the fault happens in front of the limiter (a gateway or proxy between client and
+  provider answers it: 502-style errors, dropped connections, an HTML error page) and spends nothing.
 - an outage: ``down="drop"`` closes every connection without an answer (the client sees a connection error),
   ``down="503"`` answers 503 to everything; each such request is logged with fault ``"down"``.
 - a request log (one entry per HTTP request: request id, attempt, status, fault, tokens, time) to count
@@ -125,6 +128,7 @@ class LogEntry:
     t: float
     response_format: dict | None = None  # what the client asked for (JSON mode), to check structured output
     headers: dict[str, str] = field(default_factory=dict)  # as received, lower-cased, without authorization
+    charged: bool = True  # whether the attempt spent the tier's buckets (429s and faults before the limit do not)
 
 
 @dataclass
@@ -137,6 +141,7 @@ class OpenAIServer:
     fault_500: float = 0.0
     fault_hang: float = 0.0
     fault_malformed: float = 0.0
+    faults_before_limit: bool = False  # faults answered in front of the limiter (a gateway), spending no tier
     hang_s: float = 30.0
     seed: int = 0
     latency_s: float = 0.0
@@ -276,6 +281,16 @@ class OpenAIServer:
             u -= frac
         return None
 
+    async def _faulted(self, fault: str, headers: dict[str, str]) -> web.Response:
+        if fault == "500":
+            return web.json_response({"error": {"message": "injected server error", "type": "server_error"}},
+                                     status=500, headers=headers)
+        if fault == "hang":
+            await asyncio.sleep(self.hang_s)
+            return web.json_response({"error": {"message": "hung"}}, status=504, headers=headers)
+        return web.Response(body=b'{"id": "chatcmpl-x", "choices": [{"message": ', status=200,
+                            content_type="application/json", headers=headers)
+
     def _limit_headers(self) -> dict[str, str]:
         headers = {}
         for kind, bucket, limit in (("requests", self._req_bucket, self.rpm), ("tokens", self._tok_bucket, self.tpm)):
@@ -326,6 +341,15 @@ class OpenAIServer:
                                          response_format, received))
             return web.json_response(vllm_context_error(self.max_context, p_tok), status=400)
 
+        if self.faults_before_limit:
+            with self._lock:
+                fault = self._fault(request_id, self._attempts[request_id] + 1)
+                if fault is not None:
+                    self._attempts[request_id] += 1
+                    self.log.append(LogEntry(request_id, self._attempts[request_id], 500 if fault == "500" else 200,
+                                             fault, model, p_tok, c_tok, now, response_format, received, charged=False))
+            if fault is not None:
+                return await self._faulted(fault, {})
         with self._lock:
             wait = 0.0
             if self._req_bucket is not None:
@@ -336,7 +360,7 @@ class OpenAIServer:
             attempt = self._attempts[request_id]
             if wait > 0:
                 self.log.append(LogEntry(request_id, attempt, 429, None, model, p_tok, c_tok, now, response_format,
-                                         received))
+                                         received, charged=False))
                 headers = {"retry-after": str(max(1, math.ceil(wait))), "retry-after-ms": str(int(wait * 1000) + 1),
                            **self._limit_headers()}
                 return web.json_response({"error": {"message": "Rate limit reached", "type": "requests",
@@ -345,22 +369,15 @@ class OpenAIServer:
                 self._req_bucket.take(1)
             if self._tok_bucket is not None:
                 self._tok_bucket.take(p_tok + c_tok)
-            fault = self._fault(request_id, attempt)
+            fault = None if self.faults_before_limit else self._fault(request_id, attempt)
             self.log.append(LogEntry(request_id, attempt, 500 if fault == "500" else 200, fault, model, p_tok, c_tok, now,
                                     response_format, received))
             headers = self._limit_headers()
 
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
-        if fault == "500":
-            return web.json_response({"error": {"message": "injected server error", "type": "server_error"}},
-                                     status=500, headers=headers)
-        if fault == "hang":
-            await asyncio.sleep(self.hang_s)
-            return web.json_response({"error": {"message": "hung"}}, status=504, headers=headers)
-        if fault == "malformed":
-            return web.Response(body=b'{"id": "chatcmpl-x", "choices": [{"message": ', status=200,
-                                content_type="application/json", headers=headers)
+        if fault is not None:
+            return await self._faulted(fault, headers)
         payload = {
             "id": f"chatcmpl-{uuid.uuid4().hex[:16]}",
             "object": "chat.completion",

@@ -234,20 +234,23 @@ def test_prompt_estimate_learns_the_servers_token_count(openai_server):
     assert reserved == pytest.approx(charged, rel=0.10)
 
 
-def test_server_errors_keep_their_tokens_charged(openai_server):
-    """A 5xx was admitted (and charged) by the provider's limiter before its model failed: the engine does not
-    hand its tokens back, or it would run ahead of the provider and collect 429s."""
+@pytest.mark.parametrize("at_gateway", [False, True])
+def test_server_errors_keep_their_tokens_charged_unless_a_gateway_answered(openai_server, at_gateway):
+    """A 5xx from the provider (it sends its x-ratelimit-* headers) was admitted and charged by its limiter before
+    its model failed: the engine does not hand its tokens back, or it would run ahead of the provider and collect
+    429s. A 5xx without those headers came from a gateway in front: nothing was charged, everything goes back."""
     srv = openai_server
-    srv.reset(rpm=None, tpm=None, fault_500=1.0, fault_malformed=0.0, fault_hang=0.0)
+    srv.reset(rpm=60_000, tpm=10_000_000, fault_500=1.0, fault_malformed=0.0, fault_hang=0.0,
+              faults_before_limit=at_gateway)
     limiter = RateLimiter(rpm=6000, tpm=1_000_000)
     engine = make_engine(_config(srv, max_attempts=2), limiter=limiter)
     try:
         out = engine(traffic_frame(4))
     finally:
-        srv.reset(fault_500=0.0)
+        srv.reset(fault_500=0.0, rpm=None, tpm=None, faults_before_limit=False)
         engine.close()
     assert set(out["error"].map(error_kind)) == {"server_error"}
-    assert limiter.stats["reserved"] == 8 and limiter.stats["refunded"] == 0
+    assert limiter.stats["reserved"] == 8 and limiter.stats["refunded"] == (8 if at_gateway else 0)
 
 
 def _mixed_traffic(n: int):
