@@ -64,3 +64,36 @@ def ray_cluster():
     start_local_ray(2)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+
+
+def _orphaned_ray_workers() -> list:
+    """This user's Ray worker processes (``ray::...``) whose raylet is gone: a cluster a test started and stopped
+    can leave an actor's process behind when its raylet died first. Other users' and live clusters' are left alone."""
+    import psutil
+
+    me, out = os.getuid(), []
+    for proc in psutil.process_iter(["pid", "uids", "cmdline"]):
+        try:
+            cmd = proc.info["cmdline"] or []
+            if proc.info["uids"] is None or proc.info["uids"].real != me or not cmd or not cmd[0].startswith("ray::"):
+                continue
+            raylet = proc.environ().get("RAY_RAYLET_PID")
+            if raylet and not psutil.pid_exists(int(raylet)):
+                out.append(proc)
+        except (psutil.Error, ValueError):
+            continue
+    return out
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # CI runs on a fresh machine, but a developer's machine keeps what a session leaves: reap workers whose raylet
+    # died (seen after the clean-clone runs: MapWorker processes with parent 1).
+    import psutil
+
+    procs = _orphaned_ray_workers()
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=5)
