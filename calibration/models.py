@@ -150,7 +150,8 @@ def dirichlet_multinomial_loglik(counts, p, kappa, log, max_count: int):
     n = counts.sum(axis=-1)
     out = 0.0
     for j in range(int(max_count)):
-        out = out + ((counts > j) * log(a + j)).sum(axis=-1) - (n > j) * log(kappa + j)
+        # masks as floats: PyTensor's rewrites fail on bool factors of a product (logged on every compile)
+        out = out + ((counts > j).astype("float64") * log(a + j)).sum(axis=-1) - (n > j).astype("float64") * log(kappa + j)
     return out
 
 
