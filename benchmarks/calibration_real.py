@@ -18,8 +18,9 @@ exactly what each method's `interval` targets: the Bayesian scored-requests inte
 with the finite-population correction (calibration.baselines). The population intervals are reported beside.
 
 Draws: for each n, ``--draws-per-n`` independent label draws, fitted as independent blocks of one vectorised NUTS
-run (``--blocks-per-fit`` blocks per run; calibration.models: blocks share no parameter, so each block's posterior
-is the one it would have alone) and then decided one by one as `baton decide` would (calibration.pipeline
+run (``--blocks-per-fit`` blocks per run, HANNA ``--hanna-blocks-per-fit``, 5: the blocks share no parameter, so
+each block's posterior is the one it would have alone, but they share the sampler's step size, and HANNA's blocks
+mix worse with each one added: docs/calibration.md) and then decided one by one as `baton decide` would (calibration.pipeline
 .summarise_dimension, margin 0.05, confidence 0.90, default population basis). A block whose own sampler
 diagnostics fail is counted as not converged (its verdict is then more_labels, like a real run) and its interval
 still counts for coverage. Divergences are the whole vectorised fit's, so a few of them mark all its blocks; the
@@ -277,6 +278,9 @@ def main() -> int:
     ap.add_argument("--ns", default="25,50,100,200", help="PandaLM label counts")
     ap.add_argument("--hanna-ns", default="25,50")
     ap.add_argument("--blocks-per-fit", type=int, default=25)
+    ap.add_argument("--hanna-blocks-per-fit", type=int, default=5,
+                    help="HANNA's blocks per fit: stacked blocks share one step size, and HANNA's mix worse with "
+                         "each one added (docs/calibration.md)")
     ap.add_argument("--draws", type=int, default=400, help="NUTS draws per chain")
     ap.add_argument("--tune", type=int, default=400)
     ap.add_argument("--quick", action="store_true", help="10 draws per n, 250 NUTS steps (a smoke run)")
@@ -293,6 +297,7 @@ def main() -> int:
         return summarise(pd.read_csv(args.summarise), args, 0.0)
     if args.quick:
         args.draws_per_n, args.draws, args.tune, args.blocks_per_fit = 10, 250, 250, 10
+        args.hanna_blocks_per_fit = min(args.hanna_blocks_per_fit, 10)
     settings = SamplerSettings(draws=args.draws, tune=args.tune, retry_unconverged=False)
     t0 = time.time()
     res = []
@@ -300,27 +305,28 @@ def main() -> int:
     s, lab = pandalm_tables()
     hs, hl = hanna_tables(args.hanna_criterion)
     hanna = f"hanna-{args.hanna_criterion}"
-    cases = [("pandalm", n, (s, lab, "pairwise", "incumbent", "quality"), 0, None)
+    cases = [("pandalm", n, (s, lab, "pairwise", "incumbent", "quality"), 0, None, args.blocks_per_fit)
              for n in [int(x) for x in args.ns.split(",") if x]]
-    cases += [(hanna, n, (hs, hl, "ordinal", "Human", args.hanna_criterion), 7, [1, 2, 3, 4, 5])
-              for n in [int(x) for x in args.hanna_ns.split(",") if x]]
-    # Round-robin over (case, n), one vectorised fit of blocks_per_fit draws at a time, every interval appended to
-    # the CSV as it comes: a run stopped early still has about as many draws at every n, and a rerun with the same
-    # CSV fits only the draws it does not hold yet.
+    cases += [(hanna, n, (hs, hl, "ordinal", "Human", args.hanna_criterion), 7, [1, 2, 3, 4, 5],
+               args.hanna_blocks_per_fit) for n in [int(x) for x in args.hanna_ns.split(",") if x]]
+    # Round-robin over (case, n) in order of the first draw, one vectorised fit of the case's blocks per fit at a
+    # time, every interval appended to the CSV as it comes: a run stopped early still has about as many draws at
+    # every n, and a rerun with the same CSV fits only the draws it does not hold yet.
     done = set()
     if not header:
         done = set(pd.read_csv(args.csv, usecols=["case", "n", "rep"]).itertuples(index=False, name=None))
-    for start in range(args.first_draw, args.draws_per_n, args.blocks_per_fit):
-        for name, n, tabs, seed0, levels in cases:
-            reps = [r for r in range(start, min(args.draws_per_n, start + args.blocks_per_fit))
-                    if (name, n, r) not in done]
-            if not reps:
-                continue
-            part = run_case(name, *tabs, n, reps, seed0, settings, levels=levels, contextual=args.contextual)
-            res.append(part)
-            if args.csv:
-                part.to_csv(args.csv, mode="a", header=header, index=False)
-                header = False
+    tasks = sorted((start, i) for i, case in enumerate(cases)
+                   for start in range(args.first_draw, args.draws_per_n, case[-1]))
+    for start, i in tasks:
+        name, n, tabs, seed0, levels, bpf = cases[i]
+        reps = [r for r in range(start, min(args.draws_per_n, start + bpf)) if (name, n, r) not in done]
+        if not reps:
+            continue
+        part = run_case(name, *tabs, n, reps, seed0, settings, levels=levels, contextual=args.contextual)
+        res.append(part)
+        if args.csv:
+            part.to_csv(args.csv, mode="a", header=header, index=False)
+            header = False
     # with a CSV, the whole run so far (a resumed run's earlier draws included); seconds are this invocation's
     whole = pd.read_csv(args.csv) if args.csv else pd.concat(res, ignore_index=True)
     return summarise(whole, args, time.time() - t0)
@@ -385,7 +391,8 @@ def summarise(df: pd.DataFrame, args, seconds: float) -> int:
         "not_converged_share": round(float(1 - b.drop_duplicates(["case", "n", "rep"]).converged.mean()), 3),
         # a --summarise of a CSV does not know the settings it was run with
         "nuts": None if args.summarise else {"draws": args.draws, "tune": args.tune, "chains": 2,
-                                             "blocks_per_fit": args.blocks_per_fit},
+                                             "blocks_per_fit": args.blocks_per_fit,
+                                             "hanna_blocks_per_fit": args.hanna_blocks_per_fit},
         "contextual": None if args.summarise else args.contextual,
     }
     meets = bool(not below and figures["draws_per_n"] >= 100 and not len(wrong) and not (has_ic and len(wrong_ic)))
