@@ -97,6 +97,9 @@ class OpenAIEngine:
         self.limiter = AsyncLimiter(handle=handle, local=limiter or (RateLimiter(config.rpm, config.tpm) if handle is None else None))
         self._completion_estimate = CompletionEstimate(config.sampling.max_tokens)
         self._prompt_estimate = PromptEstimate()
+        # Whether this provider marks its answers with x-ratelimit-* headers: only then does an error answer
+        # without them say that something in front of the provider answered it (vLLM's server sends none).
+        self._provider_marks_answers = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"openai-engine-{config.name}", daemon=True)
         self._thread.start()
@@ -181,6 +184,7 @@ class OpenAIEngine:
                 raw = await self._client.chat.completions.with_raw_response.create(**kwargs)
                 latency = time.monotonic() - started
                 self.limiter.observe({k: v for k, v in raw.headers.items() if k.lower().startswith("x-ratelimit-")})
+                self._provider_marks_answers = self._provider_marks_answers or _from_provider(raw.headers)
                 completion = raw.parse()
                 choice, content = _content(completion)
                 usage = getattr(completion, "usage", None)
@@ -215,9 +219,9 @@ class OpenAIEngine:
                         shortfall += missing
                         # The provider had that much less than the limiter thought: everyone's schedule moves.
                         self.limiter.correct(0.0, missing)
-                elif answered and not _from_provider(headers):
-                    # An answer without the provider's x-ratelimit-* headers came from in front of it (a gateway's
-                    # 502, a proxy's error page): the provider never counted the attempt, so nothing was spent.
+                elif answered and self._provider_marks_answers and not _from_provider(headers):
+                    # An answer without the x-ratelimit-* headers this provider puts on its answers came from in
+                    # front of it (a gateway's 502, a proxy's error page): the provider never counted the attempt.
                     self.limiter.refund(est)
                 elif status is not None and status < 500:
                     # A refused request (4xx) generated nothing: its tokens go back, or a batch of over-long prompts

@@ -240,17 +240,24 @@ def test_server_errors_keep_their_tokens_charged_unless_a_gateway_answered(opena
     its model failed: the engine does not hand its tokens back, or it would run ahead of the provider and collect
     429s. A 5xx without those headers came from a gateway in front: nothing was charged, everything goes back."""
     srv = openai_server
-    srv.reset(rpm=60_000, tpm=10_000_000, fault_500=1.0, fault_malformed=0.0, fault_hang=0.0,
-              faults_before_limit=at_gateway)
+    srv.reset(rpm=60_000, tpm=10_000_000, fault_500=0.0, fault_malformed=0.0, fault_hang=0.0)
     limiter = RateLimiter(rpm=6000, tpm=1_000_000)
     engine = make_engine(_config(srv, max_attempts=2), limiter=limiter)
     try:
+        # before any answer with the provider's headers, an error without them says nothing: kept charged
+        srv.reset(fault_500=1.0, faults_before_limit=True)
+        assert engine(traffic_frame(1))["error"].notna().all() and limiter.stats["refunded"] == 0
+        srv.reset(fault_500=0.0)
+        assert engine(traffic_frame(1))["error"].isna().all()  # an answer marked with x-ratelimit-* headers
+        srv.reset(fault_500=1.0, faults_before_limit=at_gateway)
+        before = dict(limiter.stats)
         out = engine(traffic_frame(4))
     finally:
         srv.reset(fault_500=0.0, rpm=None, tpm=None, faults_before_limit=False)
         engine.close()
     assert set(out["error"].map(error_kind)) == {"server_error"}
-    assert limiter.stats["reserved"] == 8 and limiter.stats["refunded"] == (8 if at_gateway else 0)
+    assert limiter.stats["reserved"] - before["reserved"] == 8
+    assert limiter.stats["refunded"] - before["refunded"] == (8 if at_gateway else 0)
 
 
 def _mixed_traffic(n: int):
