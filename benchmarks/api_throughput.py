@@ -15,6 +15,8 @@ sit on the ceiling itself, which no client with a start-up reaches). Figures:
   included), divided by the rows per second the tier allows for this workload (requests per second, or tokens per
   second over the server-counted tokens of a successful row, whichever binds). Goal: >= 0.9 with zero lost and
   zero duplicated rows, and 429s sent by the server (> 0) where tokens bind: the run pressed on the real limit.
+  Beside the 429s (not gated): how often the server's token bucket was left under one row's tokens by a charged
+  attempt, and its median level left, which say how hard the run pressed on that limit without a 429.
 - ceiling: successful / charged attempts, what a perfect client could reach with these faults (without the burst):
   1.0 with the faults at the gateway. For the record (not gated): goodput over the dispatch-to-commit window
   (engine actors' start-up left out), and goodput / ceiling.
@@ -36,6 +38,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
+
+import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -71,10 +75,14 @@ def traffic(n: int):
     return df
 
 
-def goodput_figures(log, ok_rows: int, wall_s: float, rpm: float, tpm: float) -> dict:
+def goodput_figures(log, ok_rows: int, wall_s: float, rpm: float, tpm: float, burst_s: float = 1.0) -> dict:
     """Goodput: rows that succeeded per second of the whole wall time, as a fraction of the rows per second the
     tier allows for this workload (requests per second, or tokens per second over the server-counted tokens of a
-    successful row, whichever is smaller). Faulted attempts spend the tier but produce no row, so they lower it."""
+    successful row, whichever is smaller). Faulted attempts spend the tier but produce no row, so they lower it.
+
+    How hard the run pressed on the server's token limit, whether or not it met a 429: the share of charged
+    attempts after which the server's token bucket held less than one row's tokens (the next row would have had
+    to wait), and the median level left, as a share of the bucket (``burst_s`` seconds of the TPM limit)."""
     good = [e for e in log if e.status == 200 and e.fault is None]
     charged = [e for e in log if e.charged]
     if not good or wall_s <= 0:
@@ -87,7 +95,15 @@ def goodput_figures(log, ok_rows: int, wall_s: float, rpm: float, tpm: float) ->
             "server_tok_per_row": round(tok_per_row, 1), "server_429s": sum(e.status == 429 for e in log),
             "faulted_attempts": sum(1 for e in log if e.fault is not None),
             # What a perfect client could reach: a charged attempt that faulted spent the tier for nothing.
-            "ceiling": round(len(good) / len(charged), 4)}
+            "ceiling": round(len(good) / len(charged), 4), **_pressure(charged, tok_per_row, tpm / 60 * burst_s)}
+
+
+def _pressure(charged, tok_per_row: float, capacity: float) -> dict:
+    left = np.array([e.tok_left for e in charged if e.tok_left is not None], dtype=float)
+    if not len(left):
+        return {}
+    return {"server_bucket_below_one_row": round(float((left < tok_per_row).mean()), 3),
+            "server_bucket_median_left": round(float(np.median(left) / capacity), 3)}
 
 
 def run_baton(srv, df, rpm: float, tpm: float, actors: int, concurrency: int) -> dict:
@@ -206,8 +222,9 @@ def main() -> None:
           f"concurrency "
           f"{args.actors}x{args.concurrency}; server counts tokens with MiniLM's WordPiece, the client's prompt "
           f"estimate is {est_ratio:g}x the server's count on average")
-    cols = ["goodput", "ceiling", "goodput_of_ceiling", "goodput_in_window", "startup_s", "binding", "limit_rows_per_s", "ok_rows_per_s", "server_tok_per_row", "wall_s",
-            "dispatch_to_commit_s", "ok_rows", "lost", "duplicated", "errors", "server_429s", "faulted_attempts",
+    cols = ["goodput", "ceiling", "goodput_of_ceiling", "goodput_in_window", "startup_s", "binding", "limit_rows_per_s",
+            "ok_rows_per_s", "server_tok_per_row", "wall_s", "dispatch_to_commit_s", "ok_rows", "lost", "duplicated",
+            "errors", "server_429s", "server_bucket_below_one_row", "server_bucket_median_left", "faulted_attempts",
             "attempts_per_row"]
     print(f"{'':24}" + "".join(f"{c:>17}" for c in ("baton (Ray)", "plain asyncio")))
     for c in cols:
@@ -218,7 +235,8 @@ def main() -> None:
              and (baton["binding"] != "tokens" or baton["server_429s"] > 0))
     print(json.dumps({"benchmark": "api_throughput", "requests": args.requests, "rpm_limit": rpm, "tpm_limit": tpm,
                       "fault_fraction": f, "faults_at": args.faults_at, "client_estimate_over_server_count": est_ratio,
-                      "goodput": baton["goodput"], "server_429s": baton["server_429s"], "lost": baton["lost"],
+                      "goodput": baton["goodput"], "server_429s": baton["server_429s"],
+                      "server_bucket_below_one_row": baton.get("server_bucket_below_one_row"), "lost": baton["lost"],
                       "duplicated": baton["duplicated"], "baton": baton, "plain_asyncio": plain,
                       "goal": {"goodput_min": goal, "lost": 0, "duplicated": 0, "server_429s_min_if_tokens_bind": 1},
                       "meets_goal": meets}))

@@ -129,6 +129,7 @@ class LogEntry:
     response_format: dict | None = None  # what the client asked for (JSON mode), to check structured output
     headers: dict[str, str] = field(default_factory=dict)  # as received, lower-cased, without authorization
     charged: bool = True  # whether the attempt spent the tier's buckets (429s and faults before the limit do not)
+    tok_left: float | None = None  # the token bucket's level just after a charged attempt took from it (TPM only)
 
 
 @dataclass
@@ -371,7 +372,8 @@ class OpenAIServer:
                 self._tok_bucket.take(p_tok + c_tok)
             fault = None if self.faults_before_limit else self._fault(request_id, attempt)
             self.log.append(LogEntry(request_id, attempt, 500 if fault == "500" else 200, fault, model, p_tok, c_tok, now,
-                                    response_format, received))
+                                     response_format, received,
+                                     tok_left=None if self._tok_bucket is None else self._tok_bucket.level))
             headers = self._limit_headers()
 
         if self.latency_s:

@@ -310,3 +310,25 @@ def test_server_faults_spend_the_tier_unless_a_gateway_answers_them(openai_serve
             assert [e.charged for e in srv.log] == [True, False, False, False]
     finally:
         srv.reset(faults_before_limit=False, fault_500=0.0, rpm=None)
+
+
+def test_the_server_logs_its_token_bucket_after_each_charged_attempt(openai_server):
+    # benchmarks/api_throughput.py reads how close to empty the server's token bucket ran from LogEntry.tok_left
+    import httpx
+
+    srv = openai_server
+    srv.reset(rpm=None, tpm=600_000, burst_s=1.0, fault_500=0.0, fault_malformed=0.0, fault_hang=0.0)
+    try:
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi there"}], "max_tokens": 4}
+        for i in range(3):
+            assert httpx.post(f"{srv.base_url}/chat/completions", json=body,
+                              headers={"x-client-request-id": f"b{i}"}).status_code == 200
+        left = [e.tok_left for e in srv.log]
+        spent = [e.prompt_tokens + e.completion_tokens for e in srv.log]
+        assert left[0] == pytest.approx(10_000 - spent[0])  # a full bucket of 1 s of 600k TPM, less the first row
+        assert all(0 < v <= 10_000 for v in left) and left[1] < 10_000 and left[2] < 10_000
+        srv.reset(tpm=None)
+        httpx.post(f"{srv.base_url}/chat/completions", json=body, headers={"x-client-request-id": "b9"})
+        assert srv.log[-1].tok_left is None  # no token limit, nothing to log
+    finally:
+        srv.reset(tpm=None)
