@@ -15,8 +15,9 @@ sit on the ceiling itself, which no client with a start-up reaches). Figures:
   included), divided by the rows per second the tier allows for this workload (requests per second, or tokens per
   second over the server-counted tokens of a successful row, whichever binds). Goal: >= 0.9 with zero lost and
   zero duplicated rows, and 429s sent by the server (> 0) where tokens bind: the run pressed on the real limit.
-  Beside the 429s (not gated): how often the server's token bucket was left under one row's tokens by a charged
-  attempt, and its median level left, which say how hard the run pressed on that limit without a 429.
+  Beside the 429s (not gated): how often a charged attempt left the server's token bucket under one row's tokens,
+  and its median level left: how far into the server's burst the client went (a client pacing itself just under
+  the limit keeps the bucket nearly full however close to the limit it runs; goodput says how close).
 - ceiling: successful / charged attempts, what a perfect client could reach with these faults (without the burst):
   1.0 with the faults at the gateway. For the record (not gated): goodput over the dispatch-to-commit window
   (engine actors' start-up left out), and goodput / ceiling.
@@ -80,9 +81,11 @@ def goodput_figures(log, ok_rows: int, wall_s: float, rpm: float, tpm: float, bu
     tier allows for this workload (requests per second, or tokens per second over the server-counted tokens of a
     successful row, whichever is smaller). Faulted attempts spend the tier but produce no row, so they lower it.
 
-    How hard the run pressed on the server's token limit, whether or not it met a 429: the share of charged
-    attempts after which the server's token bucket held less than one row's tokens (the next row would have had
-    to wait), and the median level left, as a share of the bucket (``burst_s`` seconds of the TPM limit)."""
+    How far into the server's burst the client went: the share of charged attempts after which the server's token
+    bucket held less than one row's tokens (the next row would have had to wait), and the median level left, as a
+    share of the bucket (``burst_s`` seconds of the TPM limit). A bucket refills at the limit, so a client that
+    paces itself just under the limit keeps it nearly full however close to the limit it runs (goodput says how
+    close); one that sends in bursts runs it dry and meets 429s."""
     good = [e for e in log if e.status == 200 and e.fault is None]
     charged = [e for e in log if e.charged]
     if not good or wall_s <= 0:

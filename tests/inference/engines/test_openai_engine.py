@@ -313,7 +313,7 @@ def test_server_faults_spend_the_tier_unless_a_gateway_answers_them(openai_serve
 
 
 def test_the_server_logs_its_token_bucket_after_each_charged_attempt(openai_server):
-    # benchmarks/api_throughput.py reads how close to empty the server's token bucket ran from LogEntry.tok_left
+    # benchmarks/api_throughput.py reads how far into the server's burst a client went from LogEntry.tok_left
     import httpx
 
     srv = openai_server
