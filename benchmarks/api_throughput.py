@@ -76,7 +76,7 @@ def traffic(n: int):
     return df
 
 
-def goodput_figures(log, ok_rows: int, wall_s: float, rpm: float, tpm: float, burst_s: float = 1.0) -> dict:
+def goodput_figures(log, ok_rows: int, wall_s: float, rpm: float, tpm: float, burst_s: float) -> dict:
     """Goodput: rows that succeeded per second of the whole wall time, as a fraction of the rows per second the
     tier allows for this workload (requests per second, or tokens per second over the server-counted tokens of a
     successful row, whichever is smaller). Faulted attempts spend the tier but produce no row, so they lower it.
@@ -98,10 +98,10 @@ def goodput_figures(log, ok_rows: int, wall_s: float, rpm: float, tpm: float, bu
             "server_tok_per_row": round(tok_per_row, 1), "server_429s": sum(e.status == 429 for e in log),
             "faulted_attempts": sum(1 for e in log if e.fault is not None),
             # What a perfect client could reach: a charged attempt that faulted spent the tier for nothing.
-            "ceiling": round(len(good) / len(charged), 4), **_pressure(charged, tok_per_row, tpm / 60 * burst_s)}
+            "ceiling": round(len(good) / len(charged), 4), **_burst_used(charged, tok_per_row, tpm / 60 * burst_s)}
 
 
-def _pressure(charged, tok_per_row: float, capacity: float) -> dict:
+def _burst_used(charged, tok_per_row: float, capacity: float) -> dict:
     left = np.array([e.tok_left for e in charged if e.tok_left is not None], dtype=float)
     if not len(left):
         return {}
@@ -202,10 +202,10 @@ def main() -> None:
     try:
         est_ratio = estimate_error(srv, df)
         baton = run_baton(srv, df, rpm, tpm, args.actors, args.concurrency)
-        baton.update(goodput_figures(srv.log, baton["ok_rows"], baton["wall_s"], rpm, tpm),
+        baton.update(goodput_figures(srv.log, baton["ok_rows"], baton["wall_s"], rpm, tpm, srv.burst_s),
                      attempts_per_row=round(len(srv.log) / args.requests, 3))
         # For the record, not the gate: the same over the dispatch-to-commit window (actor start-up left out).
-        window = goodput_figures(srv.log, baton["ok_rows"], baton["dispatch_to_commit_s"], rpm, tpm)
+        window = goodput_figures(srv.log, baton["ok_rows"], baton["dispatch_to_commit_s"], rpm, tpm, srv.burst_s)
         baton.update(goodput_in_window=window["goodput"], startup_s=round(baton["wall_s"] - baton["dispatch_to_commit_s"], 2),
                      goodput_of_ceiling=round(baton["goodput"] / baton["ceiling"], 4) if baton.get("ceiling") else None)
         plain = {}
@@ -215,7 +215,7 @@ def main() -> None:
                                    str(args.requests), str(args.actors * args.concurrency)],
                                   capture_output=True, text=True, check=True)
             plain = json.loads(proc.stdout.strip().splitlines()[-1])
-            plain.update(goodput_figures(srv.log, plain["ok_rows"], plain["wall_s"], rpm, tpm),
+            plain.update(goodput_figures(srv.log, plain["ok_rows"], plain["wall_s"], rpm, tpm, srv.burst_s),
                          attempts_per_row=round(len(srv.log) / args.requests, 3))
     finally:
         srv.stop()

@@ -183,8 +183,9 @@ class OpenAIEngine:
             try:
                 raw = await self._client.chat.completions.with_raw_response.create(**kwargs)
                 latency = time.monotonic() - started
-                self.limiter.observe({k: v for k, v in raw.headers.items() if k.lower().startswith("x-ratelimit-")})
-                self._provider_marks_answers = self._provider_marks_answers or _from_provider(raw.headers)
+                marks = {k: v for k, v in raw.headers.items() if k.lower().startswith("x-ratelimit-")}
+                self.limiter.observe(marks)
+                self._provider_marks_answers = self._provider_marks_answers or bool(marks)
                 completion = raw.parse()
                 choice, content = _content(completion)
                 usage = getattr(completion, "usage", None)
