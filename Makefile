@@ -41,8 +41,11 @@ $(LSSTAMP):
 demo: setup
 	$(VENV)/bin/baton demo
 
+# Two workers, each taking whole modules (tests/conftest.py makes the units): the serial run used about 0.7 of
+# one core, waiting on Ray, servers and subprocess start-up. PYTEST_WORKERS=0 runs serially.
+PYTEST_WORKERS ?= 2
 test: setup $(LSSTAMP)
-	$(PY) -m pytest -q -p no:cacheprovider --durations=30
+	$(PY) -m pytest -q -p no:cacheprovider --durations=30 -n $(PYTEST_WORKERS)
 
 test-fast: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not e2e"

@@ -66,6 +66,45 @@ def ray_cluster():
     ray.shutdown()
 
 
+# Under xdist (`make test`) a module runs whole on one worker, so its module- and session-scoped Ray clusters and
+# servers start once, as in a serial run. Modules that count processes machine-wide (the code sandbox's) share a
+# unit so they never run at the same time, and the e2e modules share their one `ray start --head`.
+_SHARED_UNITS = {
+    "tests/inference/scorers/test_code_exec.py": "sandbox-processes",
+    "tests/jobs/test_score_code.py": "sandbox-processes",
+}
+# The longest modules (over a minute each in a serial run), dealt out first so both workers finish near together.
+_LONG_FIRST = ["tests/e2e/", "tests/calibration/test_coverage.py", "tests/jobs/test_s3_faults.py",
+               "tests/inference/engines/test_vllm_engine.py", "tests/jobs/test_corruption.py",
+               "tests/jobs/test_nightly.py", "tests/calibration/test_decide_cli.py", "tests/jobs/test_demo.py"]
+
+
+def _unit(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    return "e2e" if path.startswith("tests/e2e/") else _SHARED_UNITS.get(path, path)
+
+
+def _rank(nodeid: str) -> int:
+    return next((i for i, prefix in enumerate(_LONG_FIRST) if nodeid.startswith(prefix)), len(_LONG_FIRST))
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: _rank(item.nodeid))  # stable: the order within a module is kept
+
+
+def pytest_xdist_make_scheduler(config, log):
+    # xdist's own loadgroup reads a node id suffix that pytest 9.2 no longer lets a plugin set, so the units are
+    # made here, from the node ids, in collection order.
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleUnits(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit(nodeid)
+
+    config.option.loadscopereorder = False
+    return ModuleUnits(config, log)
+
+
 def _orphaned_ray_workers() -> list:
     """This user's Ray worker processes (``ray::...``) whose raylet is gone: a cluster a test started and stopped
     can leave an actor's process behind when its raylet died first. Other users' and live clusters' are left alone."""
