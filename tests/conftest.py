@@ -92,6 +92,7 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: _rank(item.nodeid))  # stable: the order within a module is kept
 
 
+@pytest.hookimpl(optionalhook=True)  # without xdist (`-p no:xdist`) the hook is not known, and that is fine
 def pytest_xdist_make_scheduler(config, log):
     # xdist's own loadgroup reads a node id suffix that pytest 9.2 no longer lets a plugin set, so the units are
     # made here, from the node ids, in collection order.
