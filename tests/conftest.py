@@ -69,19 +69,20 @@ def ray_cluster():
 # Under xdist (`make test`) a module runs whole on one worker, so its module- and session-scoped Ray clusters and
 # servers start once, as in a serial run. Modules that count processes machine-wide (the code sandbox's) share a
 # unit so they never run at the same time, and the e2e modules share their one `ray start --head`.
+_E2E = "tests/e2e/"
 _SHARED_UNITS = {
     "tests/inference/scorers/test_code_exec.py": "sandbox-processes",
     "tests/jobs/test_score_code.py": "sandbox-processes",
 }
 # The longest modules (over a minute each in a serial run), dealt out first so both workers finish near together.
-_LONG_FIRST = ["tests/e2e/", "tests/calibration/test_coverage.py", "tests/jobs/test_s3_faults.py",
+_LONG_FIRST = [_E2E, "tests/calibration/test_coverage.py", "tests/jobs/test_s3_faults.py",
                "tests/inference/engines/test_vllm_engine.py", "tests/jobs/test_corruption.py",
                "tests/jobs/test_nightly.py", "tests/calibration/test_decide_cli.py", "tests/jobs/test_demo.py"]
 
 
 def _unit(nodeid: str) -> str:
     path = nodeid.split("::", 1)[0]
-    return "e2e" if path.startswith("tests/e2e/") else _SHARED_UNITS.get(path, path)
+    return "e2e" if path.startswith(_E2E) else _SHARED_UNITS.get(path, path)
 
 
 def _rank(nodeid: str) -> int:
