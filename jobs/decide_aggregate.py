@@ -6,9 +6,11 @@ segments) from the run store, makes the requests' features with the dimension's 
 
 Which requests a task takes: the pipeline's score shards are ``scores-<model>-<traffic shard>``, so one task per
 traffic shard reads that traffic shard and its models' score shards. Score shards that do not follow it (recorded
-scores, written per input file) do not partition the requests; then each of ``n`` tasks reads every score shard
-and keeps the requests whose id hashes to it (each shard is read ``n`` times). Plumbing; the statistics are in
-calibration.estimands.
+scores, written per chunk of an input file) are routed first: one Ray task per such shard splits its rows by the
+group of traffic shards that holds each request (a sorted 64-bit hash of every traffic request id, built by the
+driver one traffic shard at a time: 12 bytes a request), and each group's task takes its parts with its traffic
+and pipeline shards. Every score row is read once. Only a run without a traffic table falls back to hash buckets
+of request ids, where every task reads every score shard. Plumbing; the statistics are in calibration.estimands.
 """
 from __future__ import annotations
 
@@ -26,17 +28,69 @@ log = logging.getLogger(__name__)
 
 AUTO_RAY_REQUESTS = 200_000  # ``auto``: below this the driver sums faster than Ray starts tasks
 CHUNK_CELLS = 1 << 22  # draw x request cells per chunk in a task, as calibration.estimands.local_sums
+MAX_GROUPS = 64  # tasks when recorded scores are routed: parts per routed shard, so objects = shards x groups
 
 
-def plan(store: RunStore, models: list[str], n_hash: int) -> list[dict]:
-    """One dict per task: ``{"traffic": shard, "scores": [shards]}`` when every score shard is a model's shard of
-    a traffic shard, else ``{"bucket": k, "of": n_hash}``."""
+def plan(store: RunStore, models: list[str], n_hash: int) -> tuple[list[dict], list[str]]:
+    """The tasks and the score shards to route to them.
+
+    Each task is ``{"traffic": [shards], "scores": [shards], "group": g}``: one traffic shard each when every
+    score shard is a model's shard of a traffic shard, else up to ``MAX_GROUPS`` contiguous groups of traffic
+    shards, and the other score shards (the second value) are routed to them by request (:func:`route`). Without
+    a traffic table, ``{"bucket": k, "of": n_hash}`` hash buckets and nothing to route."""
     traffic = sorted(store.commits("traffic"))
     scores = set(store.commits("scores"))
+    if not traffic:
+        return [{"bucket": k, "of": n_hash} for k in range(n_hash)], []
     owner = {shard_id("scores", m, t): t for t in traffic for m in models}
-    if traffic and scores and scores <= set(owner):
-        return [{"traffic": t, "scores": sorted(s for s in scores if owner[s] == t)} for t in traffic]
-    return [{"bucket": k, "of": n_hash} for k in range(n_hash)]
+    loose = sorted(scores - set(owner))
+    groups = [list(g) for g in np.array_split(traffic, min(len(traffic), MAX_GROUPS))] if loose else [[t] for t in traffic]
+    return [{"traffic": g, "scores": sorted(s for s in scores if owner.get(s) in g), "group": i}
+            for i, g in enumerate(groups)], loose
+
+
+def _hash(values: np.ndarray) -> np.ndarray:
+    """64-bit hash of request ids as strings (pandas' fixed-key hash: the same in every process)."""
+    return pd.util.hash_array(np.asarray(values, dtype=object).astype(str).astype(object))
+
+
+def traffic_index(store: RunStore, tasks: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted hashes of every traffic request id, the group of each), read one traffic shard at a time."""
+    hashes, groups = [], []
+    for task in tasks:
+        for t in task["traffic"]:
+            h = _hash(store.read_shard("traffic", t, columns=["request_id"])["request_id"].to_numpy())
+            hashes.append(h)
+            groups.append(np.full(len(h), task["group"], dtype=np.int32))
+    h, g = np.concatenate(hashes), np.concatenate(groups)
+    order = np.argsort(h, kind="stable")
+    return h[order], g[order]
+
+
+def route(store: RunStore, shard: str, index: tuple[np.ndarray, np.ndarray], n_groups: int):
+    """One score shard's rows split by the group that holds each request (``n_groups`` frames; one frame when
+    ``n_groups`` is 1, as Ray returns it). A request absent from traffic goes to the group its hash picks, with
+    ``in_traffic`` False; the group's task checks that the others are its own (a hash collision would not be)."""
+    from calibration.checks import InputError
+    from jobs.errors import BatonError
+
+    try:
+        df = store.read_shard("scores", shard, columns=list(SCORE_COLUMNS), categorical=["request_id"])
+    except (BatonError, InputError) as exc:  # for the group tasks to hand back as it is (see task_sums)
+        return [exc] * n_groups if n_groups > 1 else exc
+    keys, group_of = index
+    cat_h = _hash(df["request_id"].cat.categories.to_numpy())
+    pos = np.minimum(np.searchsorted(keys, cat_h), max(len(keys) - 1, 0))
+    found = (keys[pos] == cat_h) if len(keys) else np.zeros(len(cat_h), dtype=bool)
+    cat_g = np.where(found, group_of[pos] if len(keys) else 0, (cat_h % np.uint64(n_groups)).astype(np.int64))
+    codes = df["request_id"].cat.codes.to_numpy()
+    g, inside = cat_g[codes], found[codes]
+    parts = []
+    for k in range(n_groups):
+        sel = g == k
+        part = df.loc[sel].assign(in_traffic=inside[sel])
+        parts.append(part.assign(request_id=part["request_id"].cat.remove_unused_categories()))
+    return parts if n_groups > 1 else parts[0]
 
 
 def _bucket(ids: pd.Series, n: int) -> np.ndarray:
@@ -48,12 +102,25 @@ def _bucket(ids: pd.Series, n: int) -> np.ndarray:
     return (pd.util.hash_array(ids.astype(str).to_numpy(dtype=object)) % n).astype(np.int64)
 
 
-def _read(store: RunStore, task: dict, segment_cols: list[str]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def _read(store: RunStore, task: dict, segment_cols: list[str],
+          routed: tuple[pd.DataFrame, ...] = ()) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """The task's score rows (value as float32, as jobs.compact reads them for the driver) and traffic rows."""
     cols = ["request_id", *segment_cols]
     if "traffic" in task:
         parts = [store.read_shard("scores", s, columns=list(SCORE_COLUMNS)) for s in task["scores"]]
-        traffic = store.read_shard("traffic", task["traffic"], columns=cols) if segment_cols else None
+        traffic = None
+        if segment_cols or routed:
+            traffic = pd.concat([store.read_shard("traffic", t, columns=cols) for t in task["traffic"]],
+                                ignore_index=True)
+        for part in routed:
+            mine = part["request_id"][part["in_traffic"].to_numpy()].astype(str)
+            if len(mine) and not mine.isin(traffic["request_id"].astype(str)).all():
+                raise RuntimeError(f"score rows routed to traffic shards {task['traffic'][0]}..{task['traffic'][-1]} "
+                                   f"by a 64-bit hash are of other requests (a hash collision): set "
+                                   f"decision.aggregate: local for this run")
+            parts.append(part.drop(columns="in_traffic"))
+        if not segment_cols:
+            traffic = None
     else:
         parts = []
         for _, df in store.iter_shards("scores", columns=list(SCORE_COLUMNS), categorical=["request_id"]):
@@ -71,23 +138,26 @@ def _read(store: RunStore, task: dict, segment_cols: list[str]) -> tuple[pd.Data
     return scores, traffic
 
 
-def task_sums(store: RunStore, task: dict, ctx: dict) -> AggregateSums | Exception:
+def task_sums(store: RunStore, task: dict, ctx: dict, *routed: pd.DataFrame) -> AggregateSums | Exception:
     """One task's :class:`AggregateSums`, or the Baton or input error it raised, for the driver to raise as it is
     (Ray would hand the driver a RayTaskError, which the decide stage's exit codes do not know)."""
     from calibration.checks import InputError
     from jobs.errors import BatonError
 
     try:
-        return _task_sums(store, task, ctx)
+        for part in routed:
+            if isinstance(part, Exception):
+                return part
+        return _task_sums(store, task, ctx, routed)
     except (BatonError, InputError) as exc:
         return exc
 
 
-def _task_sums(store: RunStore, task: dict, ctx: dict) -> AggregateSums:
+def _task_sums(store: RunStore, task: dict, ctx: dict, routed: tuple = ()) -> AggregateSums:
     model, spec = ctx["model"], ctx["spec"]
     D, C, S = model.p["cut"].shape[0], model.n_candidates, len(ctx["segment_names"])
     total = AggregateSums.zeros(D, C, S)
-    scores, traffic = _read(store, task, ctx["segment_cols"])
+    scores, traffic = _read(store, task, ctx["segment_cols"], routed)
     scores = scores[scores["model"].astype(str).isin(spec.row_models + [spec.incumbent])]
     if scores.empty:
         return total
@@ -131,15 +201,28 @@ def context(data: CalibrationData, p: dict, segment_cols: list[str], design: pd.
 
 
 def ray_sums(store: RunStore, data: CalibrationData, p: dict, segment_cols: list[str],
-             design: pd.DataFrame | None, n_hash: int | None = None) -> AggregateSums:
-    """The :class:`AggregateSums` of all scored requests of the run, summed by Ray tasks (module docstring)."""
+             design: pd.DataFrame | None, n_hash: int | None = None, cache: dict | None = None) -> AggregateSums:
+    """The :class:`AggregateSums` of all scored requests of the run, summed by Ray tasks (module docstring).
+    ``cache`` (a dict kept by the caller across the dimensions of one decide) keeps the routed parts of the loose
+    score shards, so they are routed once."""
     import ray
 
     ctx = ray.put(context(data, p, segment_cols, design))
     n_hash = n_hash or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    tasks = plan(store, [data.incumbent, *data.candidates], n_hash)
+    tasks, loose = plan(store, [data.incumbent, *data.candidates], n_hash)
+    routed: list[list] = [[] for _ in tasks]
+    if loose:
+        cache = {} if cache is None else cache
+        key = (tuple(loose), tuple(tuple(t["traffic"]) for t in tasks))
+        if cache.get("key") != key:
+            index = ray.put(traffic_index(store, tasks))
+            router = ray.remote(num_cpus=1, max_retries=2, num_returns=len(tasks))(route)
+            out = [router.remote(store, shard, index, len(tasks)) for shard in loose]
+            cache.update(key=key, parts=[o if isinstance(o, list) else [o] for o in out])
+            log.info("decide: %d loose score shard(s) routed to %d groups of traffic shards", len(loose), len(tasks))
+        routed = [[parts[g] for parts in cache["parts"]] for g in range(len(tasks))]
     remote = ray.remote(num_cpus=1, max_retries=2)(task_sums)
-    refs = [remote.remote(store, t, ctx) for t in tasks]
+    refs = [remote.remote(store, t, ctx, *r) for t, r in zip(tasks, routed)]
     D, C, S = p["cut"].shape[0], len(data.candidates), len(data.segment_names)
     total = AggregateSums.zeros(D, C, S)
     for ref in refs:  # in task order: the same float additions on every run
@@ -163,6 +246,7 @@ def sums_function(mode: str, store: RunStore, segment_cols: list[str], design: p
             return None
         if ensure is not None:
             ensure()
-        return ray_sums(store, data, p, segment_cols, design)
+        return ray_sums(store, data, p, segment_cols, design, cache=cache)
 
+    cache: dict = {}
     return sums

@@ -486,9 +486,9 @@ class RunStore:
             yield shard, self._parquet(table, shard, rec, raw, columns=columns, read_dictionary=categorical)
 
     def read_shard(self, table: str, shard: str, columns: list[str] | None = None,
-                   ignore_missing: bool = False) -> pd.DataFrame | None:
+                   ignore_missing: bool = False, categorical: list[str] | None = None) -> pd.DataFrame | None:
         """One committed shard, or None when it is not committed. With ``ignore_missing``, requested columns the
-        shard lacks are left out instead of failing the read."""
+        shard lacks are left out instead of failing the read; ``categorical`` as in :meth:`iter_shards`."""
         path = self.path(table, "_commits", f"{shard}.json")
         try:
             raw_record = self.fs.cat_file(path)
@@ -507,7 +507,7 @@ class RunStore:
                 raise self._corrupt(table, shard, self.uri(table, record["file"]),
                                     f"not readable as Parquet ({type(exc).__name__}: {str(exc)[:200]})") from None
             columns = [c for c in columns if c in present]
-        return self._parquet(table, shard, record, raw, columns=columns)
+        return self._parquet(table, shard, record, raw, columns=columns, read_dictionary=categorical)
 
     def read_table(self, table: str, columns: list[str] | None = None) -> pd.DataFrame:
         """A whole table from its committed shards (for small tables: labels, decision inputs)."""

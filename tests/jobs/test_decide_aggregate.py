@@ -1,8 +1,8 @@
 """The decide stage's estimand sums as Ray tasks over the run's shards (decision.aggregate: ray) agree with the
-driver's own sums (local) to float32 precision, on a real local Ray and a local run store, for both shard
-layouts: the pipeline's score shards per (model, traffic shard) (one task per traffic shard) and recorded
-score shards that do not partition the requests (hash buckets). The whole decision.json too, through
-jobs.decide.run with real PyMC."""
+driver's own sums (local) to float32 precision, on a real local Ray and a local run store, for every shard
+layout: the pipeline's score shards per (model, traffic shard) (one task per traffic shard), recorded score shards
+that do not partition the requests (routed to groups of traffic shards), both at once, and a run without a traffic
+table (hash buckets). The whole decision.json too, through jobs.decide.run with real PyMC."""
 from __future__ import annotations
 
 import json
@@ -15,6 +15,7 @@ from calibration.data import prepare
 from calibration.estimands import finish, local_sums
 from jobs.config import RunConfig, StoreConfig
 from jobs.decide import run as decide_run
+from jobs import decide_aggregate
 from jobs.decide_aggregate import plan, ray_sums, sums_function
 from jobs.store import RunStore, shard_id
 from tests.calibration.test_aggregate_split import _params
@@ -31,13 +32,23 @@ def _write_run(root, run_id: str, t, layout: str) -> RunStore:
     for k in range(N_TRAFFIC_SHARDS):
         store.write_shard("traffic", f"traffic-{k:06d}", t.traffic[part == k].reset_index(drop=True))
     shard_of = pd.Series(part, index=rid)
-    if layout == "pipeline":  # scores-<model>-<traffic shard>, as jobs.score writes them
-        for (model, k), df in t.scores.groupby([t.scores["model"], shard_of.loc[t.scores["request_id"]].to_numpy()]):
+    scores = t.scores
+    if layout == "mixed":  # the judge's verdicts recorded, the other metrics scored by the pipeline
+        judged = scores["metric"].astype(str).str.contains("judge")
+        assert judged.any() and not judged.all()
+        scores, recorded = scores[~judged], scores[judged]
+    if layout in ("pipeline", "mixed"):  # scores-<model>-<traffic shard>, as jobs.score writes them
+        for (model, k), df in scores.groupby([scores["model"], shard_of.loc[scores["request_id"]].to_numpy()]):
             store.write_shard("scores", shard_id("scores", model, f"traffic-{k:06d}"), df.reset_index(drop=True))
     else:  # recorded scores, per input-file chunk: a request's rows spread over shards
-        rows = np.random.default_rng(0).permutation(len(t.scores))
+        recorded = scores
+    if layout != "pipeline":
+        rows = np.random.default_rng(0).permutation(len(recorded))
         for j, idx in enumerate(np.array_split(rows, 4)):
-            store.write_shard("scores", shard_id("recorded", 0, j), t.scores.iloc[np.sort(idx)].reset_index(drop=True))
+            store.write_shard("scores", shard_id("recorded", 0, j), recorded.iloc[np.sort(idx)].reset_index(drop=True))
+    if layout == "no-traffic":
+        for k in range(N_TRAFFIC_SHARDS):
+            store.retract_shard("traffic", f"traffic-{k:06d}")
     store.write_shard("labels", "labels-000000", t.labels.reset_index(drop=True))
     return store
 
@@ -47,21 +58,38 @@ def _close_sums(a, b):
         np.testing.assert_allclose(getattr(a, f), getattr(b, f), rtol=1e-5, atol=1e-5, err_msg=f)
 
 
-@pytest.mark.parametrize("layout", ["pipeline", "recorded"])
+@pytest.mark.parametrize("layout", ["pipeline", "recorded", "mixed", "no-traffic"])
 @pytest.mark.parametrize("kind", ["pairwise", "binary"])
-def test_ray_sums_equal_local_sums(ray_cluster, tmp_path, layout, kind):
+def test_ray_sums_equal_local_sums(ray_cluster, tmp_path, layout, kind, monkeypatch):
     if kind == "pairwise":
         t, dim = simulate_pairwise(5, n_requests=1500, n_labels=90), "quality"
     else:
         t, dim = simulate_binary(6, n_requests=1500, n_labels=120), "correctness"
     store = _write_run(tmp_path / "store", "agg", t, layout)
     models = sorted(t.scores["model"].unique())
-    tasks = plan(store, models, 3)
-    assert ("traffic" in tasks[0]) == (layout == "pipeline") and len(tasks) == 3
-    d = prepare(t.scores, t.labels, "incumbent", None, dim, kind, t.traffic, ["region"])
+    # Two groups of three traffic shards where shards are routed: a group of more than one traffic shard.
+    monkeypatch.setattr(decide_aggregate, "MAX_GROUPS", 2)
+    tasks, loose = plan(store, models, 3)
+    assert len(loose) == (4 if layout in ("recorded", "mixed") else 0)
+    if layout == "no-traffic":
+        assert [t_.get("bucket") for t_ in tasks] == [0, 1, 2]
+    else:
+        assert sorted(s for t_ in tasks for s in t_["traffic"]) == sorted(store.commits("traffic"))
+        assert len(tasks) == (3 if layout == "pipeline" else 2)
+        # every pipeline score shard in exactly one task
+        owned = [s for t_ in tasks for s in t_["scores"]]
+        assert sorted(owned) == sorted(set(store.commits("scores")) - set(loose))
+    segs = [] if layout == "no-traffic" else ["region"]  # no traffic table: no segments
+    d = prepare(t.scores, t.labels, "incumbent", None, dim, kind, t.traffic if segs else None, segs or None)
     p = _params(d, with_req_effect=kind == "binary")
-    got = ray_sums(store, d, p, ["region"], None, n_hash=3)
+    cache: dict = {}
+    got = ray_sums(store, d, p, segs, None, n_hash=3, cache=cache)
     _close_sums(got, local_sums(d, p))
+    assert bool(cache) == bool(loose)
+    if loose:  # a second dimension reuses the routed parts
+        parts = cache["parts"]
+        _close_sums(ray_sums(store, d, p, segs, None, n_hash=3, cache=cache), got)
+        assert cache["parts"] is parts
     a = finish(got, np.random.default_rng(3), d.kind, d.cat_values)
     b = finish(local_sums(d, p), np.random.default_rng(3), d.kind, d.cat_values)
     for f in ("fp", "pop", "fp_seg", "pop_seg"):
@@ -151,6 +179,65 @@ def test_a_task_that_meets_a_corrupt_shard_raises_the_stores_error(ray_cluster, 
     store = _write_run(tmp_path / "store", "corrupt", t, "pipeline")
     d = prepare(t.scores, t.labels, "incumbent", None, "quality", "pairwise", t.traffic, ["region"])
     shard = sorted(store.commits("scores"))[1]
+    store.fs.pipe_file(store.path("scores", store.commits("scores")[shard]["file"]), b"not parquet")
+    with pytest.raises(CorruptShard, match=shard):
+        ray_sums(store, d, _params(d), ["region"], None)
+    assert shard not in store.commits("scores")
+
+
+def test_route_puts_every_row_in_exactly_one_group(tmp_path):
+    """Routing a recorded shard by request (no Ray: route is a plain function): every row lands in one part, in
+    the group of its traffic shard; a request absent from traffic lands in one part too, flagged."""
+    from jobs.decide_aggregate import route, traffic_index
+
+    t = simulate_pairwise(5, n_requests=600, n_labels=40)
+    store = _write_run(tmp_path / "store", "route", t, "recorded")
+    extra = pd.DataFrame({"request_id": ["not-in-traffic"], "model": ["incumbent"],
+                          "metric": ["embed.sim_incumbent"], "value": [0.5]})
+    store.write_shard("scores", shard_id("recorded", 1, 0), extra)
+    tasks, loose = plan(store, sorted(t.scores["model"].unique()), 3)
+    index = traffic_index(store, tasks)
+    assert len(index[0]) == len(t.traffic)
+    home = {rid: task["group"] for task in tasks for s in task["traffic"]
+            for rid in store.read_shard("traffic", s)["request_id"]}
+    total = 0
+    for shard in loose:
+        parts = route(store, shard, index, len(tasks))
+        whole = store.read_shard("scores", shard)
+        assert sum(len(p) for p in parts) == len(whole)
+        for g, part in enumerate(parts):
+            ids = part["request_id"].astype(str)
+            assert all(home.get(r, g) == g for r in ids)
+            assert (part["in_traffic"].to_numpy() == ids.isin(list(home)).to_numpy()).all()
+        total += len(whole)
+    assert total == len(t.scores) + 1
+
+
+def test_a_routed_row_of_another_group_is_refused(tmp_path):
+    """The check behind the 64-bit routing: a row said to be in traffic that is not in the group's traffic (what
+    a hash collision would do) stops the task instead of summing it as another request."""
+    from jobs.decide_aggregate import _read
+
+    t = simulate_pairwise(5, n_requests=300, n_labels=40)
+    store = _write_run(tmp_path / "store", "collide", t, "recorded")
+    tasks, _ = plan(store, sorted(t.scores["model"].unique()), 3)
+    other = store.read_shard("traffic", tasks[1]["traffic"][0])["request_id"].iloc[0]
+    stray = pd.DataFrame({"request_id": pd.Categorical([other]), "model": ["incumbent"],
+                          "metric": ["embed.sim_incumbent"], "value": [0.5], "in_traffic": [True]})
+    with pytest.raises(RuntimeError, match="hash collision"):
+        _read(store, tasks[0], ["region"], (stray,))
+    scores, _ = _read(store, tasks[0], ["region"], (stray.assign(in_traffic=False),))
+    assert other in set(scores["request_id"])  # absent from traffic: summed where its hash put it
+
+
+def test_a_corrupt_recorded_shard_raises_the_stores_error(ray_cluster, tmp_path):
+    """As above for a recorded (routed) shard: the routing task hands the store's error to the group tasks."""
+    from jobs.errors import CorruptShard
+
+    t = simulate_pairwise(5, n_requests=300, n_labels=40)
+    store = _write_run(tmp_path / "store", "corrupt-rec", t, "recorded")
+    d = prepare(t.scores, t.labels, "incumbent", None, "quality", "pairwise", t.traffic, ["region"])
+    shard = sorted(store.commits("scores"))[2]
     store.fs.pipe_file(store.path("scores", store.commits("scores")[shard]["file"]), b"not parquet")
     with pytest.raises(CorruptShard, match=shard):
         ray_sums(store, d, _params(d), ["region"], None)
