@@ -44,7 +44,8 @@ def plan(store: RunStore, models: list[str], n_hash: int) -> tuple[list[dict], l
         return [{"bucket": k, "of": n_hash} for k in range(n_hash)], []
     owner = {shard_id("scores", m, t): t for t in traffic for m in models}
     loose = sorted(scores - set(owner))
-    groups = [list(g) for g in np.array_split(traffic, min(len(traffic), MAX_GROUPS))] if loose else [[t] for t in traffic]
+    groups = ([[str(t) for t in g] for g in np.array_split(traffic, min(len(traffic), MAX_GROUPS))] if loose
+              else [[t] for t in traffic])
     return [{"traffic": g, "scores": sorted(s for s in scores if owner.get(s) in g), "group": i}
             for i, g in enumerate(groups)], loose
 
