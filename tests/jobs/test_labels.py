@@ -794,3 +794,18 @@ def test_export_segment_filter_reads_a_turn_position():
     assert _segment_filter(units, "turn=3+")["request_id"].tolist() == ["c", "d", "e"]
     assert _segment_filter(units, "turn=1-2")["request_id"].tolist() == ["a", "b", "f"]  # no turn: a single turn
     assert _segment_filter(units, "turn=2|app=x")["request_id"].tolist() == ["b"]
+
+
+def test_requests_in_traffic_reads_every_shard_and_finds_only_the_run_s_requests(tmp_path):
+    """The labels stage checks label request ids against traffic one shard at a time: ids in any shard are found,
+    others not; no traffic, no check."""
+    from jobs.config import StoreConfig
+    from jobs.labels.import_ import requests_in_traffic
+
+    store = RunStore(StoreConfig(root=str(tmp_path / "s")), "r")
+    assert requests_in_traffic(store, ["a"]) is None
+    for k in range(3):
+        store.write_shard("traffic", f"traffic-{k:06d}",
+                          pd.DataFrame({"request_id": [f"r{k}-{i}" for i in range(50)]}))
+    got = requests_in_traffic(store, ["r0-1", "r2-49", "r1-7", "r9-0", "r0-1"])
+    assert sorted(got) == ["r0-1", "r1-7", "r2-49"]
