@@ -147,35 +147,52 @@ def _ridge_predict(X: np.ndarray, w: np.ndarray) -> np.ndarray:
     return w[0] + X @ w[1:]
 
 
-def crossfit_predictions(data: CalibrationData, obs: np.ndarray, seed: int, folds: int = 5, lam: float = 5.0):
+def crossfit_predictions(data: CalibrationData, obs: np.ndarray, seed: int, folds: int = 5, lam: float = 5.0,
+                         chunk: int = 1 << 16):
     """Cross-fitted ridge predictions of the per-cell mean label from the cell's metrics and model identity.
 
-    Returns (n_req, n_models) predictions for every cell; a labelled cell's prediction comes from the models that
-    did not see its request (request-level folds), an unlabelled cell's from the average of the fold models.
+    Returns (n_req, n_models) predictions for every cell; a cell of a labelled request gets its prediction from the
+    model that did not see that request (request-level folds), a cell of an unlabelled request the average of the
+    fold models' predictions. The fits need the labelled requests' cells only; the average of linear predictions
+    is the prediction with the averaged weights, made ``chunk`` requests at a time, so no (cells x features)
+    float64 copy of all scored cells is made (at 10M requests it was ~3 GB, and each fold's gather another).
     """
     R, M, F = data.X.shape
-    onehot = np.broadcast_to(np.eye(M)[None, :, 1:], (R, M, M - 1))
-    feats = np.concatenate([data.X.astype(float), onehot], axis=2).reshape(R * M, -1)
-    yflat = obs.reshape(-1)
-    lab = np.isfinite(yflat)
-    req_of = np.repeat(np.arange(R), M)
-    lab_reqs = np.unique(req_of[lab])
-    pred = np.zeros(R * M)
+    pred = np.zeros((R, M))
+    labelled = np.isfinite(obs)
+    lab_reqs = np.flatnonzero(labelled.any(axis=1))
     if len(lab_reqs) < 4:
-        pred[:] = np.nanmean(yflat) if lab.any() else 0.0
-        return pred.reshape(R, M)
-    rng = np.random.default_rng(seed)
+        pred[:] = np.nanmean(obs) if labelled.any() else 0.0
+        return pred
+
+    def cells(req: np.ndarray, mod: np.ndarray) -> np.ndarray:  # metrics, then indicators of models 1..M-1
+        f = np.zeros((len(req), F + M - 1))
+        f[:, :F] = data.X[req, mod, :]
+        other = mod > 0
+        f[np.flatnonzero(other), F + mod[other] - 1] = 1.0
+        return f
+
+    req = np.repeat(lab_reqs, M)  # every cell of a labelled request, request-major as before
+    mod = np.tile(np.arange(M), len(lab_reqs))
+    feats, y = cells(req, mod), obs[req, mod]
+    lab = np.isfinite(y)
     fold_of_req = np.full(R, -1)
-    fold_of_req[lab_reqs] = rng.permutation(len(lab_reqs)) % folds
-    fold = fold_of_req[req_of]
-    unl = fold < 0
-    for k in range(min(folds, len(lab_reqs))):
-        tr = lab & (fold != k)
-        w = _ridge_fit(feats[tr], yflat[tr], lam)
+    fold_of_req[lab_reqs] = np.random.default_rng(seed).permutation(len(lab_reqs)) % folds
+    fold = fold_of_req[req]
+    K = min(folds, len(lab_reqs))
+    w_mean = 0.0
+    for k in range(K):
+        w = _ridge_fit(feats[lab & (fold != k)], y[lab & (fold != k)], lam)
         te = fold == k
-        pred[te] = _ridge_predict(feats[te], w)
-        pred[unl] += _ridge_predict(feats[unl], w) / min(folds, len(lab_reqs))
-    return pred.reshape(R, M)
+        pred[req[te], mod[te]] = _ridge_predict(feats[te], w)
+        w_mean = w_mean + w / K
+    unl = np.flatnonzero(fold_of_req < 0)
+    for r0 in range(0, len(unl), chunk):
+        r = unl[r0:r0 + chunk]
+        for m in range(M):
+            shift = w_mean[0] + (w_mean[1 + F + m - 1] if m > 0 else 0.0)
+            pred[r, m] = shift + data.X[r, m, :].astype(np.float64) @ w_mean[1:F + 1]
+    return pred
 
 
 def target_predictions(data: CalibrationData, pred: np.ndarray, c: int) -> np.ndarray:
