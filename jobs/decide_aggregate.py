@@ -22,6 +22,7 @@ import pandas as pd
 from calibration.data import CalibrationData, segment_codes
 from calibration.estimands import AggregateSums, aggregation_model, chunk_sums
 from common.tables import SCORE_COLUMNS
+from jobs.errors import BatonError
 from jobs.store import RunStore, shard_id
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,6 @@ def route(store: RunStore, shard: str, index: tuple[np.ndarray, np.ndarray], n_g
     ``n_groups`` is 1, as Ray returns it). A request absent from traffic goes to the group its hash picks, with
     ``in_traffic`` False; the group's task checks that the others are its own (a hash collision would not be)."""
     from calibration.checks import InputError
-    from jobs.errors import BatonError
 
     try:
         df = store.read_shard("scores", shard, columns=list(SCORE_COLUMNS), categorical=["request_id"])
@@ -116,7 +116,7 @@ def _read(store: RunStore, task: dict, segment_cols: list[str],
         for part in routed:
             mine = part["request_id"][part["in_traffic"].to_numpy()].astype(str)
             if len(mine) and not mine.isin(traffic["request_id"].astype(str)).all():
-                raise RuntimeError(f"score rows routed to traffic shards {task['traffic'][0]}..{task['traffic'][-1]} "
+                raise BatonError(f"score rows routed to traffic shards {task['traffic'][0]}..{task['traffic'][-1]} "
                                    f"by a 64-bit hash are of other requests (a hash collision): set "
                                    f"decision.aggregate: local for this run")
             parts.append(part.drop(columns="in_traffic"))
@@ -143,7 +143,6 @@ def task_sums(store: RunStore, task: dict, ctx: dict, *routed: pd.DataFrame) -> 
     """One task's :class:`AggregateSums`, or the Baton or input error it raised, for the driver to raise as it is
     (Ray would hand the driver a RayTaskError, which the decide stage's exit codes do not know)."""
     from calibration.checks import InputError
-    from jobs.errors import BatonError
 
     try:
         for part in routed:

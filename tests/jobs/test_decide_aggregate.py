@@ -216,8 +216,10 @@ def test_route_puts_every_row_in_exactly_one_group(tmp_path):
 
 def test_a_routed_row_of_another_group_is_refused(tmp_path):
     """The check behind the 64-bit routing: a row said to be in traffic that is not in the group's traffic (what
-    a hash collision would do) stops the task instead of summing it as another request."""
+    a hash collision would do) stops the task instead of summing it as another request, with a Baton error (which
+    the task hands to the driver as it is, exit 1)."""
     from jobs.decide_aggregate import _read
+    from jobs.errors import BatonError
 
     t = simulate_pairwise(5, n_requests=300, n_labels=40)
     store = _write_run(tmp_path / "store", "collide", t, "recorded")
@@ -225,7 +227,7 @@ def test_a_routed_row_of_another_group_is_refused(tmp_path):
     other = store.read_shard("traffic", tasks[1]["traffic"][0])["request_id"].iloc[0]
     stray = pd.DataFrame({"request_id": pd.Categorical([other]), "model": ["incumbent"],
                           "metric": ["embed.sim_incumbent"], "value": [0.5], "in_traffic": [True]})
-    with pytest.raises(RuntimeError, match="hash collision"):
+    with pytest.raises(BatonError, match="hash collision"):
         _read(store, tasks[0], ["region"], (stray,))
     scores, _ = _read(store, tasks[0], ["region"], (stray.assign(in_traffic=False),))
     assert other in set(scores["request_id"])  # absent from traffic: summed where its hash put it
