@@ -190,7 +190,7 @@ def crossfit_predictions(data: CalibrationData, obs: np.ndarray, seed: int, fold
     for r0 in range(0, len(unl), chunk):
         r = unl[r0:r0 + chunk]
         for m in range(M):
-            shift = w_mean[0] + (w_mean[1 + F + m - 1] if m > 0 else 0.0)
+            shift = w_mean[0] + (w_mean[F + m] if m > 0 else 0.0)  # intercept + model m's indicator weight
             pred[r, m] = shift + data.X[r, m, :].astype(np.float64) @ w_mean[1:F + 1]
     return pred
 

@@ -97,7 +97,7 @@ def route(store: RunStore, shard: str, index: tuple[np.ndarray, np.ndarray], n_g
 def _bucket(ids: pd.Series, n: int) -> np.ndarray:
     """Hash bucket of each request id (pandas' fixed-key hash: the same in every process)."""
     if isinstance(ids.dtype, pd.CategoricalDtype):
-        cats = pd.util.hash_array(np.asarray(ids.cat.categories.astype(str), dtype=object)) % n
+        cats = _hash(ids.cat.categories.to_numpy()) % n
         codes = np.asarray(ids.cat.codes)
         return np.where(codes >= 0, cats[np.maximum(codes, 0)], -1)
     return (pd.util.hash_array(ids.astype(str).to_numpy(dtype=object)) % n).astype(np.int64)

@@ -401,7 +401,7 @@ def import_labels_table(cfg: RunConfig, store: RunStore) -> dict:
     stats: dict = {"source": uri, "fingerprint": fp, "changed": not store.is_committed("labels", shard)}
     if stats["changed"]:
         table = read_table_file(uri, opts)
-        ids = table["request_id"].astype(str).unique() if "request_id" in table.columns else []
+        ids = table["request_id"].astype(str) if "request_id" in table.columns else []
         checked = screen_labels(
             table, uri, {d.name: d.kind for d in cfg.decision.dimensions},
             levels={d.name: d.levels for d in cfg.decision.dimensions if d.levels},

@@ -171,15 +171,17 @@ def test_decision_entries_from_ray_equal_local(ray_cluster, tmp_path, kind):
             assert out["ray"][key] == v, key
 
 
-def test_a_task_that_meets_a_corrupt_shard_raises_the_stores_error(ray_cluster, tmp_path):
+@pytest.mark.parametrize("layout", ["pipeline", "recorded"])
+def test_a_task_that_meets_a_corrupt_shard_raises_the_stores_error(ray_cluster, tmp_path, layout):
     """A score shard damaged after the driver read it: the driver raises the store's own CorruptShard (exit 4,
-    naming table, shard and file; the shard is set aside so a rerun redoes it), not Ray's wrapper."""
+    naming table, shard and file; the shard is set aside so a rerun redoes it), not Ray's wrapper. A recorded
+    shard is read by its routing task, which hands the store's error to the group tasks."""
     from jobs.errors import CorruptShard
 
     t = simulate_pairwise(5, n_requests=300, n_labels=40)
-    store = _write_run(tmp_path / "store", "corrupt", t, "pipeline")
+    store = _write_run(tmp_path / "store", f"corrupt-{layout}", t, layout)
     d = prepare(t.scores, t.labels, "incumbent", None, "quality", "pairwise", t.traffic, ["region"])
-    shard = sorted(store.commits("scores"))[1]
+    shard = sorted(store.commits("scores"))[1 if layout == "pipeline" else 2]
     store.fs.pipe_file(store.path("scores", store.commits("scores")[shard]["file"]), b"not parquet")
     with pytest.raises(CorruptShard, match=shard):
         ray_sums(store, d, _params(d), ["region"], None)
@@ -231,17 +233,3 @@ def test_a_routed_row_of_another_group_is_refused(tmp_path):
         _read(store, tasks[0], ["region"], (stray,))
     scores, _ = _read(store, tasks[0], ["region"], (stray.assign(in_traffic=False),))
     assert other in set(scores["request_id"])  # absent from traffic: summed where its hash put it
-
-
-def test_a_corrupt_recorded_shard_raises_the_stores_error(ray_cluster, tmp_path):
-    """As above for a recorded (routed) shard: the routing task hands the store's error to the group tasks."""
-    from jobs.errors import CorruptShard
-
-    t = simulate_pairwise(5, n_requests=300, n_labels=40)
-    store = _write_run(tmp_path / "store", "corrupt-rec", t, "recorded")
-    d = prepare(t.scores, t.labels, "incumbent", None, "quality", "pairwise", t.traffic, ["region"])
-    shard = sorted(store.commits("scores"))[2]
-    store.fs.pipe_file(store.path("scores", store.commits("scores")[shard]["file"]), b"not parquet")
-    with pytest.raises(CorruptShard, match=shard):
-        ray_sums(store, d, _params(d), ["region"], None)
-    assert shard not in store.commits("scores")
