@@ -119,3 +119,27 @@ def test_non_utf8_csv_names_file_and_line(tmp_path):
     path.write_bytes(b"request_id,prompt\nr1,hello\nr2,caf\xe9\n")
     with pytest.raises(ContractError, match=r"traffic.csv: line 3 is not UTF-8 \(byte 0xe9 at column 7\)"):
         read_table_file(str(path))
+
+
+def test_a_hash_collision_is_not_taken_for_a_duplicate(tmp_path, monkeypatch):
+    """Duplicates are found by a 64-bit hash of the id (the driver holds no id strings); two different ids with the
+    same hash are both kept, a true duplicate is still quarantined."""
+    import jobs.sample as sample_mod
+
+    real = pd.util.hash_array
+
+    def colliding(values, *a, **k):  # 'r30' hashes like 'r7'
+        vals = np.asarray(values, dtype=object)
+        return real(np.where(vals == "r30", "r7", vals).astype(object), *a, **k)
+
+    monkeypatch.setattr(sample_mod, "CHUNK_ROWS", 16)
+    monkeypatch.setattr(sample_mod.pd.util, "hash_array", colliding)
+    df = _traffic(50)
+    df.loc[40, "request_id"] = "r3"
+    path = tmp_path / "traffic.parquet"
+    df.to_parquet(path)
+    cfg = _cfg(tmp_path, path)
+    stats = run_sample(cfg, RunStore(cfg.store, cfg.run_id))
+    assert stats["rows"] == 49 and stats["quarantined"] == 1
+    table = RunStore(cfg.store, cfg.run_id).read_table("traffic")
+    assert {"r7", "r30"} <= set(table["request_id"])
