@@ -74,6 +74,7 @@ def child(root: str, mode: str) -> None:
     from jobs.decide_aggregate import ray_sums
     from jobs.store import RunStore
     from tests.calibration.test_aggregate_split import _params
+    from tests.jobs.test_decide_aggregate import _predictors
 
     if mode == "ray":
         import ray
@@ -89,7 +90,8 @@ def child(root: str, mode: str) -> None:
     sampler = RssSampler()
     sampler.start()
     t0 = time.perf_counter()
-    sums = ray_sums(store, data, p, ["region"], None) if mode == "ray" else local_sums(data, p)
+    sums = ray_sums(store, data, p, ["region"], None, _predictors(data, p))[0] if mode == "ray" \
+        else local_sums(data, p)
     wall = time.perf_counter() - t0
     sampler.stop = True
     sampler.join()

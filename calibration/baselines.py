@@ -26,11 +26,11 @@ calibration.estimands). Without the correction a "narrower than labels alone" cl
 from __future__ import annotations
 
 import numpy as np
-from ppi_py import classical_mean_ci, ppi_mean_ci
 from scipy.stats import norm
 
-from calibration import design
+from calibration import design, scored
 from calibration.data import CalibrationData
+from calibration.scored import Moments
 
 
 def _span(data: CalibrationData) -> float:
@@ -81,15 +81,17 @@ def _weighted_var(y: np.ndarray, w: np.ndarray) -> float:
     return float(np.sum(w * (y - m) ** 2) / w.sum() * len(y) / max(len(y) - 1, 1))
 
 
-def human_only(data: CalibrationData, c: int, alpha: float, mask: np.ndarray | None = None) -> dict:
+def human_only(data: CalibrationData, c: int, alpha: float, mask: np.ndarray | None = None,
+               n_scored: int | None = None) -> dict:
     """Labels alone, for the scored requests (``interval``, with the finite-population correction) and for the
-    traffic (``interval_population``, the classical CLT interval)."""
+    traffic (``interval_population``, the classical CLT interval). ``n_scored``: the requests in the candidate's
+    estimand when ``data`` does not hold them all (calibration.scored)."""
     obs = cell_matrix(data)
     if mask is not None:
         obs = np.where(mask[:, None], obs, np.nan)
     y, ok = target_values(data, obs, c)
     n = int(ok.sum())
-    n_pop = int(max(data.estimand_mask()[:, c].sum(), n))
+    n_pop = int(max(data.estimand_mask()[:, c].sum() if n_scored is None else n_scored, n))
     if n >= 2 and data.design_weighted:
         pi = data.target_pi(c)[ok]
         r = design.hajek_estimate(y[ok], pi, confidence=1 - alpha)  # design variance: already for the scored
@@ -121,19 +123,29 @@ def judge_columns(data: CalibrationData) -> list[int]:
     return named or judge
 
 
-def judge_only(data: CalibrationData, c: int, alpha: float, judge_raw: np.ndarray | None) -> dict:
-    """judge_raw: (n_req, n_models) raw judge value per cell (mean of the judge columns), NaN when missing."""
+def judge_only(data: CalibrationData, c: int, alpha: float, judge_raw: np.ndarray | None,
+               rest: Moments | None = None) -> dict:
+    """judge_raw: (n_req, n_models) raw judge value per cell (mean of the judge columns), NaN when missing.
+    ``rest``: the judge target's moments over the requests outside ``data``'s labelled ones (calibration.scored);
+    None: every request of ``data`` is used. The interval is ``ppi_py.classical_mean_ci``'s (ddof 0)."""
     if judge_raw is None:
         return {"estimate": None, "interval": None, "note": "no judge.* metric"}
-    if data.kind == "pairwise":
-        y = judge_raw[:, c]
-    else:
-        y = judge_raw[:, c + 1] - judge_raw[:, 0]
-    y = y[np.isfinite(y)]
-    if len(y) < 2:
+    t = scored.target(judge_raw, data.kind)
+    if rest is not None:
+        t = t[labelled_requests(data)]
+    m = Moments.of(t, np.isfinite(t))
+    n, mean, m2 = (m if rest is None else m.add(rest)).pick(c)
+    if n < 2:
         return {"estimate": None, "interval": None, "note": "judge metric missing"}
-    lo, hi = classical_mean_ci(y, alpha=alpha)
-    return {"estimate": float(y.mean()), "interval": [float(lo), float(hi)], "n": int(len(y))}
+    half = norm.ppf(1 - alpha / 2) * np.sqrt(m2 / n) / np.sqrt(n)
+    return {"estimate": float(mean), "interval": [float(mean - half), float(mean + half)], "n": int(n)}
+
+
+def labelled_requests(data: CalibrationData) -> np.ndarray:
+    """(n_req,) bool: the requests with a label row in the dimension (any model)."""
+    out = np.zeros(data.n_req, dtype=bool)
+    out[data.lab_req] = True
+    return out
 
 
 def _ridge_fit(X: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
@@ -148,22 +160,31 @@ def _ridge_predict(X: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def crossfit_predictions(data: CalibrationData, obs: np.ndarray, seed: int, folds: int = 5, lam: float = 5.0,
-                         chunk: int = 1 << 16):
+                         chunk: int = 1 << 16) -> np.ndarray:
+    """(n_req, n_models) cross-fitted ridge predictions of every cell (:func:`crossfit`)."""
+    return crossfit(data, obs, seed, folds, lam, chunk)[0]
+
+
+def crossfit(data: CalibrationData, obs: np.ndarray, seed: int, folds: int = 5, lam: float = 5.0,
+             chunk: int = 1 << 16, unlabelled: bool = True) -> tuple[np.ndarray, np.ndarray | None, float]:
     """Cross-fitted ridge predictions of the per-cell mean label from the cell's metrics and model identity.
 
-    Returns (n_req, n_models) predictions for every cell; a cell of a labelled request gets its prediction from the
-    model that did not see that request (request-level folds), a cell of an unlabelled request the average of the
-    fold models' predictions. The fits need the labelled requests' cells only; the average of linear predictions
-    is the prediction with the averaged weights, made ``chunk`` requests at a time, so no (cells x features)
-    float64 copy of all scored cells is made (at 10M requests it was ~3 GB, and each fold's gather another).
+    Returns (predictions (n_req, n_models), the fold-averaged weights or None, the constant used without them).
+    A cell of a labelled request gets its prediction from the model that did not see that request (request-level
+    folds), a cell of an unlabelled request the average of the fold models' predictions: the prediction with the
+    averaged weights (calibration.scored.ridge_cells), made ``chunk`` requests at a time, or left NaN with
+    ``unlabelled=False`` (their sums are made elsewhere, calibration.scored). The fits need the labelled requests'
+    cells only, so no (cells x features) float64 copy of all scored cells is made (~3 GB at 10M requests).
+    With fewer than 4 labelled requests every cell gets the mean label.
     """
     R, M, F = data.X.shape
-    pred = np.zeros((R, M))
+    pred = np.zeros((R, M)) if unlabelled else np.full((R, M), np.nan)
     labelled = np.isfinite(obs)
     lab_reqs = np.flatnonzero(labelled.any(axis=1))
     if len(lab_reqs) < 4:
-        pred[:] = np.nanmean(obs) if labelled.any() else 0.0
-        return pred
+        const = float(np.nanmean(obs)) if labelled.any() else 0.0
+        pred[lab_reqs if not unlabelled else slice(None)] = const
+        return pred, None, const
 
     def cells(req: np.ndarray, mod: np.ndarray) -> np.ndarray:  # metrics, then indicators of models 1..M-1
         f = np.zeros((len(req), F + M - 1))
@@ -186,13 +207,12 @@ def crossfit_predictions(data: CalibrationData, obs: np.ndarray, seed: int, fold
         te = fold == k
         pred[req[te], mod[te]] = _ridge_predict(feats[te], w)
         w_mean = w_mean + w / K
-    unl = np.flatnonzero(fold_of_req < 0)
-    for r0 in range(0, len(unl), chunk):
-        r = unl[r0:r0 + chunk]
-        for m in range(M):
-            shift = w_mean[0] + (w_mean[F + m] if m > 0 else 0.0)  # intercept + model m's indicator weight
-            pred[r, m] = shift + data.X[r, m, :].astype(np.float64) @ w_mean[1:F + 1]
-    return pred
+    if unlabelled:
+        unl = np.flatnonzero(fold_of_req < 0)
+        for r0 in range(0, len(unl), chunk):
+            r = unl[r0:r0 + chunk]
+            pred[r] = scored.ridge_cells(data.X[r], w_mean, 0.0)
+    return pred, w_mean, 0.0
 
 
 def target_predictions(data: CalibrationData, pred: np.ndarray, c: int) -> np.ndarray:
@@ -210,45 +230,81 @@ def power_lambda(y: np.ndarray, yhat: np.ndarray) -> float:
 
 
 def difference_intervals(data: CalibrationData, c: int, alpha: float, yhat: np.ndarray, y: np.ndarray,
-                         ok: np.ndarray, tune: bool = True) -> dict:
+                         ok: np.ndarray, tune: bool = True, rest: tuple[float, float, float] | None = None) -> dict:
     """Prediction-powered (difference) estimate of the candidate's estimand with both intervals.
 
     ``theta = mean_scored(lambda yhat) + HT mean of (y - lambda yhat)`` over the labelled requests (Sarndal,
     Swensson & Wretman 1992, eq. 6.3.1): unbiased for the scored requests' mean under the labels' design whatever
     the predictor; its design variance (calibration.design, Hajek-Deville, which is ``(1 - n/N) s_r^2 / n`` under
     simple random sampling) gives ``interval``; adding ``S_y^2 / N`` gives ``interval_population``.
+    ``rest``: (n, mean, m2) of ``yhat`` over the scored requests outside ``data``'s labelled ones
+    (calibration.scored); None: ``data`` holds every scored request.
     """
-    scored = data.estimand_mask()[:, c]
-    every = scored | ok
-    n, n_pop = int(ok.sum()), int(every.sum())
+    scored_ = data.estimand_mask()[:, c]
+    every = scored_ | ok
+    if rest is not None:
+        every &= labelled_requests(data)
+    m = Moments.of(yhat[:, None], every[:, None])
+    if rest is not None:
+        m = m.add(Moments(*(np.array([v]) for v in rest)))
+    n, n_pop, pred_mean = int(ok.sum()), int(m.n[0]), float(m.mean[0])
     if n < 2:  # (every scored request labelled is fine: the scored variance is then 0)
         return {"estimate": None, "interval": None, "interval_population": None,
                 "note": "too few labelled requests"}
     lam = power_lambda(y[ok], yhat[ok]) if tune else 1.0
     pi = data.target_pi(c)[ok] if data.design_weighted else np.full(n, n / n_pop)
-    r = design.difference_estimate(lam * yhat[every], y[ok], lam * yhat[ok], pi, confidence=1 - alpha)
+    r = design.difference_estimate_from_mean(lam * pred_mean, n_pop, y[ok], lam * yhat[ok], pi,
+                                             confidence=1 - alpha)
     out = two_intervals(r["estimate"], r["se"] ** 2, _weighted_var(y[ok], 1.0 / pi), n_pop, alpha)
     return {**out, "n": n, "N": n_pop, "lambda": round(lam, 4)}
 
 
-def ppi(data: CalibrationData, c: int, alpha: float, pred: np.ndarray) -> dict:
+def ppi_mean_interval(y: np.ndarray, yhat: np.ndarray, unl: tuple[float, float, float],
+                      alpha: float) -> tuple[float, float]:
+    """``ppi_py.ppi_mean_ci`` (power-tuned PPI++ for a mean, Angelopoulos, Duchi & Zrnic 2023, unweighted,
+    two-sided) from the unlabelled predictions' (n, mean, m2) instead of their values, so the unlabelled requests
+    can be summed elsewhere: the same arithmetic (its lambda from the pooled ddof-1 variance of all predictions,
+    its standard errors with ddof 0), checked against it in tests/calibration/test_scored.py."""
+    n, N = len(y), unl[0]
+    mu_u, m2_u = unl[1], unl[2]
+    pt1 = mu_u + float(np.mean(y - yhat))
+    g, gh = y - pt1, yhat - pt1
+    cov = 2.0 * float(np.sum((g - g.mean()) * (gh - gh.mean()))) / n
+    # pooled variance of [yhat, yhat_unlabelled] (np.cov: ddof 1), by the pairwise update
+    pooled = Moments.of(yhat[:, None], np.ones((n, 1), bool)).add(Moments(*(np.array([v]) for v in unl)))
+    var_all = float(pooled.m2[0]) / (n + N - 1)
+    lam = float(np.clip(cov / (2.0 * (1.0 + n / N) * var_all), 0.0, 1.0)) if var_all > 0 else 0.0
+    est = lam * mu_u + float(np.mean(y - lam * yhat))
+    se = np.sqrt(lam * lam * (m2_u / N) / N + float(np.std(y - lam * yhat)) ** 2 / n)
+    z = norm.ppf(1 - alpha / 2)
+    return est - z * se, est + z * se
+
+
+def ppi(data: CalibrationData, c: int, alpha: float, pred: np.ndarray,
+        rest: tuple[float, float, float] | None = None) -> dict:
     """PPI++ for the candidate's estimand with the cross-fitted predictions ``pred`` (n_req, n_models).
 
     ``interval`` (scored requests): the power-tuned difference estimator with its finite-population design
-    variance (:func:`difference_intervals`). ``interval_population``: ``ppi_py.ppi_mean_ci`` (superpopulation
-    PPI++) for simple random samples, the design-based variance plus ``S_y^2 / N`` under a weighted design."""
+    variance (:func:`difference_intervals`). ``interval_population``: ``ppi_py.ppi_mean_ci``'s arithmetic
+    (:func:`ppi_mean_interval`; superpopulation PPI++) for simple random samples, the design-based variance plus
+    ``S_y^2 / N`` under a weighted design. ``rest``: (n, mean, m2) of the predicted target over the scored
+    requests outside ``data``'s labelled ones (calibration.scored); None: ``data`` holds every scored request."""
     obs = cell_matrix(data)
     y, ok = target_values(data, obs, c)
     yhat = target_predictions(data, pred, c)
-    scored = data.estimand_mask()[:, c]
-    unl = ~ok & scored
-    if ok.sum() < 2 or unl.sum() < 1:
+    unl = ~ok & data.estimand_mask()[:, c]
+    if rest is not None:
+        unl &= labelled_requests(data)
+    m = Moments.of(yhat[:, None], unl[:, None])
+    if rest is not None:
+        m = m.add(Moments(*(np.array([v]) for v in rest)))
+    if ok.sum() < 2 or m.n[0] < 1:
         return {"estimate": None, "interval": None, "interval_population": None,
                 "note": "too few labelled/unlabelled requests"}
-    out = difference_intervals(data, c, alpha, yhat, y, ok)
+    out = difference_intervals(data, c, alpha, yhat, y, ok, rest=rest)
     if data.design_weighted:
         return {**out, "method": "design-weighted difference"}
     # ppi_mean_ci's interval is symmetric around the PPI++ point estimate, so its midpoint is that estimate
-    lo, hi = ppi_mean_ci(y[ok], yhat[ok], yhat[unl], alpha=alpha)
-    out["interval_population"] = [float(np.ravel(lo)[0]), float(np.ravel(hi)[0])]
+    lo, hi = ppi_mean_interval(y[ok], yhat[ok], m.pick(0), alpha)
+    out["interval_population"] = [float(lo), float(hi)]
     return out

@@ -68,6 +68,9 @@ class CalibrationData:
     cluster_names: np.ndarray | None = None  # (n_clusters,) object: the conversation ids
     # how X was made from the scores (FeatureSpec.rows: the same features for any subset of the scored requests)
     features: "FeatureSpec | None" = None
+    # True when the arrays hold only some of the scored requests (the labelled ones and a sample; every sum over
+    # the scored requests is then made elsewhere: calibration.scored, calibration.pipeline.Partial)
+    partial: bool = False
 
     def estimand_mask(self) -> np.ndarray:
         """(n_req, n_candidates) bool: requests a candidate's estimand averages over (it was scored there)."""
@@ -298,7 +301,7 @@ def prepare(
     X, feat_names, transform = fit_transform(raw, names, max_features, present)  # overwrites raw (scratch now)
     del raw
     spec = FeatureSpec(incumbent, list(candidates), kind, list(row_models), list(metric_names), has_inc,
-                       log_pi_floor, transform)
+                       log_pi_floor, transform, dimension)
 
     seg_idx, seg_names, seg_warn = _segments(traffic, segment_cols, request_ids)
     warns += seg_warn
@@ -431,13 +434,14 @@ class FeatureSpec:
     has_inc: list[bool]
     log_pi_floor: float | None  # None: log pi is not a covariate
     transform: FeatureTransform
+    dimension: str = ""  # for the raw judge value (the judge metrics naming it are preferred)
 
-    def rows(self, scores: pd.DataFrame, design: pd.DataFrame | None = None
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def rows(self, scores: pd.DataFrame, design: pd.DataFrame | None = None, judge: bool = False) -> tuple:
         """(request ids sorted as strings, features (request, row model, feature) float32, presence (request, row
         model)) of the requests in ``scores`` (request_id, model, metric, value; every score row of each of its
         requests), as :func:`prepare` computed them on all scored requests. ``design``: the design table
-        prepare was given, needed when log pi is a covariate."""
+        prepare was given, needed when log pi is a covariate. ``judge``: a fourth value, the raw judge value per
+        cell (CalibrationData.judge_raw) or None."""
         rc, req_u = _codes(scores["request_id"])
         mc, mod_u = _codes(scores["model"])
         kc, met_u = _codes(scores["metric"])
@@ -460,7 +464,9 @@ class FeatureSpec:
         raw, names = _raw_features(tensor[:, 0, :], [tensor[:, 1 + i, :] for i in range(len(self.candidates))],
                                    self.kind, self.metric_names, self.has_inc, log_pi)
         del tensor
-        return request_ids, self.transform.apply(raw, present), present
+        judge_raw = _judge_raw(raw, names, self.metric_names, self.dimension, self.kind) if judge else None
+        X = self.transform.apply(raw, present)  # overwrites raw
+        return (request_ids, X, present, judge_raw) if judge else (request_ids, X, present)
 
 
 def _judge_raw(raw: np.ndarray, names: list[str], metric_names: list[str], dimension: str, kind: str):
@@ -493,3 +499,12 @@ def segment_codes(traffic: pd.DataFrame | None, segment_cols: list[str] | None, 
         raise InputError(f"traffic: segment {names[int(np.flatnonzero(pos < 0)[0])]!r} is not among the decision's "
                          f"segments {list(segment_names)[:10]}")
     return pos[codes] if len(codes) else np.zeros(0, dtype=np.int64)
+
+
+def segment_names(combos: pd.DataFrame, segment_cols: list[str]) -> list[str]:
+    """The names :func:`prepare` gives the segments of requests with these segment values (``combos``: one row per
+    distinct combination of ``segment_cols``), so names made from a part of the requests match theirs."""
+    if not segment_cols:
+        return ["all"]
+    ids = np.asarray([str(i) for i in range(len(combos))], dtype=object)
+    return _segments(combos.reset_index(drop=True).assign(request_id=ids), segment_cols, ids)[1]

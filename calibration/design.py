@@ -265,11 +265,19 @@ def difference_estimate(pred_all: np.ndarray, y_lab: np.ndarray, pred_lab: np.nd
     Returns estimate, se, interval, n.
     """
     pred_all = np.asarray(pred_all, dtype=float)
+    return difference_estimate_from_mean(float(pred_all.mean()), len(pred_all), y_lab, pred_lab, pi_lab,
+                                         confidence)
+
+
+def difference_estimate_from_mean(pred_mean: float, n_pop: int, y_lab: np.ndarray, pred_lab: np.ndarray,
+                                  pi_lab: np.ndarray, confidence: float = 0.9) -> dict:
+    """:func:`difference_estimate` from the mean ``pred_mean`` of the predictions over the ``n_pop`` units, which
+    is all it needs of them (so they can be summed elsewhere, calibration.scored)."""
     r = np.asarray(y_lab, dtype=float) - np.asarray(pred_lab, dtype=float)
     pi = np.asarray(pi_lab, dtype=float)
-    n_pop, n = len(pred_all), len(r)
+    n = len(r)
     w = ht_weights(pi) if n else np.zeros(0)
-    est = float(pred_all.mean() + np.sum(r * w) / n_pop)
+    est = float(pred_mean + np.sum(r * w) / n_pop)
     return _normal_interval(est, _deville_variance(r * w, pi, n_pop), n, confidence)
 
 

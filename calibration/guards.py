@@ -27,43 +27,52 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import t as student_t
 
-from calibration import baselines
+from calibration import baselines, scored
 from calibration.data import CalibrationData
 from calibration.diagnostics import loo_cell_means
-from calibration.estimands import _model_moments, _model_terms
 
 # Fewest labelled requests of a candidate with which the design-valid guard can let ``migrate`` through.
 MIN_DESIGN_LABELS = 10
 
 
-def predictive_means(data: CalibrationData, p: dict[str, np.ndarray], max_draws: int = 250,
-                     chunk: int = 8192) -> np.ndarray:
-    """(n_req, n_models) Bayesian prediction of each cell's mean label: the posterior mean of the predictive mean
-    for unlabelled cells, the PSIS-LOO predictive mean for labelled ones (so no label predicts itself).
-
-    ``max_draws`` evenly spaced draws suffice for a posterior mean; chunks of ``chunk`` requests bound memory."""
+def thin_draws(p: dict[str, np.ndarray], max_draws: int = 250) -> dict[str, np.ndarray]:
+    """``max_draws`` evenly spaced posterior draws: enough for a posterior mean."""
     D = p["cut"].shape[0]
     idx = np.linspace(0, D - 1, min(D, max_draws)).astype(int)
-    q = {k: v[idx] for k, v in p.items()}
-    out = np.zeros((data.n_req, data.n_models))
-    for m in range(data.n_models):
-        terms = _model_terms(q, m, data.cat_values)
-        for r0 in range(0, data.n_req, chunk):
-            sl = slice(r0, min(data.n_req, r0 + chunk))
-            e1 = _model_moments(data.X[sl, m, :], np.asarray(data.seg_idx)[sl], q, m, data.cat_values, 1.0, terms)[0]
-            out[sl, m] = e1.mean(axis=0)
+    return {k: v[idx] for k, v in p.items()}
+
+
+def predictive_means(data: CalibrationData, p: dict[str, np.ndarray], max_draws: int = 250,
+                     chunk: int = 8192, rows: np.ndarray | None = None) -> np.ndarray:
+    """(n_req, n_models) Bayesian prediction of each cell's mean label: the posterior mean of the predictive mean
+    for unlabelled cells (calibration.scored.bayes_cells), the PSIS-LOO predictive mean for labelled ones (so no
+    label predicts itself).
+
+    ``max_draws`` evenly spaced draws suffice for a posterior mean; chunks of ``chunk`` requests bound memory.
+    ``rows``: predict only these requests (the others NaN; the labelled requests' rows must be among them)."""
+    q = thin_draws(p, max_draws)
+    pred = scored.Predictors.build(data.kind, len(data.candidates), data.n_models, data.cat_values, None, 0.0, q)
+    rows = np.arange(data.n_req) if rows is None else np.asarray(rows)
+    out = np.zeros((data.n_req, data.n_models)) if len(rows) == data.n_req else \
+        np.full((data.n_req, data.n_models), np.nan)
+    seg = np.asarray(data.seg_idx)
+    for r0 in range(0, len(rows), chunk):
+        r = rows[r0:r0 + chunk]
+        out[r] = scored.bayes_cells(pred, data.X[r], seg[r])
     if len(data.lab_req):
         req, mod, mean = loo_cell_means(data, p)
         out[req, mod] = mean
     return out
 
 
-def design_valid(data: CalibrationData, c: int, alpha: float, pred: np.ndarray) -> dict:
+def design_valid(data: CalibrationData, c: int, alpha: float, pred: np.ndarray,
+                 rest: tuple[float, float, float] | None = None) -> dict:
     """Prediction-powered estimate with both intervals (calibration.baselines.difference_intervals) for candidate
-    ``c`` with the Bayesian predictions ``pred`` from :func:`predictive_means`."""
+    ``c`` with the Bayesian predictions ``pred`` from :func:`predictive_means`; ``rest`` as there."""
     obs = baselines.cell_matrix(data)
     y, ok = baselines.target_values(data, obs, c)
-    return baselines.difference_intervals(data, c, alpha, baselines.target_predictions(data, pred, c), y, ok)
+    return baselines.difference_intervals(data, c, alpha, baselines.target_predictions(data, pred, c), y, ok,
+                                          rest=rest)
 
 
 def _gap(a, b) -> float | None:

@@ -15,6 +15,7 @@ from calibration import baselines, clustered, decision, design, guards, segments
 from calibration import conversation_units as units
 from calibration.config import DecisionConfig
 from calibration.data import CalibrationData, prepare
+from calibration.scored import Predictors, local_scored_sums
 from calibration.schema import CandidateDecision, Decision, DimensionResult, ResultRow
 from calibration.diagnostics import DIVERGENT_SHARE_MAX, heldout_check, sampler_diagnostics
 from calibration.estimands import aggregate, finish, thin_params
@@ -61,6 +62,16 @@ def _r(x, nd=4):
 BASES = ("population", "scored")
 
 
+@dataclass
+class Partial:
+    """``scores`` holds only some of the scored requests (every labelled one and a sample; jobs.decide_scan): the
+    names of every scored request's segment and how many have no segment value. Every sum over the scored requests
+    then comes from ``aggregate_sums``."""
+
+    segment_names: list[str]
+    missing_segment: int = 0
+
+
 def _check_basis(basis: str) -> None:
     if basis not in BASES:
         raise ValueError(f"basis must be one of {BASES}, got {basis!r}")
@@ -68,17 +79,21 @@ def _check_basis(basis: str) -> None:
 
 def decide(scores: pd.DataFrame, labels: pd.DataFrame, traffic: pd.DataFrame | None, config: DecisionConfig,
            incumbent: str, candidates: list[str] | None = None, segments: list[str] | None = None,
-           design: pd.DataFrame | None = None, run_id: str | None = None, aggregate_sums=None) -> Decision:
+           design: pd.DataFrame | None = None, run_id: str | None = None, aggregate_sums=None,
+           partial: Partial | None = None) -> Decision:
     """The decision (docs/decision-schema.md) for the given tables. Raises calibration.data.InputError on bad input.
 
     ``config`` is the run config's decision section (or `baton decide`'s flags); ``incumbent``, ``candidates``
     (None or empty: every other model in scores) and ``segments`` (traffic columns) are facts of the run.
     ``design`` (request_id, model, inclusion_prob per candidate unit) is the labels' sampling design; without it
     the labels' own ``inclusion_prob`` column is used when present (calibration.data.prepare).
-    ``aggregate_sums(data, p) -> AggregateSums | None``: computes the estimands' per-draw sufficient statistics
-    over all scored requests elsewhere (jobs.decide_aggregate: Ray tasks over the run's shards); None, or a None
-    answer, sums them here (calibration.estimands.local_sums). Used for request-level (turn) dimensions without
-    conversations; the draws are finished here from the sums either way."""
+    ``aggregate_sums(data, p, predictors) -> (AggregateSums, ScoredSums) | None``: computes the estimands'
+    per-draw sufficient statistics over all scored requests, and the baselines' sums over the unlabelled ones
+    (calibration.scored), elsewhere (jobs.decide_aggregate: Ray tasks over the run's shards); None, or a None
+    answer, sums them here (calibration.estimands.local_sums, calibration.scored.local_scored_sums). Used for
+    request-level (turn) dimensions without conversations; the draws are finished here from the sums either way.
+    ``partial``: ``scores`` and ``traffic`` hold only some of the scored requests (:class:`Partial`);
+    ``aggregate_sums`` must then make every sum."""
     d = config
     settings = SamplerSettings(draws=d.draws, tune=d.tune, chains=d.chains, min_segment_n=d.min_segment_n)
     dims: dict[str, dict[str, DimensionResult]] = {}
@@ -103,6 +118,8 @@ def decide(scores: pd.DataFrame, labels: pd.DataFrame, traffic: pd.DataFrame | N
                            traffic=traffic, segment_cols=segments or None, design=design,
                            design_adjustment=d.design_adjustment, metrics=dim.metrics,
                            levels=dim.levels, cluster_col=units.CONVERSATION_COL if conv_traffic else None)
+        if partial is not None:
+            _widen_segments(data, partial)
         if units.TURN_COL in (segments or []):
             positions_edges = []  # the user made turn a segment: its results are the segments
         positions = units.turn_positions(traffic, data.request_ids, positions_edges)
@@ -126,6 +143,23 @@ def decide(scores: pd.DataFrame, labels: pd.DataFrame, traffic: pd.DataFrame | N
         verdicts={cand: c.verdict for cand, c in cands.items()}, candidates=cands,
         results=[ResultRow.of(cand, name, e) for cand, c in cands.items() for name, e in c.dimensions.items()],
         warnings=warnings, candidate_order=cand_names, run_id=run_id)
+
+
+def _widen_segments(data: CalibrationData, partial: Partial) -> None:
+    """Give ``data`` (some of the scored requests) the segments of all of them, and their missing-segment count."""
+    if data.cluster_idx is not None:
+        raise ValueError("conversations need every scored request in the driver (no Partial)")
+    pos = pd.Index(partial.segment_names).get_indexer(pd.Index(data.segment_names))
+    if (pos < 0).any():
+        raise ValueError(f"segment {data.segment_names[int(np.flatnonzero(pos < 0)[0])]!r} of the driver's requests "
+                         f"is not among all requests' segments")
+    data.seg_idx = pos[np.asarray(data.seg_idx)]
+    data.segment_names = list(partial.segment_names)
+    data.warnings = [w for w in data.warnings if "have no segment value" not in w]
+    if partial.missing_segment:
+        data.warnings.append(f"traffic: {partial.missing_segment} scored request(s) have no segment value; put in "
+                             f"segment '<missing>'")
+    data.partial = True
 
 
 def calibrate_dimension(data: CalibrationData, margin: float, confidence: float, seed: int = 0,
@@ -175,8 +209,28 @@ def summarise_dimension(data: CalibrationData, p: dict[str, np.ndarray], diag: d
     diag["ppc"] = heldout_check(data, p)
     conversations = data.cluster_idx is not None  # turns of one conversation are correlated (calibration.clustered)
     agg = clustered.aggregate_clustered if conversations else aggregate
-    sums = None if conversations or aggregate_sums is None else aggregate_sums(data, p)
-    est = agg(data, p, rng) if sums is None else finish(sums, rng, data.kind, data.cat_values)
+    # The baselines' and guards' predictors are fitted on the labelled requests; what they need of the others
+    # is sums (calibration.scored), made with the estimand sums, here or on Ray.
+    obs = baselines.cell_matrix(data)
+    labelled_req = baselines.labelled_requests(data)
+    lab_rows = np.flatnonzero(labelled_req)
+    pred, ridge_w, ridge_const = baselines.crossfit(data, obs, seed, unlabelled=False)
+    bayes_pred = guards.predictive_means(data, p, rows=lab_rows)
+    predictors = Predictors.build(data.kind, len(data.candidates), data.n_models, data.cat_values, ridge_w,
+                                  ridge_const, guards.thin_draws(p))
+    sums = None if conversations or aggregate_sums is None else aggregate_sums(data, p, predictors)
+    if sums is None and data.partial:
+        raise ValueError("the driver holds only some of the scored requests: their sums must come from "
+                         "aggregate_sums")
+    if sums is None:
+        est = agg(data, p, rng)
+        present = data.present if data.present is not None else np.ones((data.n_req, data.n_models), bool)
+        rest = local_scored_sums(data.X, np.asarray(data.seg_idx), present, data.judge_raw,
+                                 np.flatnonzero(~labelled_req), predictors)
+    else:
+        est = finish(sums[0], rng, data.kind, data.cat_values)
+        rest = sums[1]
+    n_req_total = len(lab_rows) + rest.n_req
     grouping = None
     if positions is not None:  # the same posterior draws, summed by turn position instead of by segment
         idx, names = positions
@@ -184,15 +238,12 @@ def summarise_dimension(data: CalibrationData, p: dict[str, np.ndarray], diag: d
                                      agg(data, p, rng, groups=(np.asarray(idx), len(names))), positions_gating)
     alpha = 1 - confidence
     thr_ni, thr_sup = decision.thresholds(data.kind, margin)
-    obs = baselines.cell_matrix(data)
-    pred = baselines.crossfit_predictions(data, obs, seed)
-    bayes_pred = guards.predictive_means(data, p)
     on_pop = basis == "population"
     calib = calib or {}
     out = {}
     emask = data.estimand_mask()
     for ci, cand in enumerate(data.candidates):
-        n_scored = int(emask[:, ci].sum())
+        n_scored = int(emask[lab_rows, ci].sum() + rest.ridge.n[ci])
         draws = est.fp[:, ci]
         basis_draws = est.pop[:, ci] if on_pop else draws  # the verdict's draws; `draws` stay the scored ones
         p_ni = decision.prob_above(basis_draws, thr_ni)
@@ -204,13 +255,13 @@ def summarise_dimension(data: CalibrationData, p: dict[str, np.ndarray], diag: d
         # the decision's basis like the overall verdict.
         gate = segments.gate_segments(data, est, ci, ok, emask[:, ci], thr_ni, thr_sup, confidence,
                                       segments.family_level(confidence, gating_dimensions), st.min_segment_n,
-                                      basis, grouping)
+                                      basis, grouping, n_req_total)
         segs, regress = gate.entries, gate.blocking
-        ho = baselines.human_only(data, ci, alpha)
-        pp = baselines.ppi(data, ci, alpha, pred)
+        ho = baselines.human_only(data, ci, alpha, n_scored=n_scored)
+        pp = baselines.ppi(data, ci, alpha, pred, rest=rest.ridge.pick(ci))
         interval = _interval(draws, confidence)
         interval_pop = _interval(est.pop[:, ci], confidence)
-        dv = guards.design_valid(data, ci, alpha, bayes_pred)
+        dv = guards.design_valid(data, ci, alpha, bayes_pred, rest=rest.bayes.pick(ci))
         checks = guards.evaluate(dv, diag["ppc"], interval_pop if on_pop else interval, pp, thr_ni, confidence,
                                  basis)
         unguarded, _ = decision.dimension_verdict(p_ni, confidence, diag["converged"], regress)
@@ -243,7 +294,7 @@ def summarise_dimension(data: CalibrationData, p: dict[str, np.ndarray], diag: d
             "verdict_unguarded": unguarded, "guards": checks, "design_valid": _round_dict(dv),
             "labels_used": labels_used, "labels_needed": need, "labels_needed_segment": need_seg,
             "human_only": _round_dict(ho), "judge_only": _round_dict(baselines.judge_only(data, ci, alpha,
-                                                                                          data.judge_raw)),
+                                                                                          data.judge_raw, rest.judge)),
             "ppi": _round_dict(pp), "disagreement": disagreement, "segments": segs,
             "turn_positions": gate.positions or None, "diagnostics": diag,
             "calibration": calib, "design": des, "posterior_draws": [round(float(v), 5) for v in thin],
@@ -280,8 +331,9 @@ def _labels_needed(data: CalibrationData, draws, est, c: int, labelled, in_estim
         ys = y[labelled & in_s]
         label_sd = float(np.std(y[labelled], ddof=1)) if labelled.sum() >= 2 else 0.5
         need = decision.segment_labels_needed(
-            (g_est.pop_seg if basis == "population" else g_est.fp_seg)[:, c, s], thr, confidence, gate.band_k, float(ys.mean()) if len(ys) else None, len(ys),
-            max(label_sd, 1e-6), int(in_s.sum()) - len(ys))
+            (g_est.pop_seg if basis == "population" else g_est.fp_seg)[:, c, s], thr, confidence, gate.band_k,
+            float(ys.mean()) if len(ys) else None, len(ys),
+            max(label_sd, 1e-6), int(round(float(g_est.n_seg[c, s]))) - len(ys))
         return need, name
     if verdict != decision.MORE:
         return 0, None

@@ -106,14 +106,18 @@ class SegmentGate:
 
 def gate_segments(data, est, c: int, labelled: np.ndarray, in_estimand: np.ndarray, thr_ni: float,
                   thr_sup: float, confidence: float, level: float, min_segment_n: int,
-                  basis: str = "population", positions: Grouping | None = None) -> SegmentGate:
+                  basis: str = "population", positions: Grouping | None = None,
+                  n_req_total: int | None = None) -> SegmentGate:
     """Segment entries of candidate ``c`` and the joint rule over its gating segments (those with at least
     ``min_segment_n`` scored requests), on the decision's basis: the population draws ``est.pop_seg`` (default)
     or the scored requests' ``est.fp_seg``.
 
     ``positions`` (the turn positions): entries of their own (``SegmentGate.positions``); when it gates, its groups
     join the segments in the one simultaneous band (their draws come from the same posterior, so the band uses
-    their correlation too), and a blocking position is named like ``turn=3+``."""
+    their correlation too), and a blocking position is named like ``turn=3+``.
+
+    ``n_req_total``: the number of scored requests when ``data`` holds only some of them (calibration.scored);
+    a segment's count then comes from the estimand sums (``est.n_seg``), its labels from ``labelled``."""
     from calibration.decision import prob_above
 
     out = SegmentGate(level=level)
@@ -129,6 +133,8 @@ def gate_segments(data, est, c: int, labelled: np.ndarray, in_estimand: np.ndarr
             pop = g.est.pop_seg[:, c, s]
             in_s = (g.idx == s) & in_estimand
             n_s, lab_s = int(in_s.sum()), int((labelled & in_s).sum())
+            if n_req_total is not None:
+                n_s = int(round(float(g.est.n_seg[c, s])))
             gates = g.gates and n_s >= min_segment_n
             entries[name] = {
                 "estimate": round(float(sd.mean()), 4), "interval": _interval(sd, confidence),
@@ -142,7 +148,8 @@ def gate_segments(data, est, c: int, labelled: np.ndarray, in_estimand: np.ndarr
                 gating_draws.append((g.est.pop_seg if basis == "population" else g.est.fp_seg)[:, c, s])
                 gating_names.append(name)
             if entries is out.entries:
-                score[name] = in_s.mean() * sd.std() / np.sqrt(lab_s + 1)
+                share = in_s.mean() if n_req_total is None else n_s / max(n_req_total, 1)
+                score[name] = share * sd.std() / np.sqrt(lab_s + 1)
     out.most_useful = max(score, key=score.get) if score else None
     if gating_draws:
         draws = np.stack(gating_draws, axis=1)

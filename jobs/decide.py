@@ -22,36 +22,50 @@ from pydantic import ValidationError
 
 from calibration.config import DecisionConfig
 from calibration.data import InputError
-from calibration.pipeline import decide
+from calibration.pipeline import Partial, decide
 from calibration.schema import Decision
 from jobs.compact import read_scores_compact
 from jobs.config import RunConfig
 from jobs.contracts import read_table_file
 from jobs.decide_aggregate import sums_function
+from jobs.decide_scan import on_ray, scan
 from jobs.errors import EXIT_GATE, EXIT_OK, BatonError, ContractError
 from jobs.labels.checks import design_weights, screen_labels
 from jobs.store import RunStore
 
 
 def run(cfg: RunConfig, store: RunStore) -> Decision:
-    """The pipeline's decide stage: calibrate and decide from the run's tables; writes decision.json, returns it."""
-    scores = read_scores_compact(store)
+    """The pipeline's decide stage: calibrate and decide from the run's tables; writes decision.json, returns it.
+
+    From ``jobs.decide_scan.SUBSET_FROM_REQUESTS`` traffic requests on (``decision.aggregate: auto``; always with
+    ``ray``), the driver reads only the labelled requests and a sample of the rest (jobs.decide_scan) and every sum
+    over the scored requests is made by Ray tasks (jobs.decide_aggregate), so its memory does not grow with the
+    run. Conversation traffic is always read whole (its estimands are summed by conversation, here)."""
     labels = store.read_table("labels")
     if labels.empty:
         raise ContractError(f"{store.uri('labels')}: no human labels in this run (set labels.path or use `baton labels import`)")
-    traffic = decision_traffic(store, list(cfg.traffic.segments))
+    segments = list(cfg.traffic.segments)
+    models = [cfg.incumbent.name, *[c.name for c in cfg.candidates]]
     # every unit any exported batch could have chosen, not only the labelled ones: a unit's probability combines
     # all batches (`baton labels export`); labels from a plain table carry none and count as a random sample
     design = design_weights(store) if cfg.decision.design_adjustment != "none" else None
     if design is not None and design.empty:
         design = None
     # decision.aggregate: the estimands' sums over the scored requests as Ray tasks over the shards (or here)
-    sums = sums_function(cfg.decision.aggregate, store, list(cfg.traffic.segments), design,
-                         ensure=lambda: _join_ray(cfg))
+    sums = sums_function(cfg.decision.aggregate, store, segments, design, ensure=lambda: join_ray(cfg))
+    partial = None
+    if on_ray(cfg.decision.aggregate, store):
+        join_ray(cfg)
+        sub = scan(store, models, segments, labels["request_id"].to_numpy(), sums.cache)
+        scores, traffic = sub.scores, sub.traffic
+        partial = Partial(sub.segment_names, sub.missing_segment)
+    else:
+        scores = read_scores_compact(store)
+        traffic = decision_traffic(store, segments)
     try:
         decision = decide(scores, labels, traffic, cfg.decision, cfg.incumbent.name,
-                          [c.name for c in cfg.candidates], list(cfg.traffic.segments), design=design,
-                          run_id=cfg.run_id, aggregate_sums=sums)
+                          [c.name for c in cfg.candidates], segments, design=design,
+                          run_id=cfg.run_id, aggregate_sums=sums, partial=partial)
     except InputError as exc:
         raise ContractError(f"{store.uri()}: {exc}") from None
     doc = decision.as_dict()
@@ -60,7 +74,7 @@ def run(cfg: RunConfig, store: RunStore) -> Decision:
     return decision
 
 
-def _join_ray(cfg: RunConfig) -> None:
+def join_ray(cfg: RunConfig) -> None:
     """Join the run's Ray, or start a local one tied to this driver's life (jobs.migrate.start_local_ray; imported
     here because jobs.migrate imports this module)."""
     from jobs.migrate import start_local_ray  # noqa: PLC0415

@@ -21,6 +21,7 @@ import pandas as pd
 
 from calibration.data import CalibrationData, segment_codes
 from calibration.estimands import AggregateSums, aggregation_model, chunk_sums
+from calibration.scored import Predictors, ScoredSums, chunk_scored_sums
 from common.tables import SCORE_COLUMNS
 from jobs.errors import BatonError
 from jobs.store import RunStore, shard_id
@@ -139,9 +140,11 @@ def _read(store: RunStore, task: dict, segment_cols: list[str],
     return scores, traffic
 
 
-def task_sums(store: RunStore, task: dict, ctx: dict, *routed: pd.DataFrame) -> AggregateSums | Exception:
-    """One task's :class:`AggregateSums`, or the Baton or input error it raised, for the driver to raise as it is
-    (Ray would hand the driver a RayTaskError, which the decide stage's exit codes do not know)."""
+def task_sums(store: RunStore, task: dict, ctx: dict, *routed: pd.DataFrame
+              ) -> tuple[AggregateSums, ScoredSums] | Exception:
+    """One task's :class:`AggregateSums` and the :class:`ScoredSums` of its unlabelled requests, or the Baton or
+    input error it raised, for the driver to raise as it is (Ray would hand the driver a RayTaskError, which the
+    decide stage's exit codes do not know)."""
     from calibration.checks import InputError
 
     try:
@@ -153,15 +156,15 @@ def task_sums(store: RunStore, task: dict, ctx: dict, *routed: pd.DataFrame) -> 
         return exc
 
 
-def _task_sums(store: RunStore, task: dict, ctx: dict, routed: tuple = ()) -> AggregateSums:
+def _task_sums(store: RunStore, task: dict, ctx: dict, routed: tuple = ()) -> tuple[AggregateSums, ScoredSums]:
     model, spec = ctx["model"], ctx["spec"]
     D, C, S = model.p["cut"].shape[0], model.n_candidates, len(ctx["segment_names"])
     total = AggregateSums.zeros(D, C, S)
     scores, traffic = _read(store, task, ctx["segment_cols"], routed)
     scores = scores[scores["model"].astype(str).isin(spec.row_models + [spec.incumbent])]
     if scores.empty:
-        return total
-    ids, X, present = spec.rows(scores, ctx["design"])
+        return total, ScoredSums.zeros(C)
+    ids, X, present, judge_raw = spec.rows(scores, ctx["design"], judge=True)
     del scores
     seg = segment_codes(traffic, ctx["segment_cols"] or None, ids, ctx["segment_names"])
     emask = (present if spec.kind == "pairwise" else present[:, 1:]).astype(np.float32)
@@ -184,10 +187,17 @@ def _task_sums(store: RunStore, task: dict, ctx: dict, routed: tuple = ()) -> Ag
             order = np.argsort(drawn[0][inside])
             local = (drawn[0][inside][order] - sl.start, drawn[1][:, inside][:, order])
         total.add(chunk_sums(model, X[sl], seg[sl], seg[sl], emask[sl], obs[sl], S, local))
-    return total
+    unl = np.flatnonzero(~index.isin(ctx["labelled_requests"]))
+    rest = ScoredSums.zeros(C)
+    for r0 in range(0, len(unl), chunk):
+        r = unl[r0:r0 + chunk]
+        rest = rest.add(chunk_scored_sums(ctx["predictors"], X[r], seg[r], present[r],
+                                          None if judge_raw is None else judge_raw[r]))
+    return total, rest
 
 
-def context(data: CalibrationData, p: dict, segment_cols: list[str], design: pd.DataFrame | None) -> dict:
+def context(data: CalibrationData, p: dict, segment_cols: list[str], design: pd.DataFrame | None,
+            predictors: Predictors) -> dict:
     """What every task needs from the driver: O(draws x (models, features, segments) + labels), no request."""
     model, drawn = aggregation_model(data, p)
     req, mod, ybar, _ = data.labelled_cells()
@@ -197,41 +207,55 @@ def context(data: CalibrationData, p: dict, segment_cols: list[str], design: pd.
     uses_design = data.features.log_pi_floor is not None
     return {"model": model, "spec": data.features, "segment_cols": list(segment_cols),
             "segment_names": list(data.segment_names), "labelled": labelled, "drawn": drawn_ids,
-            "design": design if uses_design else None}
+            "design": design if uses_design else None, "predictors": predictors,
+            "labelled_requests": pd.Index(np.unique(np.asarray(data.request_ids[data.lab_req], dtype=object)))}
+
+
+def routed_plan(store: RunStore, models: list[str], n_hash: int, cache: dict | None = None
+                ) -> tuple[list[dict], list[list]]:
+    """The tasks (:func:`plan`) and, for each, the object refs of its parts of the loose score shards, routed by
+    Ray tasks (:func:`route`). ``cache`` (a dict kept by the caller across the passes and dimensions of one
+    decide) keeps the routed parts, so they are routed once."""
+    import ray
+
+    tasks, loose = plan(store, models, n_hash)
+    if not loose:
+        return tasks, [[] for _ in tasks]
+    cache = {} if cache is None else cache
+    key = (tuple(loose), tuple(tuple(t["traffic"]) for t in tasks))
+    if cache.get("key") != key:
+        index = ray.put(traffic_index(store, tasks))
+        router = ray.remote(num_cpus=1, max_retries=2, num_returns=len(tasks))(route)
+        out = [router.remote(store, shard, index, len(tasks)) for shard in loose]
+        cache.update(key=key, parts=[o if isinstance(o, list) else [o] for o in out])
+        log.info("decide: %d loose score shard(s) routed to %d groups of traffic shards", len(loose), len(tasks))
+    return tasks, [[parts[g] for parts in cache["parts"]] for g in range(len(tasks))]
 
 
 def ray_sums(store: RunStore, data: CalibrationData, p: dict, segment_cols: list[str],
-             design: pd.DataFrame | None, n_hash: int | None = None, cache: dict | None = None) -> AggregateSums:
-    """The :class:`AggregateSums` of all scored requests of the run, summed by Ray tasks (module docstring).
+             design: pd.DataFrame | None, predictors: Predictors, n_hash: int | None = None,
+             cache: dict | None = None) -> tuple[AggregateSums, ScoredSums]:
+    """The :class:`AggregateSums` of all scored requests of the run and the :class:`ScoredSums` of the unlabelled
+    ones (calibration.scored, with ``predictors``), summed by Ray tasks (module docstring).
     ``cache`` (a dict kept by the caller across the dimensions of one decide) keeps the routed parts of the loose
     score shards, so they are routed once."""
     import ray
 
-    ctx = ray.put(context(data, p, segment_cols, design))
+    ctx = ray.put(context(data, p, segment_cols, design, predictors))
     n_hash = n_hash or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    tasks, loose = plan(store, [data.incumbent, *data.candidates], n_hash)
-    routed: list[list] = [[] for _ in tasks]
-    if loose:
-        cache = {} if cache is None else cache
-        key = (tuple(loose), tuple(tuple(t["traffic"]) for t in tasks))
-        if cache.get("key") != key:
-            index = ray.put(traffic_index(store, tasks))
-            router = ray.remote(num_cpus=1, max_retries=2, num_returns=len(tasks))(route)
-            out = [router.remote(store, shard, index, len(tasks)) for shard in loose]
-            cache.update(key=key, parts=[o if isinstance(o, list) else [o] for o in out])
-            log.info("decide: %d loose score shard(s) routed to %d groups of traffic shards", len(loose), len(tasks))
-        routed = [[parts[g] for parts in cache["parts"]] for g in range(len(tasks))]
+    tasks, routed = routed_plan(store, [data.incumbent, *data.candidates], n_hash, cache)
     remote = ray.remote(num_cpus=1, max_retries=2)(task_sums)
     refs = [remote.remote(store, t, ctx, *r) for t, r in zip(tasks, routed)]
     D, C, S = p["cut"].shape[0], len(data.candidates), len(data.segment_names)
-    total = AggregateSums.zeros(D, C, S)
+    total, rest = AggregateSums.zeros(D, C, S), ScoredSums.zeros(C)
     for ref in refs:  # in task order: the same float additions on every run
         part = ray.get(ref)
         if isinstance(part, Exception):
             raise part
-        total.add(part)
+        total.add(part[0])
+        rest = rest.add(part[1])
     log.info("decide: estimand sums of %d requests from %d Ray tasks", int(total.n_seg.sum()), len(tasks))
-    return total
+    return total, rest
 
 
 def sums_function(mode: str, store: RunStore, segment_cols: list[str], design: pd.DataFrame | None, ensure=None):
@@ -241,12 +265,13 @@ def sums_function(mode: str, store: RunStore, segment_cols: list[str], design: p
     if mode == "local":
         return None
 
-    def sums(data: CalibrationData, p: dict) -> AggregateSums | None:
-        if data.features is None or (mode == "auto" and data.n_req < AUTO_RAY_REQUESTS):
+    def sums(data: CalibrationData, p: dict, predictors: Predictors) -> tuple[AggregateSums, ScoredSums] | None:
+        if data.features is None or (mode == "auto" and not data.partial and data.n_req < AUTO_RAY_REQUESTS):
             return None
         if ensure is not None:
             ensure()
-        return ray_sums(store, data, p, segment_cols, design, cache=cache)
+        return ray_sums(store, data, p, segment_cols, design, predictors, cache=cache)
 
     cache: dict = {}
+    sums.cache = cache  # the routed parts, for jobs.decide_scan's pass too
     return sums

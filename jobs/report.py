@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pandas as pd
 
 from calibration.schema import Decision
 from jobs.config import RunConfig
@@ -13,13 +14,14 @@ from jobs.store import RunStore
 log = logging.getLogger(__name__)
 
 
-def cost_rows(cfg: RunConfig, store: RunStore) -> list[dict]:
+def cost_rows(cfg: RunConfig, store: RunStore, recorded_pairs: int | None = None) -> list[dict]:
     """Cost and throughput rows, per stage and model, from the shards' commit records: summed over every invocation
     that contributed to the run (a resumed run's figures are the whole run's, not its last invocation's).
 
     ``wall_s`` is the summed work time of the shards (per worker: with k workers the elapsed time is about 1/k of
     it), so requests/s is one worker's throughput. Scored requests are the distinct (model, request_id) pairs of
     the scores table. Cost comes from the tokens in the responses records and the candidates' prices.
+    ``recorded_pairs``: the recorded shards' distinct pairs, counted elsewhere (jobs.report_scan); None: here.
     """
     from jobs.replay import candidate_totals, candidates_to_replay
 
@@ -45,7 +47,8 @@ def cost_rows(cfg: RunConfig, store: RunStore) -> list[dict]:
         row["wall_s"] += float(rec.get("stats", {}).get("work_s", 0.0))
     rows.extend(scored.values())
     if recorded:
-        rows.append({"stage": "recorded_scores", "model": "all", "requests": _distinct_pairs(store, recorded)})
+        rows.append({"stage": "recorded_scores", "model": "all",
+                     "requests": _distinct_pairs(store, recorded) if recorded_pairs is None else recorded_pairs})
     return rows
 
 
@@ -63,51 +66,110 @@ def _distinct_pairs(store: RunStore, shards: list[str]) -> int:
     return int(len(pd.concat(keys, ignore_index=True).drop_duplicates())) if keys else 0
 
 
-def judge_bias(store: RunStore, incumbent: str) -> dict:
+def _bias_metric(name: str) -> bool:
+    return name.startswith("judge.pairwise.") or name == "check.length_chars"
+
+
+def judge_bias(store: RunStore, incumbent: str, sums: dict | None = None) -> dict:
     """Position bias of every pairwise judge asked in both orders, and length bias of every pairwise verdict.
 
     Position: P(the answer shown first wins) in each order; order ab shows the candidate first, so
     P(A wins | ab) = mean(ab) and P(A wins | ba) = 1 - mean(ba) (values are oriented candidate-better = 1).
     Length: Pearson correlation of the verdict with the candidate-minus-incumbent length difference.
-    Only the judge and length rows are read, compactly (integer codes, float32), shard by shard.
-    """
-    from jobs.compact import read_scores_compact
+    From ``sums`` (:func:`bias_sums` added over parts of the requests, e.g. by jobs.report_scan), or from the
+    judge and length rows read here, compactly (integer codes, float32), shard by shard."""
+    if sums is None:
+        from jobs.compact import read_scores_compact
 
-    df = read_scores_compact(store, keep_metric=lambda m: m.startswith("judge.pairwise.") or m == "check.length_chars")
+        df = read_scores_compact(store, keep_metric=_bias_metric)
+        if df.empty:
+            return {}
+        sums = bias_sums(df, incumbent)
+    return bias_figures(sums)
+
+
+def bias_sums(df: pd.DataFrame, incumbent: str) -> dict:
+    """Additive sums for :func:`bias_figures` from score rows (request_id, model, metric, value) holding every
+    judge and length row of their requests: per judge metric, the (non-missing) verdicts' count and sum, and the
+    moments of (length difference, verdict) over the rows where both are known. Sums of disjoint sets of requests
+    add."""
+    df = df.loc[df["metric"].astype(str).map(_bias_metric).to_numpy()] if len(df) else df
     if df.empty:
         return {}
-    mets = [str(m) for m in df["metric"].cat.categories]
-    models = [str(m) for m in df["model"].cat.categories]
-    mcode, modcode = df["metric"].cat.codes.to_numpy(), df["model"].cat.codes.to_numpy()
-    reqs, vals = df["request_id"].cat.codes.to_numpy(), df["value"].to_numpy()
-    n_req = len(df["request_id"].cat.categories)
-    del df
-    lengths = np.full((n_req, len(models)), np.nan, dtype=np.float32)
+    metric = df["metric"].astype("category")
+    model = df["model"].astype("category")
+    req = df["request_id"].astype("category")
+    mets = [str(m) for m in metric.cat.categories]
+    models = [str(m) for m in model.cat.categories]
+    mcode, modcode = metric.cat.codes.to_numpy(), model.cat.codes.to_numpy()
+    reqs, vals = req.cat.codes.to_numpy(), df["value"].to_numpy(dtype=np.float32)
+    lengths = np.full((len(req.cat.categories), len(models)), np.nan, dtype=np.float32)
     if "check.length_chars" in mets:
         sel = mcode == mets.index("check.length_chars")
         lengths[reqs[sel], modcode[sel]] = vals[sel]
     inc = models.index(incumbent) if incumbent in models else None
     out: dict = {}
-    for metric in sorted(m for m in mets if m.startswith("judge.pairwise.")):
-        sel = mcode == mets.index(metric)
+    for name in (m for m in mets if m.startswith("judge.pairwise.")):
+        sel = mcode == mets.index(name)
         val = vals[sel].astype(float)
-        if metric.endswith(".ab") and metric[:-3] + ".ba" in mets:
-            twin = vals[mcode == mets.index(metric[:-3] + ".ba")].astype(float)
-            out.setdefault(metric[:-3], {})["position"] = {
-                "p_a_wins_ab": round(float(val.mean()), 4), "p_a_wins_ba": round(float(1 - twin.mean()), 4),
-                "n": int(len(val))}
+        fin = np.isfinite(val)  # a failed judgement (NaN) is no verdict
+        row = {"n": int(fin.sum()), "sum": float(val[fin].sum()), "length": np.zeros(6)}
         if inc is not None:
             r = reqs[sel]
             diff = (lengths[r, modcode[sel]] - lengths[r, inc]).astype(float)
             ok = np.isfinite(diff) & np.isfinite(val)
-            if ok.sum() > 2 and np.std(diff[ok]) > 0 and np.std(val[ok]) > 0:
-                corr = float(np.corrcoef(diff[ok], val[ok])[0, 1])
-                out.setdefault(metric, {})["length"] = {"correlation": round(corr, 4), "n": int(ok.sum())}
+            d, v = diff[ok], val[ok]
+            row["length"] = np.array([len(d), d.sum(), v.sum(), (d * d).sum(), (v * v).sum(), (d * v).sum()])
+        out[name] = row
+    return out
+
+
+def add_bias_sums(a: dict, b: dict) -> dict:
+    """The :func:`bias_sums` of the union of two disjoint sets of requests."""
+    out = {k: dict(v) for k, v in a.items()}
+    for name, row in b.items():
+        if name not in out:
+            out[name] = dict(row)
+        else:
+            out[name] = {"n": out[name]["n"] + row["n"], "sum": out[name]["sum"] + row["sum"],
+                         "length": out[name]["length"] + row["length"]}
+    return out
+
+
+def bias_figures(sums: dict) -> dict:
+    """The report's judge-bias entries (:func:`judge_bias`) from :func:`bias_sums`."""
+    out: dict = {}
+    for name in sorted(sums):
+        row = sums[name]
+        if name.endswith(".ab") and name[:-3] + ".ba" in sums:
+            twin = sums[name[:-3] + ".ba"]
+            out.setdefault(name[:-3], {})["position"] = {
+                "p_a_wins_ab": round(row["sum"] / max(row["n"], 1), 4),
+                "p_a_wins_ba": round(1 - twin["sum"] / max(twin["n"], 1), 4), "n": int(row["n"])}
+        n, sd, sv, sdd, svv, sdv = (float(x) for x in row["length"])
+        if n > 2:
+            vd, vv, c = sdd / n - (sd / n) ** 2, svv / n - (sv / n) ** 2, sdv / n - sd * sv / n / n
+            # the variances' rounding floor: a constant column's computed variance is ~1e-16 of its mean square
+            if vd > 1e-12 * max(sdd / n, 1e-300) and vv > 1e-12 * max(svv / n, 1e-300):
+                corr = float(np.clip(c / np.sqrt(vd * vv), -1.0, 1.0))
+                out.setdefault(name, {})["length"] = {"correlation": round(corr, 4), "n": int(n)}
     return out
 
 
 def report_extras(cfg: RunConfig, store: RunStore, truth: dict | None = None) -> dict:
-    """What the report shows beside the decision: run id, config summary, cost and throughput, judge bias."""
+    """What the report shows beside the decision: run id, config summary, cost and throughput, judge bias.
+
+    The figures over every score row are made by Ray tasks when the decide's are (jobs.decide_scan.on_ray), so
+    the driver does not read the scores table; else here."""
+    from jobs.decide_scan import on_ray
+
+    sums, pairs = None, None
+    if on_ray(cfg.decision.aggregate, store):
+        from jobs.decide import join_ray
+        from jobs.report_scan import report_sums
+
+        join_ray(cfg)
+        sums, pairs = report_sums(store, [cfg.incumbent.name, *[c.name for c in cfg.candidates]])
     extras: dict = {
         "run_id": cfg.run_id,
         "config_summary": {
@@ -118,8 +180,8 @@ def report_extras(cfg: RunConfig, store: RunStore, truth: dict | None = None) ->
             "margin": cfg.decision.margin,
             "confidence": cfg.decision.confidence,
         },
-        "cost": cost_rows(cfg, store),
-        "judge_bias": judge_bias(store, cfg.incumbent.name),
+        "cost": cost_rows(cfg, store, pairs),
+        "judge_bias": judge_bias(store, cfg.incumbent.name, sums),
     }
     code = code_rates(store)
     if code:

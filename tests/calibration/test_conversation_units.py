@@ -53,7 +53,9 @@ def test_conversation_tables_average_turns_and_key_labels_by_conversation():
 
 def _est(cols: list[np.ndarray]) -> EstimandDraws:
     d = np.stack(cols, axis=1)[:, None, :]  # (draw, candidate, group)
-    return EstimandDraws(fp=d.mean(axis=2), pop=d.mean(axis=2), fp_seg=d, pop_seg=d, n_seg=np.ones((1, d.shape[2])))
+    # 100 requests, half in each group (as _Data's segments and the test's turn positions)
+    return EstimandDraws(fp=d.mean(axis=2), pop=d.mean(axis=2), fp_seg=d, pop_seg=d,
+                         n_seg=np.full((1, d.shape[2]), 100.0 / d.shape[2]))
 
 
 class _Data:

@@ -152,7 +152,7 @@ def test_pipeline_labels_needed_wiring():
     data = SimpleNamespace(segment_names=["region=eu", "region=us", "region=apac"], seg_idx=seg_idx)
     pop_seg = np.stack([rng.normal(0.55, 0.03, 1000), rng.normal(0.55, 0.03, 1000), rng.normal(0.33, 0.03, 1000)],
                        axis=1)[:, None, :]
-    est = SimpleNamespace(pop_seg=pop_seg)
+    est = SimpleNamespace(pop_seg=pop_seg, n_seg=np.full((1, 3), n / 3))  # requests per segment in the estimand
     labelled = np.zeros(n, dtype=bool)
     labelled[rng.choice(n, 30, replace=False)] = True
     y = np.where(labelled, rng.choice([0.0, 0.5, 1.0], n), np.nan)

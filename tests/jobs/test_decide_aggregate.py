@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from calibration import baselines, guards
 from calibration.data import prepare
+from calibration.scored import Predictors, ScoredSums, local_scored_sums
 from calibration.estimands import finish, local_sums
 from jobs.config import RunConfig, StoreConfig
 from jobs.decide import run as decide_run
@@ -58,6 +60,24 @@ def _close_sums(a, b):
         np.testing.assert_allclose(getattr(a, f), getattr(b, f), rtol=1e-5, atol=1e-5, err_msg=f)
 
 
+def _predictors(d, p) -> Predictors:
+    _, w, const = baselines.crossfit(d, baselines.cell_matrix(d), 0, unlabelled=False)
+    return Predictors.build(d.kind, len(d.candidates), d.n_models, d.cat_values, w, const, guards.thin_draws(p))
+
+
+def _local_rest(d, pr) -> ScoredSums:
+    unl = np.flatnonzero(~baselines.labelled_requests(d))
+    return local_scored_sums(d.X, np.asarray(d.seg_idx), d.present, d.judge_raw, unl, pr)
+
+
+def _close_rest(a: ScoredSums, b: ScoredSums):
+    assert a.n_req == b.n_req > 0
+    for f in ("judge", "ridge", "bayes"):
+        for g in ("n", "mean", "m2"):
+            np.testing.assert_allclose(getattr(getattr(a, f), g), getattr(getattr(b, f), g), rtol=1e-5, atol=1e-6,
+                                       err_msg=f"{f}.{g}")
+
+
 # Every layout for pairwise; binary (a request effect, absolute cells) on the two layouts a run writes.
 @pytest.mark.parametrize("kind,layout", [("pairwise", "pipeline"), ("pairwise", "recorded"), ("pairwise", "mixed"),
                                          ("pairwise", "no-traffic"), ("binary", "pipeline"), ("binary", "mixed")])
@@ -84,12 +104,16 @@ def test_ray_sums_equal_local_sums(ray_cluster, tmp_path, layout, kind, monkeypa
     d = prepare(t.scores, t.labels, "incumbent", None, dim, kind, t.traffic if segs else None, segs or None)
     p = _params(d, with_req_effect=kind == "binary")
     cache: dict = {}
-    got = ray_sums(store, d, p, segs, None, n_hash=3, cache=cache)
+    pr = _predictors(d, p)
+    got, rest = ray_sums(store, d, p, segs, None, pr, n_hash=3, cache=cache)
     _close_sums(got, local_sums(d, p))
+    # the baselines' sums over the unlabelled requests (calibration.scored), made in the same tasks
+    _close_rest(rest, _local_rest(d, pr))
+    assert rest.n_req == d.n_req - len(np.unique(d.lab_req))
     assert bool(cache) == bool(loose)
     if loose:  # a second dimension reuses the routed parts
         parts = cache["parts"]
-        _close_sums(ray_sums(store, d, p, segs, None, n_hash=3, cache=cache), got)
+        _close_sums(ray_sums(store, d, p, segs, None, pr, n_hash=3, cache=cache)[0], got)
         assert cache["parts"] is parts
     a = finish(got, np.random.default_rng(3), d.kind, d.cat_values)
     b = finish(local_sums(d, p), np.random.default_rng(3), d.kind, d.cat_values)
@@ -103,7 +127,8 @@ def test_auto_sums_here_below_the_threshold(tmp_path):
     store = RunStore(StoreConfig(root=str(tmp_path / "s")), "r")
     assert sums_function("local", store, ["region"], None) is None
     started = []
-    assert sums_function("auto", store, ["region"], None, ensure=lambda: started.append(1))(d, _params(d)) is None
+    assert sums_function("auto", store, ["region"], None, ensure=lambda: started.append(1))(d, _params(d),
+                                                                                          None) is None
     assert not started  # no Ray for a small run
 
 
@@ -121,27 +146,6 @@ def _numbers(doc, path=""):
             out.update(_numbers(v, f"{path}[{i}]"))
         return out
     return {path: doc}
-
-
-@pytest.mark.slow  # two NUTS fits: about 3 minutes on 2 shared cores
-def test_decision_json_from_ray_equals_local(ray_cluster, tmp_path):
-    t = simulate_pairwise(8, n_requests=1200, n_labels=80)
-    store = _write_run(tmp_path / "store", "decide-agg", t, "pipeline")
-    docs = {}
-    for mode in ("local", "ray"):
-        raw = run_config(str(tmp_path / "store"), "decide-agg",
-                         [{"kind": "recorded", "name": c, "path": str(tmp_path / "unused.parquet")} for c in ("cand-a", "cand-b")])
-        raw["decision"].update({"draws": 150, "tune": 150, "aggregate": mode})
-        decide_run(RunConfig.model_validate(raw), store)
-        docs[mode] = json.loads(store.read_document("decision", "decision.json"))
-    local, ray_ = _numbers(docs["local"]), _numbers(docs["ray"])
-    assert local.keys() == ray_.keys()
-    assert len(docs["local"]["candidates"]["cand-a"]["dimensions"]["quality"]["segments"]) == 3
-    for key, v in local.items():
-        if isinstance(v, float):  # decision.json rounds to 4-5 decimals: one unit of the last may flip
-            assert ray_[key] == pytest.approx(v, rel=1e-5, abs=1.5e-4), key
-        else:
-            assert ray_[key] == v, key
 
 
 @pytest.mark.parametrize("kind", ["pairwise", "binary"])
@@ -184,7 +188,8 @@ def test_a_task_that_meets_a_corrupt_shard_raises_the_stores_error(ray_cluster, 
     shard = sorted(store.commits("scores"))[1 if layout == "pipeline" else 2]
     store.fs.pipe_file(store.path("scores", store.commits("scores")[shard]["file"]), b"not parquet")
     with pytest.raises(CorruptShard, match=shard):
-        ray_sums(store, d, _params(d), ["region"], None)
+        p = _params(d)
+        ray_sums(store, d, p, ["region"], None, _predictors(d, p))
     assert shard not in store.commits("scores")
 
 
@@ -233,3 +238,86 @@ def test_a_routed_row_of_another_group_is_refused(tmp_path):
         _read(store, tasks[0], ["region"], (stray,))
     scores, _ = _read(store, tasks[0], ["region"], (stray.assign(in_traffic=False),))
     assert other in set(scores["request_id"])  # absent from traffic: summed where its hash put it
+
+
+@pytest.mark.slow  # three NUTS fits: about 4 minutes on 2 shared cores
+def test_decision_json_from_ray_equals_local_and_a_sampled_driver_decides_alike(ray_cluster, tmp_path,
+                                                                                 monkeypatch):
+    """decision.json through jobs.decide.run with real PyMC, recorded scores routed: with Ray aggregation and the
+    driver holding every request (the hash sample takes all 1,500), every number equals the local decision's to
+    decision.json's rounding. With a sample of about 300 (jobs.decide_scan), the driver holds the labelled requests
+    and the sample only: every count is still the all-requests one, and the estimates move by far less than their
+    intervals' half-width (the feature transform is fitted on the sample, so the fit differs a little)."""
+    from jobs import decide as decide_mod
+    from jobs import decide_scan
+
+    t = simulate_pairwise(8, n_requests=1500, n_labels=80)
+    store = _write_run(tmp_path / "store", "decide-sub", t, "recorded")
+    monkeypatch.setattr(decide_aggregate, "MAX_GROUPS", 2)
+    held = []
+    real_decide = decide_mod.decide
+
+    def spy(scores, *a, **k):
+        held.append(scores["request_id"].nunique())
+        return real_decide(scores, *a, **k)
+
+    monkeypatch.setattr(decide_mod, "decide", spy)
+    docs = {}
+    for mode, sample in (("local", None), ("ray", None), ("ray", 300)):
+        if sample:
+            monkeypatch.setattr(decide_scan, "SAMPLE_REQUESTS", sample)
+        raw = run_config(str(tmp_path / "store"), "decide-sub",
+                         [{"kind": "recorded", "name": c, "path": str(tmp_path / "unused.parquet")} for c in ("cand-a", "cand-b")])
+        raw["decision"].update({"draws": 150, "tune": 150, "aggregate": mode})
+        decide_run(RunConfig.model_validate(raw), store)
+        docs[(mode, sample)] = json.loads(store.read_document("decision", "decision.json"))
+    n_labelled = t.labels["request_id"].nunique()
+    assert held[:2] == [1500, 1500] and held[2] <= n_labelled + 2 * 300 and held[2] < 1500 / 2
+    local, ray_ = _numbers(docs[("local", None)]), _numbers(docs[("ray", None)])
+    assert local.keys() == ray_.keys()
+    assert len(docs[("local", None)]["candidates"]["cand-a"]["dimensions"]["quality"]["segments"]) == 3
+    for key, v in local.items():
+        if isinstance(v, float):  # decision.json rounds to 4-5 decimals: one unit of the last may flip
+            assert ray_[key] == pytest.approx(v, rel=1e-5, abs=1.5e-4), key
+        else:
+            assert ray_[key] == v, key
+    for cand in ("cand-a", "cand-b"):
+        a, b = (docs[m]["candidates"][cand]["dimensions"]["quality"] for m in (("local", None), ("ray", 300)))
+        for key in ("n_scored", "labels_used"):
+            assert a[key] == b[key], key
+        assert a["judge_only"] == b["judge_only"]  # raw judge values: the same sums over the same requests
+        assert {s: e["n_scored"] for s, e in a["segments"].items()} == \
+            {s: e["n_scored"] for s, e in b["segments"].items()}
+        half = (a["interval"][1] - a["interval"][0]) / 2
+        assert abs(a["estimate"] - b["estimate"]) < 0.25 * half, (a["estimate"], b["estimate"], half)
+        assert a["human_only"] == b["human_only"]  # labels alone: no transform
+
+
+@pytest.mark.parametrize("layout", ["mixed"])  # recorded verdicts joined with the pipeline's lengths
+def test_report_figures_from_ray_equal_the_drivers(ray_cluster, tmp_path, layout, monkeypatch):
+    """The report's judge bias (position, and length: a verdict joined with both answers' lengths, here from
+    recorded judge shards and pipeline length shards) and distinct recorded pairs, from Ray tasks over the groups
+    (jobs.report_scan), equal the driver's own reading of the whole scores table."""
+    import dataclasses
+
+    from jobs.report import _distinct_pairs, judge_bias
+    from jobs.report_scan import report_sums
+
+    t = simulate_pairwise(5, n_requests=900, n_labels=40)
+    ids = t.traffic["request_id"].to_numpy()
+    models = ["incumbent", "cand-a", "cand-b"]
+    lengths = pd.DataFrame({"request_id": np.tile(ids, 3), "model": np.repeat(models, len(ids)),
+                            "metric": "check.length_chars",
+                            "value": np.random.default_rng(1).normal(300, 80, 3 * len(ids)).round()})
+    # longer candidate answers win more often: a length correlation to find
+    verdict = t.scores["metric"].astype(str).str.startswith("judge.pairwise")
+    t = dataclasses.replace(t, scores=pd.concat([t.scores, lengths], ignore_index=True))
+    store = _write_run(tmp_path / "store", f"report-{layout}", t, layout)
+    monkeypatch.setattr(decide_aggregate, "MAX_GROUPS", 2)
+    want = judge_bias(store, "incumbent")
+    sums, pairs = report_sums(store, models)
+    assert verdict.any() and want == judge_bias(store, "incumbent", sums)
+    assert {"position", "length"} <= set(want["judge.pairwise.quality"]) | set(want["judge.pairwise.quality.ab"])
+    recorded = sorted(set(store.commits("scores")) - {shard_id("scores", m, f"traffic-{k:06d}")
+                                                       for m in models for k in range(N_TRAFFIC_SHARDS)})
+    assert pairs == (_distinct_pairs(store, recorded) if recorded else 0) and (pairs > 0) == (layout == "mixed")
