@@ -32,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--confidence", type=float, default=0.9, help="confidence level")
     parser.add_argument("--seed", type=int, default=0, help="seed of the label subset and the sampler")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N requests (a quick slice)")
+    parser.add_argument("--draws", type=int, default=500, help="NUTS draws per chain (fewer: a quicker, rougher look)")
+    parser.add_argument("--tune", type=int, default=500, help="NUTS tuning steps per chain")
 
 
 def build_inputs(out: Path, labels_per_candidate: int, seed: int, limit: int | None) -> tuple[dict, pd.DataFrame]:
@@ -82,7 +84,8 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     raw, all_labels = build_inputs(out, args.labels_per_candidate, args.seed, args.limit)
     raw["run_id"] = args.run_id
-    raw["decision"].update({"margin": args.margin, "confidence": args.confidence, "seed": args.seed})
+    raw["decision"].update({"margin": args.margin, "confidence": args.confidence, "seed": args.seed,
+                            "draws": args.draws, "tune": args.tune})
     (out / "demo-inputs" / "run.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     cfg = parse_config(raw, "demo config")
     truth = truth_from_labels(all_labels, args.margin)
