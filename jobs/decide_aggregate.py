@@ -140,20 +140,26 @@ def _read(store: RunStore, task: dict, segment_cols: list[str],
     return scores, traffic
 
 
-def task_sums(store: RunStore, task: dict, ctx: dict, *routed: pd.DataFrame
-              ) -> tuple[AggregateSums, ScoredSums] | Exception:
-    """One task's :class:`AggregateSums` and the :class:`ScoredSums` of its unlabelled requests, or the Baton or
-    input error it raised, for the driver to raise as it is (Ray would hand the driver a RayTaskError, which the
-    decide stage's exit codes do not know)."""
+def guarded(fn, store: RunStore, task: dict, ctx, routed: tuple):
+    """``fn(store, task, ctx, routed)`` for one group task, or the Baton or input error it (or a routing task)
+    raised, for the driver to raise as it is: Ray would hand the driver a RayTaskError, which the stages' exit
+    codes do not know. Every group pass (the aggregation, jobs.decide_scan, jobs.report_scan) runs through it."""
     from calibration.checks import InputError
 
     try:
         for part in routed:
             if isinstance(part, Exception):
                 return part
-        return _task_sums(store, task, ctx, routed)
+        return fn(store, task, ctx, routed)
     except (BatonError, InputError) as exc:
         return exc
+
+
+def task_sums(store: RunStore, task: dict, ctx: dict, *routed: pd.DataFrame
+              ) -> tuple[AggregateSums, ScoredSums] | Exception:
+    """One task's :class:`AggregateSums` and the :class:`ScoredSums` of its unlabelled requests, or the error it
+    met (:func:`guarded`)."""
+    return guarded(_task_sums, store, task, ctx, routed)
 
 
 def _task_sums(store: RunStore, task: dict, ctx: dict, routed: tuple = ()) -> tuple[AggregateSums, ScoredSums]:

@@ -19,8 +19,7 @@ import pandas as pd
 from pandas.api.types import union_categoricals
 
 from calibration.data import segment_names
-from jobs.decide_aggregate import _hash, _read, routed_plan
-from jobs.errors import BatonError
+from jobs.decide_aggregate import _hash, _read, guarded, routed_plan
 from jobs.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -65,16 +64,9 @@ def sampled(ids: pd.Index, rate: float) -> np.ndarray:
 
 
 def scan_task(store: RunStore, task: dict, ctx: dict, *routed) -> dict | Exception:
-    """One group's share of the :class:`Subset` (see the module docstring), or the Baton or input error it met."""
-    from calibration.checks import InputError
-
-    try:
-        for part in routed:
-            if isinstance(part, Exception):
-                return part
-        return _scan(store, task, ctx, routed)
-    except (BatonError, InputError) as exc:
-        return exc
+    """One group's share of the :class:`Subset` (see the module docstring), or the error it met
+    (jobs.decide_aggregate.guarded)."""
+    return guarded(_scan, store, task, ctx, routed)
 
 
 def _scan(store: RunStore, task: dict, ctx: dict, routed: tuple) -> dict:

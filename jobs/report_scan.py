@@ -7,29 +7,24 @@ from __future__ import annotations
 
 import pandas as pd
 
-from jobs.decide_aggregate import _read, routed_plan
-from jobs.errors import BatonError
+from jobs.decide_aggregate import _read, guarded, routed_plan
 from jobs.report import add_bias_sums, bias_sums
 from jobs.store import RunStore
 
 
 def group_task(store: RunStore, task: dict, incumbent: str, *routed) -> tuple[dict, int] | Exception:
     """(judge-bias sums, distinct (model, request) pairs among the routed recorded rows) of one group, or the
-    Baton or input error it met (for the driver to raise as it is)."""
-    from calibration.checks import InputError
+    error it met (jobs.decide_aggregate.guarded)."""
+    return guarded(_group, store, task, incumbent, routed)
 
-    try:
-        for part in routed:
-            if isinstance(part, Exception):
-                return part
-        pairs = 0
-        if routed:
-            keys = pd.concat([p[["model", "request_id"]].astype(str) for p in routed], ignore_index=True)
-            pairs = int(len(keys.drop_duplicates()))
-        scores, _ = _read(store, task, [], routed)
-        return bias_sums(scores, incumbent), pairs
-    except (BatonError, InputError) as exc:
-        return exc
+
+def _group(store: RunStore, task: dict, incumbent: str, routed: tuple) -> tuple[dict, int]:
+    pairs = 0
+    if routed:
+        keys = pd.concat([p[["model", "request_id"]].astype(str) for p in routed], ignore_index=True)
+        pairs = int(len(keys.drop_duplicates()))
+    scores, _ = _read(store, task, [], routed)
+    return bias_sums(scores, incumbent), pairs
 
 
 def report_sums(store: RunStore, models: list[str], cache: dict | None = None) -> tuple[dict, int]:
