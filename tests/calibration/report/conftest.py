@@ -140,7 +140,7 @@ def rendered(decision, extras):
 def chromium() -> str:
     """Path of Debian's chromium, installed with apt-get once if absent; skip when that is impossible."""
     if os.path.exists(CHROMIUM):
-        return CHROMIUM
+        return _warmed(CHROMIUM)
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         pytest.skip("chromium absent and cannot be installed here (needs root and apt-get)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -154,7 +154,17 @@ def chromium() -> str:
             pytest.skip(f"chromium install failed: {' '.join(cmd)} exited {r.returncode}: {r.stderr[-500:]}")
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"apt-get installed chromium but {CHROMIUM} is missing")
-    return CHROMIUM
+    return _warmed(CHROMIUM)
+
+
+def _warmed(binary: str) -> str:
+    """Launch the browser once on a blank page. A fresh machine's first launch builds the font cache and the
+    profile, which under the suite's load took over 30 s in CI (a test's own launch then timed out)."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run([binary, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
+                        "--dump-dom", "about:blank"], capture_output=True, timeout=600)
+    return binary
 
 
 # ---------------------------------------------------------------- a small DOM for assertions (stdlib only)

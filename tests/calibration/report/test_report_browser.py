@@ -14,9 +14,10 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def _chromium(binary, profile, *args, timeout=30):
+def _chromium(binary, profile, *args, timeout=180):
+    # The timeout catches a page that hangs the browser (an alert() would); a loaded 2-core machine needs room.
     r = subprocess.run([binary, *FLAGS, f"--user-data-dir={profile}", *args],
-                       capture_output=True, text=True, timeout=timeout)  # an alert() would hang it
+                       capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, f"chromium exited {r.returncode}: {r.stderr[-2000:]}"
     return r.stdout
 
