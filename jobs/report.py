@@ -163,13 +163,13 @@ def report_extras(cfg: RunConfig, store: RunStore, truth: dict | None = None) ->
     the driver does not read the scores table; else here."""
     from jobs.decide_scan import on_ray
 
-    sums, pairs = None, None
+    sums, pairs, code = None, None, None
     if on_ray(cfg.decision.aggregate, store):
         from jobs.decide import join_ray
         from jobs.report_scan import report_sums
 
         join_ray(cfg)
-        sums, pairs = report_sums(store, [cfg.incumbent.name, *[c.name for c in cfg.candidates]])
+        sums, pairs, code = report_sums(store, [cfg.incumbent.name, *[c.name for c in cfg.candidates]])
     extras: dict = {
         "run_id": cfg.run_id,
         "config_summary": {
@@ -183,7 +183,7 @@ def report_extras(cfg: RunConfig, store: RunStore, truth: dict | None = None) ->
         "cost": cost_rows(cfg, store, pairs),
         "judge_bias": judge_bias(store, cfg.incumbent.name, sums),
     }
-    code = code_rates(store)
+    code = code_rates(store, code)
     if code:
         extras["code"] = code
     if truth:
@@ -191,25 +191,54 @@ def report_extras(cfg: RunConfig, store: RunStore, truth: dict | None = None) ->
     return extras
 
 
-def code_rates(store: RunStore) -> dict:
-    """Per model, the plain means of the exec.* metrics (code tasks, docs/code-tasks.md); {} when none were scored."""
-    from jobs.compact import read_scores_compact
-
-    df = read_scores_compact(store, keep_metric=lambda m: m.startswith("exec."))
+def code_sums(df: pd.DataFrame) -> dict:
+    """Additive sums for :func:`code_figures` from score rows: per (model, exec.* metric), the non-missing values'
+    sum and count. Sums of disjoint sets of score rows add (:func:`add_code_sums`)."""
+    if not len(df):
+        return {}
+    metric = df["metric"].astype(str)
+    df = df.loc[metric.str.startswith("exec.").to_numpy()]
     if df.empty:
         return {}
-    means = df.assign(metric=df["metric"].astype(str), model=df["model"].astype(str)).groupby(
-        ["model", "metric"])["value"].agg(["mean", "count"])
-    out: dict = {}
-    for (model, metric), row in means.iterrows():
-        r = out.setdefault(model, {"error_kinds": {}})
-        if metric == "exec.pass":
-            r["n"] = int(row["count"])
-        if metric.startswith("exec.error_kind."):
-            r["error_kinds"][metric.removeprefix("exec.error_kind.")] = round(float(row["mean"]), 4)
-        else:
-            r[metric.removeprefix("exec.")] = round(float(row["mean"]), 4)
+    g = pd.DataFrame({"model": df["model"].astype(str).to_numpy(), "metric": metric.loc[df.index].to_numpy(),
+                      "value": df["value"].to_numpy(dtype=float)}).groupby(["model", "metric"])["value"]
+    return {k: (float(s), int(c)) for (k, s), c in zip(g.sum().items(), g.count().to_numpy())}
+
+
+def add_code_sums(a: dict, b: dict) -> dict:
+    """The :func:`code_sums` of the union of two disjoint sets of score rows."""
+    out = dict(a)
+    for k, (s, c) in b.items():
+        s0, c0 = out.get(k, (0.0, 0))
+        out[k] = (s0 + s, c0 + c)
     return out
+
+
+def code_figures(sums: dict) -> dict:
+    """Per model, the plain means of the exec.* metrics (code tasks, docs/code-tasks.md) from :func:`code_sums`."""
+    out: dict = {}
+    for (model, metric), (total, count) in sorted(sums.items()):
+        if not count:
+            continue
+        r = out.setdefault(model, {"error_kinds": {}})
+        mean = round(total / count, 4)
+        if metric == "exec.pass":
+            r["n"] = int(count)
+        if metric.startswith("exec.error_kind."):
+            r["error_kinds"][metric.removeprefix("exec.error_kind.")] = mean
+        else:
+            r[metric.removeprefix("exec.")] = mean
+    return out
+
+
+def code_rates(store: RunStore, sums: dict | None = None) -> dict:
+    """Per model, the plain means of the exec.* metrics (code tasks); {} when none were scored. ``sums``: the
+    :func:`code_sums` of every score row, made elsewhere (jobs.report_scan); None: read here."""
+    if sums is None:
+        from jobs.compact import read_scores_compact
+
+        sums = code_sums(read_scores_compact(store, keep_metric=lambda m: m.startswith("exec.")))
+    return code_figures(sums)
 
 
 def run(cfg: RunConfig, store: RunStore, decision: Decision, truth: dict | None = None,

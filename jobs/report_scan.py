@@ -2,44 +2,44 @@
 not read the scores table (jobs.decide_scan.on_ray says when). One task per group of traffic shards, the groups and
 routed recorded shards of jobs.decide_aggregate: each task holds every score row of its requests, so the per-request
 joins (a verdict with its two lengths) and the distinct (model, request) pairs are complete within it and its
-results add. Plumbing; the arithmetic is jobs.report's."""
+results add (the code-task pass rates' sums too). Plumbing; the arithmetic is jobs.report's."""
 from __future__ import annotations
 
 import pandas as pd
 
 from jobs.decide_aggregate import _read, guarded, routed_plan
-from jobs.report import add_bias_sums, bias_sums
+from jobs.report import add_bias_sums, add_code_sums, bias_sums, code_sums
 from jobs.store import RunStore
 
 
-def group_task(store: RunStore, task: dict, incumbent: str, *routed) -> tuple[dict, int] | Exception:
-    """(judge-bias sums, distinct (model, request) pairs among the routed recorded rows) of one group, or the
-    error it met (jobs.decide_aggregate.guarded)."""
+def group_task(store: RunStore, task: dict, incumbent: str, *routed) -> tuple[dict, int, dict] | Exception:
+    """(judge-bias sums, distinct (model, request) pairs among the routed recorded rows, code-task sums) of one
+    group, or the error it met (jobs.decide_aggregate.guarded)."""
     return guarded(_group, store, task, incumbent, routed)
 
 
-def _group(store: RunStore, task: dict, incumbent: str, routed: tuple) -> tuple[dict, int]:
+def _group(store: RunStore, task: dict, incumbent: str, routed: tuple) -> tuple[dict, int, dict]:
     pairs = 0
     if routed:
         keys = pd.concat([p[["model", "request_id"]].astype(str) for p in routed], ignore_index=True)
         pairs = int(len(keys.drop_duplicates()))
     scores, _ = _read(store, task, [], routed)
-    return bias_sums(scores, incumbent), pairs
+    return bias_sums(scores, incumbent), pairs, code_sums(scores)
 
 
-def report_sums(store: RunStore, models: list[str], cache: dict | None = None) -> tuple[dict, int]:
-    """(judge-bias sums of all score rows, distinct (model, request) pairs of the recorded score shards), from Ray
-    tasks; ``models`` (incumbent first) name the pipeline's score shards."""
+def report_sums(store: RunStore, models: list[str], cache: dict | None = None) -> tuple[dict, int, dict]:
+    """(judge-bias sums of all score rows, distinct (model, request) pairs of the recorded score shards, code-task
+    sums of all score rows), from Ray tasks; ``models`` (incumbent first) name the pipeline's score shards."""
     import ray
 
     n_hash = max(1, int(ray.cluster_resources().get("CPU", 1)))
     tasks, routed = routed_plan(store, models, n_hash, cache)
     remote = ray.remote(num_cpus=1, max_retries=2)(group_task)
     refs = [remote.remote(store, t, models[0], *r) for t, r in zip(tasks, routed)]
-    sums, pairs = {}, 0
+    sums, pairs, code = {}, 0, {}
     for ref in refs:  # in task order: the same float additions on every run
         part = ray.get(ref)
         if isinstance(part, Exception):
             raise part
-        sums, pairs = add_bias_sums(sums, part[0]), pairs + part[1]
-    return sums, pairs
+        sums, pairs, code = add_bias_sums(sums, part[0]), pairs + part[1], add_code_sums(code, part[2])
+    return sums, pairs, code

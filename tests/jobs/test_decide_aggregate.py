@@ -296,11 +296,11 @@ def test_decision_json_from_ray_equals_local_and_a_sampled_driver_decides_alike(
 @pytest.mark.parametrize("layout", ["mixed"])  # recorded verdicts joined with the pipeline's lengths
 def test_report_figures_from_ray_equal_the_drivers(ray_cluster, tmp_path, layout, monkeypatch):
     """The report's judge bias (position, and length: a verdict joined with both answers' lengths, here from
-    recorded judge shards and pipeline length shards) and distinct recorded pairs, from Ray tasks over the groups
+    recorded judge shards and pipeline length shards), distinct recorded pairs and code pass rates, from Ray tasks over the groups
     (jobs.report_scan), equal the driver's own reading of the whole scores table."""
     import dataclasses
 
-    from jobs.report import _distinct_pairs, judge_bias
+    from jobs.report import _distinct_pairs, code_rates, judge_bias
     from jobs.report_scan import report_sums
 
     t = simulate_pairwise(5, n_requests=900, n_labels=40)
@@ -310,13 +310,19 @@ def test_report_figures_from_ray_equal_the_drivers(ray_cluster, tmp_path, layout
                             "metric": "check.length_chars",
                             "value": np.random.default_rng(1).normal(300, 80, 3 * len(ids)).round()})
     # longer candidate answers win more often: a length correlation to find
+    rng = np.random.default_rng(2)
+    passed = pd.DataFrame({"request_id": np.tile(ids[:300], 2), "model": np.repeat(models[:2], 300),
+                           "metric": "exec.pass", "value": (rng.random(600) < 0.7).astype(float)})
+    passed.loc[::50, "value"] = np.nan  # a task that could not run is no pass rate's row
     verdict = t.scores["metric"].astype(str).str.startswith("judge.pairwise")
-    t = dataclasses.replace(t, scores=pd.concat([t.scores, lengths], ignore_index=True))
+    t = dataclasses.replace(t, scores=pd.concat([t.scores, lengths, passed], ignore_index=True))
     store = _write_run(tmp_path / "store", f"report-{layout}", t, layout)
     monkeypatch.setattr(decide_aggregate, "MAX_GROUPS", 2)
     want = judge_bias(store, "incumbent")
-    sums, pairs = report_sums(store, models)
+    sums, pairs, code = report_sums(store, models)
     assert verdict.any() and want == judge_bias(store, "incumbent", sums)
+    # the code-task pass rates too (read here by the driver: exec.* rows only)
+    assert code_rates(store) == code_rates(store, code) and code_rates(store)["cand-a"]["n"] == 294
     assert {"position", "length"} <= set(want["judge.pairwise.quality"]) | set(want["judge.pairwise.quality.ab"])
     recorded = sorted(set(store.commits("scores")) - {shard_id("scores", m, f"traffic-{k:06d}")
                                                        for m in models for k in range(N_TRAFFIC_SHARDS)})
