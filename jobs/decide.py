@@ -31,6 +31,7 @@ from jobs.decide_aggregate import sums_function
 from jobs.decide_scan import on_ray, scan
 from jobs.errors import EXIT_GATE, EXIT_OK, BatonError, ContractError
 from jobs.labels.checks import design_weights, screen_labels
+from jobs.report import save_report_sums, scores_fingerprint
 from jobs.store import RunStore
 
 
@@ -56,7 +57,9 @@ def run(cfg: RunConfig, store: RunStore) -> Decision:
     partial = None
     if on_ray(cfg.decision.aggregate, store):
         join_ray(cfg)
+        fingerprint = scores_fingerprint(store)  # before the pass: a shard committed meanwhile voids the sums
         sub = scan(store, models, segments, labels["request_id"].to_numpy(), sums.cache)
+        save_report_sums(store, fingerprint, *sub.report)
         scores, traffic = sub.scores, sub.traffic
         partial = Partial(sub.segment_names, sub.missing_segment)
     else:

@@ -6,7 +6,8 @@ scored requests is sums made by Ray tasks (jobs.decide_aggregate; calibration.sc
 shards (the tasks of jobs.decide_aggregate.plan, loose score shards routed once and reused by the aggregation)
 returns, per group of traffic shards: the score and traffic rows of the labelled requests (any dimension) and of a
 hash sample of about ``SAMPLE_REQUESTS`` requests in all, the distinct segment values of its scored requests and
-how many have none. The driver then holds O(labels + sample) rows, whatever the number of requests; the sample
+how many have none, and the report's sums over every score row (jobs.report_scan.group_sums: the report stage
+then reads none). The driver then holds O(labels + sample) rows, whatever the number of requests; the sample
 fits the feature transform (calibration.features), the labelled requests the model. Plumbing.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pandas.api.types import union_categoricals
 
 from calibration.data import segment_names
 from jobs.decide_aggregate import _hash, _read, guarded, routed_plan
+from jobs.report_scan import add_group_sums, group_sums
 from jobs.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ class Subset:
     segment_names: list[str]
     missing_segment: int
     n_requests: int
+    report: tuple[dict, int, dict] | None = None  # jobs.report_scan.group_sums over every score row, for the report
 
 
 def on_ray(mode: str, store: RunStore) -> bool:
@@ -72,11 +75,12 @@ def scan_task(store: RunStore, task: dict, ctx: dict, *routed) -> dict | Excepti
 def _scan(store: RunStore, task: dict, ctx: dict, routed: tuple) -> dict:
     cols = ctx["segment_cols"]
     scores, traffic = _read(store, task, cols, routed)
+    report = group_sums(scores, routed, ctx["models"][0])  # the report's figures, from the rows read anyway
     scores = scores[scores["model"].astype(str).isin(ctx["models"])]
     ids = pd.Index(pd.unique(scores["request_id"].to_numpy()))
     keep = ids[ids.isin(ctx["keep"]) | sampled(ids, ctx["rate"])]
     out = {"scores": _compact(scores[scores["request_id"].isin(keep).to_numpy()]), "n_requests": len(ids),
-           "traffic": None, "combos": None, "missing": 0, "absent": False}
+           "traffic": None, "combos": None, "missing": 0, "absent": False, "report": report}
     if traffic is not None:
         traffic = traffic.assign(request_id=traffic["request_id"].astype(str)).drop_duplicates("request_id")
         mine = traffic[traffic["request_id"].isin(ids).to_numpy()]
@@ -123,6 +127,9 @@ def scan(store: RunStore, models: list[str], segment_cols: list[str], keep: np.n
         parts.append(part)
     scores = _concat([p["scores"] for p in parts])
     n_requests = sum(p["n_requests"] for p in parts)
+    report: tuple[dict, int, dict] = ({}, 0, {})
+    for p in parts:  # in task order, as jobs.report_scan adds them
+        report = add_group_sums(report, p["report"])
     traffic, names, missing = None, ["all"], 0
     if segment_cols:
         traffic = pd.concat([p["traffic"] for p in parts], ignore_index=True)
@@ -133,4 +140,4 @@ def scan(store: RunStore, models: list[str], segment_cols: list[str], keep: np.n
         missing = sum(p["missing"] for p in parts)
     log.info("decide: the driver holds %d of %d scored requests (labelled and a %.4f sample), %d segments",
              scores["request_id"].nunique() if len(scores) else 0, n_requests, rate, len(names))
-    return Subset(scores, traffic, names, missing, n_requests)
+    return Subset(scores, traffic, names, missing, n_requests, report)

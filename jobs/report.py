@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -88,12 +89,21 @@ def judge_bias(store: RunStore, incumbent: str, sums: dict | None = None) -> dic
     return bias_figures(sums)
 
 
+def _rows_of(df: pd.DataFrame, keep_metric) -> pd.DataFrame:
+    """The score rows whose metric ``keep_metric`` accepts, tested once per metric name, not once per row."""
+    if not len(df):
+        return df
+    metric = df["metric"].astype("category")
+    wanted = [m for m in metric.cat.categories if keep_metric(str(m))]
+    return df.loc[metric.isin(wanted).to_numpy()]
+
+
 def bias_sums(df: pd.DataFrame, incumbent: str) -> dict:
     """Additive sums for :func:`bias_figures` from score rows (request_id, model, metric, value) holding every
     judge and length row of their requests: per judge metric, the (non-missing) verdicts' count and sum, and the
     moments of (length difference, verdict) over the rows where both are known. Sums of disjoint sets of requests
     add."""
-    df = df.loc[df["metric"].astype(str).map(_bias_metric).to_numpy()] if len(df) else df
+    df = _rows_of(df, _bias_metric)
     if df.empty:
         return {}
     metric = df["metric"].astype("category")
@@ -156,20 +166,59 @@ def bias_figures(sums: dict) -> dict:
     return out
 
 
+REPORT_SUMS = "report_sums.json"
+
+
+def scores_fingerprint(store: RunStore) -> str:
+    """The committed scores shards and their row counts, hashed: sums made over the table are valid while it holds."""
+    import hashlib
+
+    recs = sorted((shard, int(rec["rows"])) for shard, rec in store.commits("scores").items())
+    return hashlib.sha256(json.dumps(recs).encode()).hexdigest()
+
+
+def save_report_sums(store: RunStore, fingerprint: str, sums: dict, pairs: int, code: dict) -> None:
+    """Keep the report's sums over every score row (judge bias, recorded pairs, code rates), made by the decide
+    stage's Ray pass over the same rows (jobs.decide_scan), beside decision.json, with the scores table's
+    :func:`scores_fingerprint` at the time: the report stage then reads no score row."""
+    doc = {"scores_fingerprint": fingerprint, "recorded_pairs": int(pairs),
+           "judge_bias": {k: {**v, "length": [float(x) for x in v["length"]]} for k, v in sums.items()},
+           "code": [[m, k, float(t), int(c)] for (m, k), (t, c) in sorted(code.items())]}
+    store.write_document("decision", REPORT_SUMS, json.dumps(doc))
+
+
+def load_report_sums(store: RunStore) -> tuple[dict, int, dict] | None:
+    """The sums :func:`save_report_sums` kept, or None when there are none or the scores table changed since."""
+    if not store.has_document("decision", REPORT_SUMS):
+        return None
+    try:
+        doc = json.loads(store.read_document("decision", REPORT_SUMS))
+    except ValueError:  # a torn or foreign file: made again by the report's own pass
+        return None
+    if doc.get("scores_fingerprint") != scores_fingerprint(store):
+        return None
+    sums = {k: {**v, "length": np.asarray(v["length"], dtype=float)} for k, v in doc["judge_bias"].items()}
+    return sums, int(doc["recorded_pairs"]), {(m, k): (t, c) for m, k, t, c in doc["code"]}
+
+
 def report_extras(cfg: RunConfig, store: RunStore, truth: dict | None = None) -> dict:
     """What the report shows beside the decision: run id, config summary, cost and throughput, judge bias.
 
     The figures over every score row are made by Ray tasks when the decide's are (jobs.decide_scan.on_ray), so
-    the driver does not read the scores table; else here."""
+    the driver does not read the scores table: kept by the decide stage's scan (:func:`load_report_sums`), or
+    made again by the report's own pass (jobs.report_scan) when the scores changed since; else here."""
     from jobs.decide_scan import on_ray
 
     sums, pairs, code = None, None, None
     if on_ray(cfg.decision.aggregate, store):
-        from jobs.decide import join_ray
-        from jobs.report_scan import report_sums
+        kept = load_report_sums(store)  # made by the decide stage's pass over the same score rows
+        if kept is None:
+            from jobs.decide import join_ray
+            from jobs.report_scan import report_sums
 
-        join_ray(cfg)
-        sums, pairs, code = report_sums(store, [cfg.incumbent.name, *[c.name for c in cfg.candidates]])
+            join_ray(cfg)
+            kept = report_sums(store, [cfg.incumbent.name, *[c.name for c in cfg.candidates]])
+        sums, pairs, code = kept
     extras: dict = {
         "run_id": cfg.run_id,
         "config_summary": {
@@ -194,13 +243,10 @@ def report_extras(cfg: RunConfig, store: RunStore, truth: dict | None = None) ->
 def code_sums(df: pd.DataFrame) -> dict:
     """Additive sums for :func:`code_figures` from score rows: per (model, exec.* metric), the non-missing values'
     sum and count. Sums of disjoint sets of score rows add (:func:`add_code_sums`)."""
-    if not len(df):
-        return {}
-    metric = df["metric"].astype(str)
-    df = df.loc[metric.str.startswith("exec.").to_numpy()]
+    df = _rows_of(df, lambda m: m.startswith("exec."))
     if df.empty:
         return {}
-    g = pd.DataFrame({"model": df["model"].astype(str).to_numpy(), "metric": metric.loc[df.index].to_numpy(),
+    g = pd.DataFrame({"model": df["model"].astype(str).to_numpy(), "metric": df["metric"].astype(str).to_numpy(),
                       "value": df["value"].to_numpy(dtype=float)}).groupby(["model", "metric"])["value"]
     return {k: (float(s), int(c)) for (k, s), c in zip(g.sum().items(), g.count().to_numpy())}
 

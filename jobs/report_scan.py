@@ -19,12 +19,24 @@ def group_task(store: RunStore, task: dict, incumbent: str, *routed) -> tuple[di
 
 
 def _group(store: RunStore, task: dict, incumbent: str, routed: tuple) -> tuple[dict, int, dict]:
+    scores, _ = _read(store, task, [], routed)
+    return group_sums(scores, routed, incumbent)
+
+
+def group_sums(scores: pd.DataFrame, routed: tuple, incumbent: str) -> tuple[dict, int, dict]:
+    """(judge-bias sums, distinct (model, request) pairs of the routed recorded rows, code-task sums) of one
+    group's score rows (every row of its requests, the routed ones included); also made by the decide's scan
+    (jobs.decide_scan), which reads the same rows."""
     pairs = 0
     if routed:
         keys = pd.concat([p[["model", "request_id"]].astype(str) for p in routed], ignore_index=True)
         pairs = int(len(keys.drop_duplicates()))
-    scores, _ = _read(store, task, [], routed)
     return bias_sums(scores, incumbent), pairs, code_sums(scores)
+
+
+def add_group_sums(a: tuple[dict, int, dict], b: tuple[dict, int, dict]) -> tuple[dict, int, dict]:
+    """The :func:`group_sums` of two disjoint groups together."""
+    return add_bias_sums(a[0], b[0]), a[1] + b[1], add_code_sums(a[2], b[2])
 
 
 def report_sums(store: RunStore, models: list[str], cache: dict | None = None) -> tuple[dict, int, dict]:
@@ -36,10 +48,10 @@ def report_sums(store: RunStore, models: list[str], cache: dict | None = None) -
     tasks, routed = routed_plan(store, models, n_hash, cache)
     remote = ray.remote(num_cpus=1, max_retries=2)(group_task)
     refs = [remote.remote(store, t, models[0], *r) for t, r in zip(tasks, routed)]
-    sums, pairs, code = {}, 0, {}
+    total: tuple[dict, int, dict] = ({}, 0, {})
     for ref in refs:  # in task order: the same float additions on every run
         part = ray.get(ref)
         if isinstance(part, Exception):
             raise part
-        sums, pairs, code = add_bias_sums(sums, part[0]), pairs + part[1], add_code_sums(code, part[2])
-    return sums, pairs, code
+        total = add_group_sums(total, part)
+    return total

@@ -296,11 +296,14 @@ def test_decision_json_from_ray_equals_local_and_a_sampled_driver_decides_alike(
 @pytest.mark.parametrize("layout", ["mixed"])  # recorded verdicts joined with the pipeline's lengths
 def test_report_figures_from_ray_equal_the_drivers(ray_cluster, tmp_path, layout, monkeypatch):
     """The report's judge bias (position, and length: a verdict joined with both answers' lengths, here from
-    recorded judge shards and pipeline length shards), distinct recorded pairs and code pass rates, from Ray tasks over the groups
-    (jobs.report_scan), equal the driver's own reading of the whole scores table."""
+    recorded judge shards and pipeline length shards), distinct recorded pairs and code pass rates, from Ray
+    tasks over the groups (jobs.report_scan) and from the decide's scan (kept for the report stage), equal the
+    driver's own reading of the whole scores table."""
     import dataclasses
 
-    from jobs.report import _distinct_pairs, code_rates, judge_bias
+    from jobs.decide_scan import scan
+    from jobs.report import (_distinct_pairs, code_rates, judge_bias, load_report_sums, save_report_sums,
+                             scores_fingerprint)
     from jobs.report_scan import report_sums
 
     t = simulate_pairwise(5, n_requests=900, n_labels=40)
@@ -323,6 +326,21 @@ def test_report_figures_from_ray_equal_the_drivers(ray_cluster, tmp_path, layout
     assert verdict.any() and want == judge_bias(store, "incumbent", sums)
     # the code-task pass rates too (read here by the driver: exec.* rows only)
     assert code_rates(store) == code_rates(store, code) and code_rates(store)["cand-a"]["n"] == 294
+    # The decide's scan reads the same rows and makes the same sums, which the report stage then reads back
+    # (jobs.report.load_report_sums) while the scores table is unchanged.
+    fingerprint = scores_fingerprint(store)
+    sub = scan(store, models, ["region"], t.labels["request_id"].to_numpy(), {})
+    assert sub.report[1:] == (pairs, code) and sub.report[0].keys() == sums.keys()
+    for name, row in sums.items():
+        assert sub.report[0][name]["n"] == row["n"] and sub.report[0][name]["sum"] == row["sum"]
+        np.testing.assert_array_equal(sub.report[0][name]["length"], row["length"])
+    save_report_sums(store, fingerprint, *sub.report)
+    kept = load_report_sums(store)
+    assert judge_bias(store, "incumbent", kept[0]) == want and kept[1] == pairs
+    assert code_rates(store, kept[2]) == code_rates(store)
+    # a score shard committed after the decide's pass voids the kept sums: the report makes its own
+    store.write_shard("scores", shard_id("recorded", 1, 0), t.scores.head(3).reset_index(drop=True))
+    assert load_report_sums(store) is None
     assert {"position", "length"} <= set(want["judge.pairwise.quality"]) | set(want["judge.pairwise.quality.ab"])
     recorded = sorted(set(store.commits("scores")) - {shard_id("scores", m, f"traffic-{k:06d}")
                                                        for m in models for k in range(N_TRAFFIC_SHARDS)})
