@@ -2,7 +2,9 @@
 not read the scores table (jobs.decide_scan.on_ray says when). One task per group of traffic shards, the groups and
 routed recorded shards of jobs.decide_aggregate: each task holds every score row of its requests, so the per-request
 joins (a verdict with its two lengths) and the distinct (model, request) pairs are complete within it and its
-results add (the code-task pass rates' sums too). Plumbing; the arithmetic is jobs.report's."""
+results add (the code-task pass rates' sums too). The decide stage's scan (jobs.decide_scan) makes the same sums
+from the rows it reads and keeps them (jobs.report.save_report_sums); this pass runs only when they are absent or
+the scores changed since. Plumbing; the arithmetic is jobs.report's."""
 from __future__ import annotations
 
 import pandas as pd
