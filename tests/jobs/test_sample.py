@@ -60,22 +60,23 @@ def test_sample_stage_shards_and_resumes(tmp_path, fmt, monkeypatch):
     df = _traffic(50)
     df.loc[40, "request_id"] = "r3"  # duplicate in a later chunk
     df.loc[10, "prompt"] = ""  # empty prompt
+    df.loc[20, "request_id"] = None  # no id: quarantined, and left out of the duplicate search
     path = tmp_path / f"traffic.{fmt}"
     df.to_parquet(path) if fmt == "parquet" else df.to_json(path, orient="records", lines=True)
     cfg = _cfg(tmp_path, path)
     store = RunStore(cfg.store, cfg.run_id)
     stats = run_sample(cfg, store)
-    assert stats["rows"] == 48 and stats["quarantined"] == 2 and stats["shards"] == 7
+    assert stats["rows"] == 47 and stats["quarantined"] == 3 and stats["shards"] == 7
     table = store.read_table("traffic")
-    assert table["request_id"].is_unique and len(table) == 48
+    assert table["request_id"].is_unique and len(table) == 47
     assert sorted(store.commits("traffic")) == [f"traffic-{i:06d}" for i in range(7)]
     q = store.read_table("quarantine").set_index("row")
     assert q.loc[40, "reason"] == "duplicate request_id 'r3' (first at row 3)"
-    assert q.loc[10, "field"] == "prompt"
+    assert q.loc[10, "field"] == "prompt" and q.loc[20, "field"] == "request_id"
     assert (table["inclusion_prob"] == 1.0).all()
     # A rerun is a no-op: no new shard, no duplicated row.
     run_sample(cfg, store)
-    assert store.count_rows("traffic") == 48
+    assert store.count_rows("traffic") == 47
 
 
 def test_sample_fraction_and_missing_stratum_column(tmp_path):
