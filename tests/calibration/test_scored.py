@@ -77,7 +77,9 @@ def test_baselines_from_labelled_requests_and_sums_equal_the_full_arrays(case):
     assert np.isnan(pred[unl_rows]).all()  # the unlabelled requests are left to the sums
     full_bayes = guards.predictive_means(d, p)
     bayes = guards.predictive_means(d, p, rows=lab_rows)
-    np.testing.assert_allclose(bayes[lab_rows], full_bayes[lab_rows], rtol=1e-12)
+    # float32 arithmetic: a matmul over another set of rows may round differently (BLAS picks kernels and threads
+    # by shape; CI saw 4 of 310 cells 1 float32 ulp apart), so the Bayesian figures agree to float32 precision
+    np.testing.assert_allclose(bayes[lab_rows], full_bayes[lab_rows], rtol=1e-6)
     pr = Predictors.build(d.kind, len(d.candidates), d.n_models, d.cat_values, w, const, guards.thin_draws(p))
     rest = local_scored_sums(d.X, np.asarray(d.seg_idx), d.present, d.judge_raw, unl_rows, pr, chunk=97)
     assert rest.n_req == len(unl_rows)
@@ -106,8 +108,9 @@ def test_baselines_from_labelled_requests_and_sums_equal_the_full_arrays(case):
                    "ppi": baselines.ppi(data, c, 0.1, pp, rest=rest.ridge.pick(c)),
                    "dv": guards.design_valid(data, c, 0.1, bp, rest=rest.bayes.pick(c))}
             for name in want:
+                rtol = 1e-6 if name == "dv" else 1e-9  # the Bayesian predictions are float32 (above), the rest float64
                 for k, v in want[name].items():
                     if isinstance(v, (float, list)):
-                        np.testing.assert_allclose(got[name][k], v, rtol=1e-9, atol=1e-12, err_msg=f"{name}.{k}")
+                        np.testing.assert_allclose(got[name][k], v, rtol=rtol, atol=1e-12, err_msg=f"{name}.{k}")
                     else:
                         assert got[name][k] == v, f"{name}.{k}"
