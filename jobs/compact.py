@@ -9,6 +9,15 @@ from common.tables import SCORE_COLUMNS
 from jobs.store import RunStore
 
 
+def rows_of_metrics(df: pd.DataFrame, keep_metric) -> pd.DataFrame:
+    """The score rows whose metric ``keep_metric(name) -> bool`` accepts, tested once per metric name, not per row."""
+    if not len(df):
+        return df
+    metric = df["metric"].astype("category")
+    wanted = [m for m in metric.cat.categories if keep_metric(str(m))]
+    return df.loc[metric.isin(wanted).to_numpy()]
+
+
 def read_scores_compact(store: RunStore, keep_metric=None) -> pd.DataFrame:
     """The scores table shard by shard, kept compact: request_id, model and metric as categoricals (int32 codes and
     one copy of each name), value as float32. Each shard's names are mapped to codes against one growing dictionary
@@ -22,9 +31,7 @@ def read_scores_compact(store: RunStore, keep_metric=None) -> pd.DataFrame:
     at = 0
     for _, df in store.iter_shards("scores", columns=list(SCORE_COLUMNS), categorical=["request_id", "model", "metric"]):
         if keep_metric is not None:
-            metric = df["metric"].astype("category")
-            wanted = [m for m in metric.cat.categories if keep_metric(str(m))]
-            df = df.loc[metric.isin(wanted).to_numpy()]
+            df = rows_of_metrics(df, keep_metric)
             # a filtered categorical keeps every category: without this each request id of every shard entered
             # the dictionary (10M ids, ~1.2 GiB, at 10M requests) though no row of it was kept
             df = df.assign(**{c: df[c].cat.remove_unused_categories() for c in ("request_id", "model", "metric")

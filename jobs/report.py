@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from calibration.schema import Decision
+from jobs.compact import rows_of_metrics
 from jobs.config import RunConfig
 from jobs.store import RunStore
 
@@ -89,21 +90,12 @@ def judge_bias(store: RunStore, incumbent: str, sums: dict | None = None) -> dic
     return bias_figures(sums)
 
 
-def _rows_of(df: pd.DataFrame, keep_metric) -> pd.DataFrame:
-    """The score rows whose metric ``keep_metric`` accepts, tested once per metric name, not once per row."""
-    if not len(df):
-        return df
-    metric = df["metric"].astype("category")
-    wanted = [m for m in metric.cat.categories if keep_metric(str(m))]
-    return df.loc[metric.isin(wanted).to_numpy()]
-
-
 def bias_sums(df: pd.DataFrame, incumbent: str) -> dict:
     """Additive sums for :func:`bias_figures` from score rows (request_id, model, metric, value) holding every
     judge and length row of their requests: per judge metric, the (non-missing) verdicts' count and sum, and the
     moments of (length difference, verdict) over the rows where both are known. Sums of disjoint sets of requests
     add."""
-    df = _rows_of(df, _bias_metric)
+    df = rows_of_metrics(df, _bias_metric)
     if df.empty:
         return {}
     metric = df["metric"].astype("category")
@@ -243,7 +235,7 @@ def report_extras(cfg: RunConfig, store: RunStore, truth: dict | None = None) ->
 def code_sums(df: pd.DataFrame) -> dict:
     """Additive sums for :func:`code_figures` from score rows: per (model, exec.* metric), the non-missing values'
     sum and count. Sums of disjoint sets of score rows add (:func:`add_code_sums`)."""
-    df = _rows_of(df, lambda m: m.startswith("exec."))
+    df = rows_of_metrics(df, lambda m: m.startswith("exec."))
     if df.empty:
         return {}
     g = pd.DataFrame({"model": df["model"].astype(str).to_numpy(), "metric": df["metric"].astype(str).to_numpy(),
