@@ -22,6 +22,7 @@ import pandas as pd
 from calibration.data import CalibrationData, segment_codes
 from calibration.estimands import AggregateSums, aggregation_model, chunk_sums
 from calibration.scored import Predictors, ScoredSums, chunk_scored_sums
+from common.keys import isin
 from common.tables import SCORE_COLUMNS
 from jobs.errors import BatonError
 from jobs.store import RunStore, shard_id
@@ -116,7 +117,7 @@ def _read(store: RunStore, task: dict, segment_cols: list[str],
                                 ignore_index=True)
         for part in routed:
             mine = part["request_id"][part["in_traffic"].to_numpy()].astype(str)
-            if len(mine) and not mine.isin(traffic["request_id"].astype(str)).all():
+            if len(mine) and not isin(mine, traffic["request_id"]).all():
                 raise BatonError(f"score rows routed to traffic shards {task['traffic'][0]}..{task['traffic'][-1]} "
                                    f"by a 64-bit hash are of other requests (a hash collision): set "
                                    f"decision.aggregate: local for this run")
@@ -193,7 +194,7 @@ def _task_sums(store: RunStore, task: dict, ctx: dict, routed: tuple = ()) -> tu
             order = np.argsort(drawn[0][inside])
             local = (drawn[0][inside][order] - sl.start, drawn[1][:, inside][:, order])
         total.add(chunk_sums(model, X[sl], seg[sl], seg[sl], emask[sl], obs[sl], S, local))
-    unl = np.flatnonzero(~index.isin(ctx["labelled_requests"]))
+    unl = np.flatnonzero(~isin(index, ctx["labelled_requests"]))
     rest = ScoredSums.zeros(C)
     for r0 in range(0, len(unl), chunk):
         r = unl[r0:r0 + chunk]

@@ -20,6 +20,7 @@ import pandas as pd
 from pandas.api.types import union_categoricals
 
 from calibration.data import segment_names
+from common.keys import isin
 from jobs.decide_aggregate import _hash, _read, guarded, routed_plan
 from jobs.report_scan import add_group_sums, group_sums
 from jobs.store import RunStore
@@ -78,16 +79,16 @@ def _scan(store: RunStore, task: dict, ctx: dict, routed: tuple) -> dict:
     report = group_sums(scores, routed, ctx["models"][0])  # the report's figures, from the rows read anyway
     scores = scores[scores["model"].astype(str).isin(ctx["models"])]
     ids = pd.Index(pd.unique(scores["request_id"].to_numpy()))
-    keep = ids[ids.isin(ctx["keep"]) | sampled(ids, ctx["rate"])]
-    out = {"scores": _compact(scores[scores["request_id"].isin(keep).to_numpy()]), "n_requests": len(ids),
+    keep = ids[isin(ids, ctx["keep"]) | sampled(ids, ctx["rate"])]
+    out = {"scores": _compact(scores[isin(scores["request_id"], keep)]), "n_requests": len(ids),
            "traffic": None, "combos": None, "missing": 0, "absent": False, "report": report}
     if traffic is not None:
         traffic = traffic.assign(request_id=traffic["request_id"].astype(str)).drop_duplicates("request_id")
-        mine = traffic[traffic["request_id"].isin(ids).to_numpy()]
+        mine = traffic[isin(traffic["request_id"], ids)]
         out["absent"] = bool(len(mine) < len(ids))
         out["missing"] = int(len(ids) - len(mine) + mine[cols].isna().any(axis=1).sum())
         out["combos"] = mine[cols].drop_duplicates()
-        out["traffic"] = mine[mine["request_id"].isin(keep).to_numpy()]
+        out["traffic"] = mine[isin(mine["request_id"], keep)]
     return out
 
 

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 
+from common.keys import isin
 from jobs.config import RunConfig
 from jobs.contracts import QUARANTINE_COLUMNS, read_table_file, table_files, validate_labels
 from jobs.errors import ContractError, storage_error
@@ -436,8 +437,7 @@ def requests_in_traffic(store: RunStore, ids) -> list[str] | None:
     wanted = pd.Index(pd.unique(np.asarray(ids, dtype=object)))
     found = np.zeros(len(wanted), dtype=bool)
     for _, shard in store.iter_shards("traffic", columns=["request_id"], categorical=["request_id"]):
-        cats = shard["request_id"].astype("category").cat.categories.astype(str)
-        found |= wanted.isin(cats)
+        found |= isin(wanted, shard["request_id"].astype("category").cat.categories)
         if found.all():
             break
     return list(wanted[found])
