@@ -41,6 +41,7 @@ from inference.engines.config import CandidateConfig
 from inference.engines.conversation import CONVERSATION_COLUMNS, ConversationEngine
 from inference.engines.http_errors import retryable
 from jobs.config import RunConfig, default_s3_options, load_config
+from common.keys import isin
 from common.tables import RESPONSE_COLUMNS
 from jobs.contracts import validate_responses
 from jobs.errors import EXIT_BAD_INPUT, EXIT_FAILURE, BatonError, ContractError
@@ -116,7 +117,7 @@ class ReplayShardTask:
         columns = ["request_id"] if self.candidate.kind == "recorded" else ["request_id", "messages", *self.keys]
         batch = self._traffic(traffic_shard, columns)
         if self.candidate.kind == "recorded":
-            raw = self.engine.lookup(list(batch["request_id"]))
+            raw = self.engine.lookup(batch["request_id"])
             checked = validate_responses(raw, source=self.candidate.path)
             reasons = self._quarantine(checked.quarantine, shard_id("replay", name, traffic_shard))
             out = self.engine.align(batch, checked.valid[RESPONSE_COLUMNS], reasons=reasons)
@@ -207,12 +208,23 @@ class ReplayShardTask:
         return {str(r): str(why) for r, why in zip(q["request_id"], q["reason"]) if r is not None}
 
     def _check_complete(self, batch: pd.DataFrame, out: pd.DataFrame, traffic_shard: str) -> None:
+        if _same_ids(batch["request_id"], out["request_id"]):
+            return
         want, got = Counter(batch["request_id"]), Counter(out["request_id"])
         if want != got:
             missing = sorted((want - got).keys())[:5]
             extra = sorted((got - want).keys())[:5]
             raise ContractError(f"candidate {self.candidate.name!r}, traffic shard {traffic_shard}: engine output does "
                                 f"not match its input one to one (missing {missing}, extra/duplicated {extra})")
+
+
+def _same_ids(want: pd.Series, got: pd.Series) -> bool:
+    """Whether ``got`` holds exactly the ids of ``want``, each once, in the common case of distinct ids (Arrow's
+    hash set, not two Counters of Python strings); False sends the caller to the exact multiset comparison."""
+    if len(want) != len(got) or want.isna().any() or got.isna().any():
+        return False
+    w, g = pd.Index(want.astype(str)), pd.Index(got.astype(str))
+    return bool(w.is_unique and g.is_unique and isin(g, w).all())
 
 
 def _conversation_retry(traffic: pd.DataFrame, old: pd.DataFrame, again: np.ndarray
@@ -325,26 +337,52 @@ def run(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
     policy = cfg.execution.retry_errors
     results: dict[str, dict] = {}
     limiters = []  # held until the stage ends: a named actor dies when its creator's last handle goes
+    commits = store.commits(TABLE)
+    plans = {}
     for cand in candidates_to_replay(cfg):
-        commits = store.commits(TABLE)
         pending = [s for s in traffic if shard_id(cand.name, s) not in commits]
         retry = [] if cand.kind == "recorded" else [
             s for s in traffic if shard_id(cand.name, s) in commits and needs_retry(commits[shard_id(cand.name, s)], policy)]
-        started = time.monotonic()
-        done = pd.DataFrame()
-        if pending or retry:
-            if cand.kind == "openai":
-                # The driver creates the provider's limiter, so it outlives any worker actor that dies.
-                from inference.engines.ratelimit import get_limiter, limiter_resources
+        plans[cand.name] = (cand, pending, retry)
 
-                limiters.append(get_limiter(cand.provider_key or cand.base_url, cand.rpm, cand.tpm,
-                                            resources=limiter_resources(cfg.execution.worker_resources)))
-            downstream = ([cand.name, *(c.name for c in cfg.candidates)] if cand.name == cfg.incumbent.name
-                          else [cand.name])
-            done = run_shards(ReplayShardTask, {"store": store, "candidate": cand.model_dump(), "retry_errors": policy,
-                                                "downstream": downstream, "mode": cfg.replay.mode},
-                              pending + retry, desc=f"replay {cand.name}", progress=progress,
-                              resources=cfg.execution.worker_resources, **_resources(cand))
+    def replay_one(name: str) -> tuple[pd.DataFrame, float]:
+        cand, pending, retry = plans[name]
+        started = time.monotonic()
+        if not (pending or retry):
+            return pd.DataFrame(), started
+        if cand.kind == "openai":
+            # The driver creates the provider's limiter, so it outlives any worker actor that dies.
+            from inference.engines.ratelimit import get_limiter, limiter_resources
+
+            limiters.append(get_limiter(cand.provider_key or cand.base_url, cand.rpm, cand.tpm,
+                                        resources=limiter_resources(cfg.execution.worker_resources)))
+        downstream = ([cand.name, *(c.name for c in cfg.candidates)] if cand.name == cfg.incumbent.name
+                      else [cand.name])
+        done = run_shards(ReplayShardTask, {"store": store, "candidate": cand.model_dump(), "retry_errors": policy,
+                                            "downstream": downstream, "mode": cfg.replay.mode},
+                          pending + retry, desc=f"replay {cand.name}", progress=progress,
+                          resources=cfg.execution.worker_resources, **_resources(cand))
+        return done, started
+
+    # Recorded candidates are lookups in a file (one 0.5-CPU actor each, no provider or GPU to share): they run side
+    # by side, each its own Ray Data execution from a driver thread. The others run one after the other.
+    recorded = [n for n, (c, p, r) in plans.items() if c.kind == "recorded" and (p or r)]
+    ran: dict[str, tuple[pd.DataFrame, float]] = {}
+    if len(recorded) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(recorded)) as pool:
+            futures = {n: pool.submit(replay_one, n) for n in recorded}
+            for n, fut in futures.items():  # every execution finishes (and commits) before the first error is raised
+                try:
+                    ran[n] = fut.result()
+                except BaseException as exc:  # noqa: BLE001
+                    ran[n] = exc
+        failed = [v for v in ran.values() if isinstance(v, BaseException)]
+        if failed:
+            raise failed[0]
+    for name, (cand, pending, retry) in plans.items():
+        done, started = ran[name] if name in ran else replay_one(name)
         now = {k: int(done[k].fillna(0).sum()) if k in done.columns else 0
                for k in ("sent", "attempts_now", "retried", "recovered")}
         stats = candidate_totals(store, cand, traffic)

@@ -40,11 +40,11 @@ class RecordedEngine:
         self._count = counts.astype(np.int64)
         self._ids = pd.Index(uniques)
 
-    def lookup(self, request_ids: list) -> pd.DataFrame:
+    def lookup(self, request_ids) -> pd.DataFrame:
         """The raw recorded rows of these requests (duplicates and bad rows included) with model = config.name.
 
         Rows come in table order, as a filter of the table would give them."""
-        at = self._ids.get_indexer(pd.Index(pd.unique(np.asarray([str(r) for r in request_ids], dtype=object))))
+        at = self._ids.get_indexer(pd.Index(pd.unique(pd.Series(request_ids).astype(str))))
         at = at[at >= 0]
         counts = self._count[at]
         # positions of every row of every found id, in one vectorised gather

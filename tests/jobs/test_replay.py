@@ -130,6 +130,37 @@ def test_recorded_candidate_is_validated_and_quarantined(ray_cluster, tmp_path):
     assert stats["errors"] == {"not_recorded": 1, "quarantined": 1}
 
 
+
+def test_recorded_candidates_run_side_by_side_and_an_error_waits_for_the_others(ray_cluster, tmp_path):
+    """Recorded candidates replay as concurrent Ray Data executions (jobs.replay.run): each candidate's rows land
+    once, in its own shards; a candidate whose engine fails is raised only after the others have committed."""
+    n = 12
+    paths = {}
+    for name in ("rec-a", "rec-b"):
+        paths[name] = tmp_path / f"{name}.parquet"
+        pd.DataFrame({"request_id": [f"r{i:05d}" for i in range(n)],
+                      "response": [f"{name} says {i}" for i in range(n)]}).to_parquet(paths[name])
+    cands = [{"kind": "recorded", "name": k, "path": str(v)} for k, v in paths.items()]
+    cfg, store, traffic, shards = _setup(tmp_path, n, 4, cands)
+    stats = replay(cfg, store, progress=False)
+    for name in paths:
+        out = _responses(store, name)
+        assert sorted(out["request_id"]) == sorted(traffic["request_id"])  # every request exactly once
+        assert (out["response"] == name + " says " + out["request_id"].str[1:].astype(int).astype(str)).all()
+        assert stats[name]["shards_run"] == len(shards) and stats[name]["ok"] == n
+    assert set(store.commits("responses")) == {shard_id(c, s) for c in paths for s in shards}
+    again = replay(cfg, store, progress=False)  # a rerun sends nothing
+    assert all(again[c]["shards_run"] == 0 for c in paths)
+
+    broken = [*cands, {"kind": "recorded", "name": "rec-gone", "path": str(tmp_path / "gone.parquet")}]
+    cfg2, store2, _, shards2 = _setup(tmp_path / "two", n, 4, broken, run_id="run2")
+    with pytest.raises(Exception, match="gone.parquet"):
+        replay(cfg2, store2, progress=False)
+    committed = set(store2.commits("responses"))
+    assert {shard_id(c, s) for c in paths for s in shards2} <= committed  # the good ones finished first
+    assert not any(s.startswith("rec-gone") for s in committed)
+
+
 def _worker_pids(name_part: str) -> list[int]:
     import psutil
     import ray
