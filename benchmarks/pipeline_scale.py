@@ -5,8 +5,8 @@ Per N, generated inputs (not timed): traffic with text lengths drawn from the sh
 (demo/pandalm/*.jsonl, each text made unique by a request tag), recorded responses of two candidates, recorded
 pairwise judge verdicts (both position orders, correlated with a simulated truth so the calibration has signal)
 and 2,000 simulated human labels (1,000 per candidate). Then `jobs.migrate.run_pipeline` runs for real in a fresh
-driver process (local Ray with 2 CPUs): sample -> replay (recorded engine) -> score (the cheap deterministic
-checks) -> recorded_scores -> labels -> decide (PyMC) -> report, on a local run store, and for the 100k case also
+driver process (local Ray with 2 CPUs): sample -> replay (recorded engine; the two candidates side by side) ->
+score (the cheap deterministic checks; ``scoring.num_actors: 2``, one actor per CPU) -> recorded_scores -> labels -> decide (PyMC) -> report, on a local run store, and for the 100k case also
 on the moto S3 server on loopback. At the sizes in ``--plain-sizes`` the plain script (no Ray, no run store: read,
 join, checks, write Parquet, the same PyMC fit and aggregation; what it leaves out is in its docstring) runs on
 the same inputs in a fresh process. Embeddings (model time) are measured by benchmarks/embed_throughput.py.
@@ -119,7 +119,8 @@ def generate(n: int, out: Path, labels_per_candidate: int, seed: int = 0) -> dic
         "traffic": {"path": str(out / "traffic"), "segments": ["app"]},
         "incumbent": {"name": INCUMBENT},
         "candidates": [{"name": c, "kind": "recorded", "path": str(out / c)} for c in CANDIDATES],
-        "scoring": {"embeddings": {"enabled": False}},
+        # one scoring actor per CPU: the checks are CPU work (the default, 1, leaves a CPU idle on this machine)
+        "scoring": {"embeddings": {"enabled": False}, "num_actors": 2},
         "recorded_scores": judge_files,
         "labels": {"path": str(out / "labels.csv")},
         "decision": {"dimensions": [{"name": "quality", "kind": "pairwise", "gating": True}], "margin": 0.05,
