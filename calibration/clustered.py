@@ -28,7 +28,7 @@ from scipy.stats import t as student_t
 
 from calibration.checks import InputError, require as _require
 from calibration.data import CalibrationData
-from calibration.estimands import EstimandDraws, _model_moments, _model_terms, candidate_cell
+from calibration.estimands import CHUNK_CELLS, EstimandDraws, _model_moments, _model_terms, candidate_cell
 
 
 def cluster_codes(traffic: pd.DataFrame | None, cluster_col: str, request_ids: np.ndarray,
@@ -109,7 +109,7 @@ def aggregate_clustered(data: CalibrationData, p: dict[str, np.ndarray], rng: np
     S = len(data.segment_names) if groups is None else int(groups[1])
     G = len(data.cluster_names)
     cl = np.asarray(data.cluster_idx)
-    chunk = chunk or max(256, (1 << 22) // max(D, 1))
+    chunk = chunk or max(256, CHUNK_CELLS // max(D, 1))
     req, mod, ybar, cnt = data.labelled_cells()
     obs = np.full((N, M), np.nan, dtype=np.float32)
     obs[req, mod] = ybar

@@ -23,6 +23,11 @@ import numpy as np
 
 from calibration.data import CalibrationData
 
+# Draw x request cells per chunk of requests: ~1 MB float32 work arrays, which stay in the CPU's caches. With 4M
+# cells (16 MB arrays) the element-wise passes of :func:`_model_moments` ran at half the speed (126 against 271
+# million cells/s on this project's 2-core machine, 1,000 draws, one process).
+CHUNK_CELLS = 1 << 18
+
 
 @dataclass
 class EstimandDraws:
@@ -341,7 +346,7 @@ def local_sums(data: CalibrationData, p: dict[str, np.ndarray], chunk: int | Non
     N = data.n_req
     S = len(data.segment_names) if groups is None else int(groups[1])
     if chunk is None:
-        chunk = max(256, (1 << 22) // max(D, 1))
+        chunk = max(256, CHUNK_CELLS // max(D, 1))
     model, drawn = aggregation_model(data, p, k_pred)
     obs = observed_cells(data)
     emask = data.estimand_mask().astype(np.float32)  # (N, C)
@@ -364,8 +369,8 @@ def aggregate(data: CalibrationData, p: dict[str, np.ndarray], rng: np.random.Ge
     """Posterior draws of the finite-population and population estimands (see module docstring):
     :func:`local_sums` then :func:`finish`.
 
-    ``chunk`` requests at a time (default: about 4M draw x request cells, i.e. a few 16 MB float32 work arrays per
-    row model whatever the number of draws), so memory stays bounded at any number of requests.
+    ``chunk`` requests at a time (default: about ``CHUNK_CELLS`` draw x request cells, i.e. a few 1 MB float32 work
+    arrays per row model whatever the number of draws), so memory stays bounded at any number of requests.
     ``groups`` (code per request, number of groups): the ``*_seg`` draws are per group instead of per segment (e.g.
     turn positions); the model still predicts each request with its own segment's terms."""
     return finish(local_sums(data, p, chunk, k_pred, groups), rng, data.kind, data.cat_values)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from calibration.data import CalibrationData, segment_codes
-from calibration.estimands import AggregateSums, aggregation_model, chunk_sums
+from calibration.estimands import CHUNK_CELLS, AggregateSums, aggregation_model, chunk_sums
 from calibration.scored import Predictors, ScoredSums, chunk_scored_sums
 from common.keys import isin
 from common.tables import SCORE_COLUMNS
@@ -30,7 +30,6 @@ from jobs.store import RunStore, shard_id
 log = logging.getLogger(__name__)
 
 AUTO_RAY_REQUESTS = 200_000  # ``auto``: below this the driver sums faster than Ray starts tasks
-CHUNK_CELLS = 1 << 22  # draw x request cells per chunk in a task, as calibration.estimands.local_sums
 MAX_GROUPS = 64  # tasks when recorded scores are routed: parts per routed shard, so objects = shards x groups
 
 
