@@ -211,6 +211,12 @@ def report_extras(cfg: RunConfig, store: RunStore, truth: dict | None = None) ->
             join_ray(cfg)
             kept = report_sums(store, [cfg.incumbent.name, *[c.name for c in cfg.candidates]])
         sums, pairs, code = kept
+    else:  # one read of the rows both figures need (judge, length and exec.* metrics), not one read each
+        from jobs.compact import read_scores_compact
+
+        rows = read_scores_compact(store, keep_metric=lambda m: _bias_metric(m) or m.startswith("exec."))
+        sums, code = bias_sums(rows, cfg.incumbent.name) if len(rows) else {}, code_sums(rows)
+        del rows
     extras: dict = {
         "run_id": cfg.run_id,
         "config_summary": {

@@ -52,13 +52,16 @@ def test_score_runs_code_tasks_on_ray(tmp_path, ray_cluster):
     tasks = pd.concat([pd.read_json(TASKS, lines=True), _hostile(listener.getsockname()[1])], ignore_index=True)
     traffic = validate_traffic(tasks[["request_id", "prompt", "tests"]].assign(response=tasks["correct"]),
                                str(TASKS)).valid
+    # memory_mb 192, not the default 512: here, after a large benchmark, the VM's page faults grew slow and the
+    # memory hog spent its 2 CPU-seconds (page zeroing counts) before reaching 512 MiB, so it ended as a timeout on
+    # Ray (3 runs in a row, on this stop's code and on 93d8298's); at 192 MiB it meets the limit first (2 of 2).
     cfg = parse_config({
         "run_id": "code-test", "store": {"root": str(tmp_path / "store")},
         "traffic": {"path": "unused.parquet"}, "incumbent": {"name": "inc"},
         "candidates": [{"kind": "recorded", "name": "cand", "path": "unused.csv"}],
         "decision": {"dimensions": [{"name": "correctness", "kind": "binary"}]},
         "scoring": {"embeddings": {"enabled": False},
-                    "code": {"enabled": True, "cpu_s": 2, "wall_s": 6, "parallel": 2}},
+                    "code": {"enabled": True, "cpu_s": 2, "wall_s": 6, "parallel": 2, "memory_mb": 192}},
     })
     store = RunStore(cfg.store, cfg.run_id)
     store.write_shard("traffic", "traffic-000000", traffic)
@@ -83,7 +86,7 @@ def test_score_runs_code_tasks_on_ray(tmp_path, ray_cluster):
     assert len(passed) == len(tasks)
     assert (passed["inc"] == 1).all() and (passed["cand"] == 0).all()
     assert wide.loc["hostile-fork", "exec.timeout"] == 1 and wide.loc["hostile-loop", "exec.timeout"] == 1
-    assert wide.loc["hostile-memory", "exec.error_kind.resource"] == 1, wide.loc["hostile-memory"].to_dict()
+    assert wide.loc["hostile-memory", "exec.error_kind.resource"] == 1, str({k: v for k, v in wide.loc["hostile-memory"].to_dict().items() if k.startswith("exec") and v})
     assert wide.loc["hostile-socket", "exec.error_kind.error"] == 1
     rates = code_rates(store)  # the report's code section: raw pass rates per model
     assert rates["inc"]["pass"] == 1 and rates["inc"]["n"] == len(tasks) and rates["cand"]["pass"] == 0
