@@ -6,8 +6,8 @@ Per N, generated inputs (not timed): traffic with text lengths drawn from the sh
 pairwise judge verdicts (both position orders, correlated with a simulated truth so the calibration has signal)
 and 2,000 simulated human labels (1,000 per candidate). Then `jobs.migrate.run_pipeline` runs for real in a fresh
 driver process (local Ray with 2 CPUs): sample -> replay (recorded engine; the two candidates side by side) ->
-score (the cheap deterministic checks; ``scoring.num_actors: 2``, one actor per CPU) -> recorded_scores -> labels -> decide (PyMC) -> report, on a local run store, and for the 100k case also
-on the moto S3 server on loopback. At the sizes in ``--plain-sizes`` the plain script (no Ray, no run store: read,
+score (the cheap deterministic checks; ``scoring.num_actors: 2``, one actor per CPU) -> recorded_scores -> labels
+-> decide (PyMC) -> report, on a local run store, and for the 100k case also on the moto S3 server on loopback. At the sizes in ``--plain-sizes`` the plain script (no Ray, no run store: read,
 join, checks, write Parquet, the same PyMC fit and aggregation; what it leaves out is in its docstring) runs on
 the same inputs in a fresh process. Embeddings (model time) are measured by benchmarks/embed_throughput.py.
 

@@ -367,7 +367,7 @@ def run(cfg: RunConfig, store: RunStore, progress: bool = True) -> dict:
     # Recorded candidates are lookups in a file (one 0.5-CPU actor each, no provider or GPU to share): they run side
     # by side, each its own Ray Data execution from a driver thread. The others run one after the other.
     recorded = [n for n, (c, p, r) in plans.items() if c.kind == "recorded" and (p or r)]
-    ran: dict[str, tuple[pd.DataFrame, float]] = {}
+    ran: dict[str, tuple[pd.DataFrame, float] | BaseException] = {}
     if len(recorded) > 1:
         from concurrent.futures import ThreadPoolExecutor
 

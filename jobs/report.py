@@ -215,7 +215,7 @@ def report_extras(cfg: RunConfig, store: RunStore, truth: dict | None = None) ->
         from jobs.compact import read_scores_compact
 
         rows = read_scores_compact(store, keep_metric=lambda m: _bias_metric(m) or m.startswith("exec."))
-        sums, code = bias_sums(rows, cfg.incumbent.name) if len(rows) else {}, code_sums(rows)
+        sums, code = bias_sums(rows, cfg.incumbent.name), code_sums(rows)  # {} each when no row
         del rows
     extras: dict = {
         "run_id": cfg.run_id,

@@ -36,4 +36,3 @@ def test_missing_values_and_empty_inputs():
     np.testing.assert_array_equal(isin(["a", "b"], []), [False, False])
     # a categorical with no categories (every value missing)
     np.testing.assert_array_equal(isin(pd.Series([None, None], dtype="category"), ["a"]), [False, False])
-

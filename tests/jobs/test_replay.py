@@ -130,7 +130,6 @@ def test_recorded_candidate_is_validated_and_quarantined(ray_cluster, tmp_path):
     assert stats["errors"] == {"not_recorded": 1, "quarantined": 1}
 
 
-
 def test_recorded_candidates_run_side_by_side_and_an_error_waits_for_the_others(ray_cluster, tmp_path):
     """Recorded candidates replay as concurrent Ray Data executions (jobs.replay.run): each candidate's rows land
     once, in its own shards; a candidate whose engine fails is raised only after the others have committed."""

@@ -86,7 +86,8 @@ def test_score_runs_code_tasks_on_ray(tmp_path, ray_cluster):
     assert len(passed) == len(tasks)
     assert (passed["inc"] == 1).all() and (passed["cand"] == 0).all()
     assert wide.loc["hostile-fork", "exec.timeout"] == 1 and wide.loc["hostile-loop", "exec.timeout"] == 1
-    assert wide.loc["hostile-memory", "exec.error_kind.resource"] == 1, str({k: v for k, v in wide.loc["hostile-memory"].to_dict().items() if k.startswith("exec") and v})
+    memory_row = {k: v for k, v in wide.loc["hostile-memory"].to_dict().items() if k.startswith("exec") and v}
+    assert wide.loc["hostile-memory", "exec.error_kind.resource"] == 1, memory_row
     assert wide.loc["hostile-socket", "exec.error_kind.error"] == 1
     rates = code_rates(store)  # the report's code section: raw pass rates per model
     assert rates["inc"]["pass"] == 1 and rates["inc"]["n"] == len(tasks) and rates["cand"]["pass"] == 0
