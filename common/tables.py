@@ -17,6 +17,22 @@ QUARANTINE_COLUMNS = ["stage", "source", "row", "request_id", "field", "reason",
 DESIGN_COLUMNS = ["batch", "request_id", "model", "inclusion_prob", "selected"]
 
 
+def frame_to_arrow(df: pd.DataFrame):
+    """``pa.Table.from_pandas(df, preserve_index=False)``, readable back by pandas when ``df`` holds Arrow-backed
+    nested columns (jobs.contracts_arrow's messages): pandas records such a dtype as a string it cannot parse
+    again ("list<item: struct<...>>[pyarrow]"), so the table carries the metadata the same columns would have as
+    Python objects, and reads back as they would."""
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    nested = [c for c in df.columns
+              if isinstance(df[c].dtype, pd.ArrowDtype) and pa.types.is_nested(df[c].dtype.pyarrow_dtype)]
+    if nested and len(df):
+        head = df.head(1).astype({c: object for c in nested})
+        table = table.replace_schema_metadata(pa.Table.from_pandas(head, preserve_index=False).schema.metadata)
+    return table
+
+
 def parquet_bytes_frame(raw: bytes, columns: list[str] | None = None,
                         read_dictionary: list[str] | None = None) -> pd.DataFrame:
     """Parquet bytes as a frame, decoded on the calling thread.

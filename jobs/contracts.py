@@ -14,10 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from common.tables import (LABEL_COLUMNS, QUARANTINE_COLUMNS, RESPONSE_COLUMNS, SCORE_COLUMNS,  # noqa: F401 - re-exported
                            TABLE_SUFFIXES, read_one)
 from common.tables import table_files as common_table_files
+from jobs.contracts_arrow import fast_messages, messages_column
 from jobs.errors import ContractError
 
 ROLES = {"system", "user", "assistant", "tool"}
@@ -164,16 +166,21 @@ def validate_traffic(df: pd.DataFrame, source: str, segments: list[str] | None =
     # checks themselves (~25 s per million rows).
     n = len(df)
     messages: list[object] = [None] * n
-    raw_col = df["messages"].tolist() if "messages" in df.columns else [None] * n
+    # Parquet traffic read with Arrow lists (iter_table_chunks(arrow_lists=True)): the rows that plainly pass are
+    # found and kept in Arrow (jobs.contracts_arrow); only the others are looked at one by one below.
+    fast = fast_messages(df["messages"], ROLES) if "messages" in df.columns else None
+    fast_ok = fast[0] & ~q.bad if fast is not None else np.zeros(n, dtype=bool)
+    slow_rows = np.flatnonzero(~fast_ok)
+    raw_col = (df["messages"].iloc[slow_rows].tolist() if "messages" in df.columns else [None] * len(slow_rows))
     prompt_col = df["prompt"].tolist() if "prompt" in df.columns else None
-    response = df["response"].astype(object) if "response" in df.columns else pd.Series([None] * n, dtype=object)
-    resp = response.tolist()
-    resp_null = response.isna().to_numpy().tolist()
+    response = df["response"] if "response" in df.columns else pd.Series([None] * n, dtype=object)
+    filled: dict[int, str] = {}
+    resp_null = response.isna().to_numpy()
     bad = q.bad
-    for pos in range(n):
+    for k, pos in enumerate(slow_rows.tolist()):
         if bad[pos]:
             continue
-        raw_msgs = raw_col[pos]
+        raw_msgs = raw_col[k]
         if not isinstance(raw_msgs, (list, np.ndarray)) and _is_null(raw_msgs):
             if prompt_col is not None:
                 prompt = prompt_col[pos]
@@ -190,16 +197,17 @@ def validate_traffic(df: pd.DataFrame, source: str, segments: list[str] | None =
             continue
         messages[pos] = msgs
         if trailing is not None and resp_null[pos]:
-            resp[pos] = trailing
-            resp_null[pos] = False
-    response = pd.Series(resp, dtype=object)
+            filled[pos] = trailing
+    if filled:
+        response = response.astype(object).copy()
+        response.iloc[list(filled)] = list(filled.values())
+    response = response.astype(object) if not isinstance(response.dtype, pd.StringDtype) else response
 
     for col in ("response", "reference"):
         series = response if col == "response" else df.get(col)
         if series is None:
             continue
-        wrong = np.array([not isinstance(v, str) for v in series.tolist()], dtype=bool) & series.notna().to_numpy()
-        q.add_mask(wrong, col, f"{col} must be a string or null")
+        q.add_mask(_not_strings(series), col, f"{col} must be a string or null")
 
     if "tests" in df.columns:  # code tasks (scoring.code): a Python source string or a list of snippets
         q.add_mask(np.array([not _tests_ok(v) for v in df["tests"].tolist()], dtype=bool), "tests",
@@ -213,8 +221,13 @@ def validate_traffic(df: pd.DataFrame, source: str, segments: list[str] | None =
     for seg in segments:
         q.add_mask(df[seg].isna().to_numpy(), seg, f"segment column {seg!r} is missing a value")
 
-    out = pd.DataFrame({"request_id": ids, "messages": pd.Series(messages, dtype=object)})
-    out["response"] = response.where(response.notna(), None)
+    if fast is not None:
+        msg_col = messages_column(n, np.flatnonzero(fast_ok), fast[1].filter(pa.array(fast_ok[fast[0]])),
+                                  {p: messages[p] for p in slow_rows.tolist()})
+    else:
+        msg_col = pd.Series(messages, dtype=object)
+    out = pd.DataFrame({"request_id": ids, "messages": msg_col})
+    out["response"] = response.where(response.notna(), None) if response.dtype == object else response
     out["reference"] = df["reference"].astype(object).where(df["reference"].notna(), None) if "reference" in df.columns else None
     if "tests" in df.columns:
         out["tests"] = [v if isinstance(v, str) else None if _is_null_like(v) or not _tests_ok(v) else json.dumps(list(v))
@@ -327,11 +340,12 @@ def table_files(uri: str, storage_options: dict | None = None) -> tuple[object, 
 
 
 def iter_table_chunks(uri: str, storage_options: dict | None = None, chunk_rows: int = 50_000,
-                      columns: list[str] | None = None):
+                      columns: list[str] | None = None, arrow_lists: bool = False):
     """Stream a table as (source file, first row number in that file, DataFrame chunk), never the whole table.
 
     Parquet is read by record batches; JSONL and CSV by pandas chunks (tolerant of mixed types, so a bad row
-    reaches the validator and is quarantined instead of failing the whole file).
+    reaches the validator and is quarantined instead of failing the whole file). ``arrow_lists``: Parquet list
+    columns stay Arrow-backed (``pd.ArrowDtype``) instead of becoming Python objects (jobs.contracts_arrow).
     """
     import pyarrow.parquet as pq
 
@@ -346,7 +360,8 @@ def iter_table_chunks(uri: str, storage_options: dict | None = None, chunk_rows:
                     cols = [c for c in columns if c in pf.schema_arrow.names] if columns else None
                     start = 0
                     for batch in pf.iter_batches(batch_size=chunk_rows, columns=cols, use_threads=False):
-                        chunk = batch.to_pandas(use_threads=False)  # common.tables.parquet_bytes_frame says why
+                        chunk = batch.to_pandas(use_threads=False,  # common.tables.parquet_bytes_frame says why
+                                                types_mapper=_arrow_lists if arrow_lists else None)
                         yield shown, start, chunk
                         start += len(chunk)
                     continue
@@ -366,6 +381,10 @@ def iter_table_chunks(uri: str, storage_options: dict | None = None, chunk_rows:
             raise
         except Exception as exc:  # noqa: BLE001 - a parser error means a corrupt or mislabelled file
             raise _unreadable(fs, path, shown, exc) from None
+
+
+def _arrow_lists(t: pa.DataType):
+    return pd.ArrowDtype(t) if pa.types.is_list(t) or pa.types.is_large_list(t) else None
 
 
 def jsonl_chunks(fh, chunk_rows: int):

@@ -97,7 +97,7 @@ def run(cfg: RunConfig, store: RunStore) -> dict:
 
     writer = _ShardWriter(store, cfg.execution.shard_rows)
     offset, n_in, n_quarantined = 0, 0, 0
-    for source, start, chunk in iter_table_chunks(uri, opts, CHUNK_ROWS):
+    for source, start, chunk in iter_table_chunks(uri, opts, CHUNK_ROWS, arrow_lists=True):
         n = len(chunk)
         sel = np.flatnonzero(mask[offset:offset + n])
         picked = chunk.iloc[sel].reset_index(drop=True)

@@ -45,7 +45,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from common.tables import parquet_bytes_frame
+from common.tables import frame_to_arrow, parquet_bytes_frame
 from jobs.config import StoreConfig
 from jobs.errors import CorruptShard, StoreError, storage_error
 
@@ -322,7 +322,7 @@ class RunStore:
         data_name = f"part-{shard}-{token}.parquet"
         data_path = self.path(table, data_name)
         buf = io.BytesIO()
-        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buf, compression="zstd")
+        pq.write_table(frame_to_arrow(df), buf, compression="zstd")
         data = buf.getvalue()
         self._write_bytes(data_path, data, exclusive=False)
         record = {
