@@ -34,6 +34,13 @@ def isin(values, wanted) -> np.ndarray:
     ``wanted`` only when ``wanted`` holds one, as in pandas)."""
     if len(values) == 0:
         return np.zeros(0, dtype=bool)
+    if isinstance(values, (pd.Series, pd.Index)) and isinstance(values.dtype, pd.CategoricalDtype):
+        # each distinct value once, then spread by code (a missing value's code is -1)
+        cats = values.cat.categories if isinstance(values, pd.Series) else values.categories
+        codes = np.asarray(values.cat.codes if isinstance(values, pd.Series) else values.codes)
+        hit = np.append(isin(pd.Index(cats.to_numpy(dtype=object)), wanted) if len(cats) else np.zeros(0, bool),
+                        bool(isin(np.array([None], dtype=object), wanted)[0]))
+        return hit[codes]
     left = _strings(values)
     right = _strings(wanted)
     if isinstance(right, pa.ChunkedArray):

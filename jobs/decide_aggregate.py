@@ -104,12 +104,18 @@ def _bucket(ids: pd.Series, n: int) -> np.ndarray:
     return (pd.util.hash_array(ids.astype(str).to_numpy(dtype=object)) % n).astype(np.int64)
 
 
+KEYS = ["request_id", "model", "metric"]
+
+
 def _read(store: RunStore, task: dict, segment_cols: list[str],
-          routed: tuple[pd.DataFrame, ...] = ()) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """The task's score rows (value as float32, as jobs.compact reads them for the driver) and traffic rows."""
+          routed: tuple[pd.DataFrame, ...] = (), categorical: bool = False) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The task's score rows (value as float32, as jobs.compact reads them for the driver) and traffic rows.
+    ``categorical``: the key columns as categoricals of strings (read dictionary-encoded; filtering and grouping
+    then move integer codes, not strings: the decide's scan spent most of its time there)."""
     cols = ["request_id", *segment_cols]
     if "traffic" in task:
-        parts = [store.read_shard("scores", s, columns=list(SCORE_COLUMNS)) for s in task["scores"]]
+        parts = [store.read_shard("scores", s, columns=list(SCORE_COLUMNS), categorical=KEYS if categorical else None)
+                 for s in task["scores"]]
         traffic = None
         if segment_cols or routed:
             traffic = pd.concat([store.read_shard("traffic", t, columns=cols) for t in task["traffic"]],
@@ -135,9 +141,30 @@ def _read(store: RunStore, task: dict, segment_cols: list[str],
     parts = [p for p in parts if p is not None and len(p)]
     if not parts:
         return pd.DataFrame(columns=list(SCORE_COLUMNS)), traffic
+    if categorical:
+        return concat_categorical(parts), traffic
     scores = pd.concat([p.assign(request_id=p["request_id"].astype(str)) for p in parts], ignore_index=True)
     scores["value"] = scores["value"].to_numpy(dtype=np.float32)
     return scores, traffic
+
+
+def concat_categorical(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Score frames concatenated with categorical string keys (each frame's keys made categorical if they are not)
+    and float32 values, without expanding a key to one string per row."""
+    from pandas.api.types import union_categoricals
+
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame({"request_id": [], "model": [], "metric": [], "value": np.zeros(0, np.float32)})
+    out = {}
+    for c in KEYS:
+        cats = [f[c] if isinstance(f[c].dtype, pd.CategoricalDtype) else f[c].astype(str).astype("category")
+                for f in frames]
+        cats = [x.cat.rename_categories(x.cat.categories.astype(str).astype(object))
+                if x.cat.categories.dtype != object else x for x in cats]
+        out[c] = union_categoricals(cats)
+    out["value"] = np.concatenate([f["value"].to_numpy(dtype=np.float32) for f in frames])
+    return pd.DataFrame(out)
 
 
 def guarded(fn, store: RunStore, task: dict, ctx, routed: tuple):
@@ -166,8 +193,8 @@ def _task_sums(store: RunStore, task: dict, ctx: dict, routed: tuple = ()) -> tu
     model, spec = ctx["model"], ctx["spec"]
     D, C, S = model.p["cut"].shape[0], model.n_candidates, len(ctx["segment_names"])
     total = AggregateSums.zeros(D, C, S)
-    scores, traffic = _read(store, task, ctx["segment_cols"], routed)
-    scores = scores[scores["model"].astype(str).isin(spec.row_models + [spec.incumbent])]
+    scores, traffic = _read(store, task, ctx["segment_cols"], routed, categorical=True)
+    scores = scores[scores["model"].isin(spec.row_models + [spec.incumbent]).to_numpy()]
     if scores.empty:
         return total, ScoredSums.zeros(C)
     ids, X, present, judge_raw = spec.rows(scores, ctx["design"], judge=True)

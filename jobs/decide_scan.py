@@ -17,11 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from pandas.api.types import union_categoricals
 
 from calibration.data import segment_names
 from common.keys import isin
-from jobs.decide_aggregate import _hash, _read, guarded, routed_plan
+from jobs.decide_aggregate import _hash, _read, concat_categorical, guarded, routed_plan
 from jobs.report_scan import add_group_sums, group_sums
 from jobs.store import RunStore
 
@@ -75,12 +74,15 @@ def scan_task(store: RunStore, task: dict, ctx: dict, *routed) -> dict | Excepti
 
 def _scan(store: RunStore, task: dict, ctx: dict, routed: tuple) -> dict:
     cols = ctx["segment_cols"]
-    scores, traffic = _read(store, task, cols, routed)
+    scores, traffic = _read(store, task, cols, routed, categorical=True)
     report = group_sums(scores, routed, ctx["models"][0])  # the report's figures, from the rows read anyway
-    scores = scores[scores["model"].astype(str).isin(ctx["models"])]
-    ids = pd.Index(pd.unique(scores["request_id"].to_numpy()))
-    keep = ids[isin(ids, ctx["keep"]) | sampled(ids, ctx["rate"])]
-    out = {"scores": _compact(scores[isin(scores["request_id"], keep)]), "n_requests": len(ids),
+    scores = scores[scores["model"].isin(ctx["models"]).to_numpy()]
+    rid = scores["request_id"].cat.remove_unused_categories()
+    ids = pd.Index(rid.cat.categories.to_numpy(dtype=object))  # the distinct scored requests
+    chosen = isin(ids, ctx["keep"]) | sampled(ids, ctx["rate"])
+    keep = ids[chosen]
+    rows = chosen[np.asarray(rid.cat.codes)]
+    out = {"scores": _compact(scores[rows]), "n_requests": len(ids),
            "traffic": None, "combos": None, "missing": 0, "absent": False, "report": report}
     if traffic is not None:
         traffic = traffic.assign(request_id=traffic["request_id"].astype(str)).drop_duplicates("request_id")
@@ -93,17 +95,8 @@ def _scan(store: RunStore, task: dict, ctx: dict, routed: tuple) -> dict:
 
 
 def _compact(df: pd.DataFrame) -> pd.DataFrame:
-    return df.assign(**{c: df[c].astype("category") for c in ("request_id", "model", "metric")})
-
-
-def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Score frames with categorical keys, concatenated without expanding the keys to one string per row."""
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        return pd.DataFrame({"request_id": [], "model": [], "metric": [], "value": np.zeros(0, np.float32)})
-    out = {c: union_categoricals([f[c] for f in frames]) for c in ("request_id", "model", "metric")}
-    out["value"] = np.concatenate([f["value"].to_numpy(dtype=np.float32) for f in frames])
-    return pd.DataFrame(out)
+    """The rows kept, each key's categories cut to those used (the driver holds them)."""
+    return df.assign(**{c: df[c].cat.remove_unused_categories() for c in ("request_id", "model", "metric")})
 
 
 def scan(store: RunStore, models: list[str], segment_cols: list[str], keep: np.ndarray, cache: dict,
@@ -126,7 +119,7 @@ def scan(store: RunStore, models: list[str], segment_cols: list[str], keep: np.n
         if isinstance(part, Exception):
             raise part
         parts.append(part)
-    scores = _concat([p["scores"] for p in parts])
+    scores = concat_categorical([p["scores"] for p in parts])
     n_requests = sum(p["n_requests"] for p in parts)
     report: tuple[dict, int, dict] = ({}, 0, {})
     for p in parts:  # in task order, as jobs.report_scan adds them

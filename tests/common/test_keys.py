@@ -36,3 +36,11 @@ def test_missing_values_and_empty_inputs():
     np.testing.assert_array_equal(isin(["a", "b"], []), [False, False])
     # a categorical with no categories (every value missing)
     np.testing.assert_array_equal(isin(pd.Series([None, None], dtype="category"), ["a"]), [False, False])
+
+
+def test_categorical_with_missing_values_and_unused_categories():
+    s = pd.Series(pd.Categorical(["a", None, "c", "a"], categories=["a", "b", "c", "z"]))
+    np.testing.assert_array_equal(isin(s, ["a", "b"]), [True, False, False, True])
+    np.testing.assert_array_equal(isin(s, ["c", None]), [False, True, True, False])  # a missing value is in
+    np.testing.assert_array_equal(isin(pd.CategoricalIndex(s), {"c"}), [False, False, True, False])
+    np.testing.assert_array_equal(isin(s, []), [False] * 4)
