@@ -38,8 +38,9 @@ def isin(values, wanted) -> np.ndarray:
         # each distinct value once, then spread by code (a missing value's code is -1)
         cats = values.cat.categories if isinstance(values, pd.Series) else values.categories
         codes = np.asarray(values.cat.codes if isinstance(values, pd.Series) else values.codes)
+        missing = bool((codes < 0).any()) and bool(isin(np.array([None], dtype=object), wanted)[0])
         hit = np.append(isin(pd.Index(cats.to_numpy(dtype=object)), wanted) if len(cats) else np.zeros(0, bool),
-                        bool(isin(np.array([None], dtype=object), wanted)[0]))
+                        missing)
         return hit[codes]
     left = _strings(values)
     right = _strings(wanted)

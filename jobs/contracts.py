@@ -199,7 +199,7 @@ def validate_traffic(df: pd.DataFrame, source: str, segments: list[str] | None =
         if trailing is not None and resp_null[pos]:
             filled[pos] = trailing
     if filled:
-        response = response.astype(object).copy()
+        response = response.astype(object)
         response.iloc[list(filled)] = list(filled.values())
     response = response.astype(object) if not isinstance(response.dtype, pd.StringDtype) else response
 

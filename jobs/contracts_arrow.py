@@ -55,7 +55,6 @@ def fast_messages(col: pd.Series, roles: set[str]) -> tuple[np.ndarray, pa.Array
     if not all(pa.types.is_string(item.field(f).type) or pa.types.is_large_string(item.field(f).type)
                for f in ("role", "content")):
         return None
-    n = len(arr)
     lens = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False).astype(np.int64)
     flat = pc.list_flatten(arr)  # the rows' elements, in order (null rows hold none)
     role, content = pc.struct_field(flat, "role"), pc.struct_field(flat, "content")
@@ -68,14 +67,12 @@ def fast_messages(col: pd.Series, roles: set[str]) -> tuple[np.ndarray, pa.Array
     bad_before = np.concatenate([[0], np.cumsum(~good)])
     ok &= bad_before[starts[1:]] == bad_before[starts[:-1]]
     last = np.maximum(starts[1:] - 1, 0)
-    if len(flat):
+    if len(flat):  # else every row is empty or missing, so none passed already
         last_role = pc.take(role, pa.array(last)).to_numpy(zero_copy_only=False)
         last_text = pc.take(content, pa.array(last))
         ok &= last_role == "user"
         ok &= pc.fill_null(pc.match_substring_regex(last_text, _not_space_pattern()), False).to_numpy(
             zero_copy_only=False)
-    else:
-        ok[:] = False
     ok &= arr.is_valid().to_numpy(zero_copy_only=False)
     keep = pa.array(ok)
     rows = pc.filter(arr, keep)
@@ -84,9 +81,7 @@ def fast_messages(col: pd.Series, roles: set[str]) -> tuple[np.ndarray, pa.Array
     values = pa.StructArray.from_arrays([pc.cast(pc.struct_field(kept, "role"), pa.string()),
                                          pc.cast(pc.struct_field(kept, "content"), pa.string())],
                                         fields=list(MESSAGE))
-    out = pa.ListArray.from_arrays(pa.array(offsets), values, type=MESSAGES)
-    assert len(out) == int(ok.sum()) and n == len(ok)
-    return ok, out
+    return ok, pa.ListArray.from_arrays(pa.array(offsets), values, type=MESSAGES)
 
 
 def messages_column(n: int, fast_rows: np.ndarray, fast: pa.Array, slow: dict[int, list[dict] | None]) -> pd.Series:

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 AUTO_RAY_REQUESTS = 200_000  # ``auto``: below this the driver sums faster than Ray starts tasks
 MAX_GROUPS = 64  # tasks when recorded scores are routed: parts per routed shard, so objects = shards x groups
+KEYS = ["request_id", "model", "metric"]  # score key columns, read dictionary-encoded (categoricals)
 
 
 def plan(store: RunStore, models: list[str], n_hash: int) -> tuple[list[dict], list[str]]:
@@ -77,7 +78,7 @@ def route(store: RunStore, shard: str, index: tuple[np.ndarray, np.ndarray], n_g
     from calibration.checks import InputError
 
     try:
-        df = store.read_shard("scores", shard, columns=list(SCORE_COLUMNS), categorical=["request_id"])
+        df = store.read_shard("scores", shard, columns=list(SCORE_COLUMNS), categorical=KEYS)
     except (BatonError, InputError) as exc:  # for the group tasks to hand back as it is (see task_sums)
         return [exc] * n_groups if n_groups > 1 else exc
     keys, group_of = index
@@ -104,18 +105,14 @@ def _bucket(ids: pd.Series, n: int) -> np.ndarray:
     return (pd.util.hash_array(ids.astype(str).to_numpy(dtype=object)) % n).astype(np.int64)
 
 
-KEYS = ["request_id", "model", "metric"]
-
-
 def _read(store: RunStore, task: dict, segment_cols: list[str],
-          routed: tuple[pd.DataFrame, ...] = (), categorical: bool = False) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """The task's score rows (value as float32, as jobs.compact reads them for the driver) and traffic rows.
-    ``categorical``: the key columns as categoricals of strings (read dictionary-encoded; filtering and grouping
-    then move integer codes, not strings: the decide's scan spent most of its time there)."""
+          routed: tuple[pd.DataFrame, ...] = ()) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The task's score rows (keys as categoricals of strings, value as float32, as jobs.compact reads them for
+    the driver) and traffic rows. The keys are read dictionary-encoded, so filtering and grouping move integer
+    codes, not strings (expanded to one string per row, they were most of the decide's scan)."""
     cols = ["request_id", *segment_cols]
     if "traffic" in task:
-        parts = [store.read_shard("scores", s, columns=list(SCORE_COLUMNS), categorical=KEYS if categorical else None)
-                 for s in task["scores"]]
+        parts = [store.read_shard("scores", s, columns=list(SCORE_COLUMNS), categorical=KEYS) for s in task["scores"]]
         traffic = None
         if segment_cols or routed:
             traffic = pd.concat([store.read_shard("traffic", t, columns=cols) for t in task["traffic"]],
@@ -131,21 +128,14 @@ def _read(store: RunStore, task: dict, segment_cols: list[str],
             traffic = None
     else:
         parts = []
-        for _, df in store.iter_shards("scores", columns=list(SCORE_COLUMNS), categorical=["request_id"]):
+        for _, df in store.iter_shards("scores", columns=list(SCORE_COLUMNS), categorical=KEYS):
             parts.append(df.loc[_bucket(df["request_id"], task["of"]) == task["bucket"]])
         traffic = None
         if segment_cols:
             frames = [store.read_shard("traffic", s, columns=cols) for s in sorted(store.commits("traffic"))]
             traffic = pd.concat([f.loc[_bucket(f["request_id"], task["of"]) == task["bucket"]] for f in frames],
                                 ignore_index=True)
-    parts = [p for p in parts if p is not None and len(p)]
-    if not parts:
-        return pd.DataFrame(columns=list(SCORE_COLUMNS)), traffic
-    if categorical:
-        return concat_categorical(parts), traffic
-    scores = pd.concat([p.assign(request_id=p["request_id"].astype(str)) for p in parts], ignore_index=True)
-    scores["value"] = scores["value"].to_numpy(dtype=np.float32)
-    return scores, traffic
+    return concat_categorical([p for p in parts if p is not None]), traffic
 
 
 def concat_categorical(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -154,8 +144,9 @@ def concat_categorical(frames: list[pd.DataFrame]) -> pd.DataFrame:
     from pandas.api.types import union_categoricals
 
     frames = [f for f in frames if len(f)]
-    if not frames:
-        return pd.DataFrame({"request_id": [], "model": [], "metric": [], "value": np.zeros(0, np.float32)})
+    if not frames:  # the same dtypes, no rows
+        empty = {c: pd.Categorical([], categories=pd.Index([], dtype=object)) for c in KEYS}
+        return pd.DataFrame({**empty, "value": np.zeros(0, np.float32)})
     out = {}
     for c in KEYS:
         cats = [f[c] if isinstance(f[c].dtype, pd.CategoricalDtype) else f[c].astype(str).astype("category")
@@ -193,7 +184,7 @@ def _task_sums(store: RunStore, task: dict, ctx: dict, routed: tuple = ()) -> tu
     model, spec = ctx["model"], ctx["spec"]
     D, C, S = model.p["cut"].shape[0], model.n_candidates, len(ctx["segment_names"])
     total = AggregateSums.zeros(D, C, S)
-    scores, traffic = _read(store, task, ctx["segment_cols"], routed, categorical=True)
+    scores, traffic = _read(store, task, ctx["segment_cols"], routed)
     scores = scores[scores["model"].isin(spec.row_models + [spec.incumbent]).to_numpy()]
     if scores.empty:
         return total, ScoredSums.zeros(C)

@@ -74,7 +74,7 @@ def scan_task(store: RunStore, task: dict, ctx: dict, *routed) -> dict | Excepti
 
 def _scan(store: RunStore, task: dict, ctx: dict, routed: tuple) -> dict:
     cols = ctx["segment_cols"]
-    scores, traffic = _read(store, task, cols, routed, categorical=True)
+    scores, traffic = _read(store, task, cols, routed)
     report = group_sums(scores, routed, ctx["models"][0])  # the report's figures, from the rows read anyway
     scores = scores[scores["model"].isin(ctx["models"]).to_numpy()]
     rid = scores["request_id"].cat.remove_unused_categories()

@@ -21,7 +21,7 @@ def group_task(store: RunStore, task: dict, incumbent: str, *routed) -> tuple[di
 
 
 def _group(store: RunStore, task: dict, incumbent: str, routed: tuple) -> tuple[dict, int, dict]:
-    scores, _ = _read(store, task, [], routed, categorical=True)
+    scores, _ = _read(store, task, [], routed)
     return group_sums(scores, routed, incumbent)
 
 
