@@ -88,6 +88,9 @@ def storage_options(cfg: StoreConfig) -> dict:
                              "connect_timeout": cfg.connect_timeout_s, "read_timeout": cfg.read_timeout_s}
     # Fresh clients: s3fs caches instances by arguments, and a cached client can outlive a moto reset or a fork.
     opts["skip_instance_cache"] = True
+    # No listings cache: other processes commit while this one runs, and a cached listing made exists/cat_file
+    # of a file written after it answer "not there" (a good shard once set aside as missing).
+    opts["use_listings_cache"] = False
     return opts
 
 

@@ -200,10 +200,12 @@ def _run_config(raw, proxy, bucket, run_id):
     return parse_config({**raw, "run_id": run_id, "store": store}, "test config")
 
 
-def _assert_exactly_once(store, cfg) -> None:
+def _assert_exactly_once(store, cfg, left: dict[str, list[str]] | None = None) -> None:
+    """Every request once in every table, every commit readable, and no data file without a commit except those in
+    ``left`` (table -> data files a killed run wrote before its commit could land)."""
     assert_exactly_once(store, cfg, N)
     for table in ("traffic", "responses", "scores"):
-        assert store.verify(table) == [] and store.garbage(table) == [], table
+        assert store.verify(table) == [] and sorted(store.garbage(table)) == sorted((left or {}).get(table, [])), table
 
 
 @pytest.mark.slow  # a whole run (Ray, PyMC) through the faults: ~110 s on 2 busy cores
@@ -253,9 +255,13 @@ def test_run_meets_an_outage_exits_4_then_resumes(faulty, inputs, ray_local, tmp
     proxy.up()
     before = {table: store.commits(table) for table in ("traffic", "responses")}
     assert before["traffic"] and before["responses"]  # the outage came mid-run
+    # A shard whose data file was written just before the outage, with its commit refused, leaves that file
+    # behind (a crashed writer's garbage, as the store documents); the rerun must add none of its own.
+    left = {table: store.garbage(table) for table in ("traffic", "responses", "scores")}
+    print("data files the outage left uncommitted:", {t: len(n) for t, n in left.items()})
     assert cli_main(["run", "--config", str(path), "--no-progress", "--no-labels"]) == 0
     for table, records in before.items():
         after = store.commits(table)
         for shard, rec in records.items():
             assert after[shard]["file"] == rec["file"], (table, shard)  # committed before the outage: not redone
-    _assert_exactly_once(store, cfg)
+    _assert_exactly_once(store, cfg, left)

@@ -46,6 +46,20 @@ def test_reader_ignores_uncommitted_data_files(store):
     assert len(store.shard_paths("responses")) == 1
 
 
+def test_a_listing_never_hides_a_shard_committed_after_it(store):
+    """A store that listed a table (verify, garbage) and then reads a shard another process committed since must
+    find it: a cached listing once made that read "missing" and set a good shard aside (uncommitted it)."""
+    import pickle
+
+    store.write_shard("responses", "a", _frame(0, 4))
+    assert store.verify("responses") == [] and store.garbage("responses") == []  # both list the table
+    other = pickle.loads(pickle.dumps(store))  # a Ray worker's copy: its own client
+    assert other.write_shard("responses", "b", _frame(4, 4)) is True
+    assert store.is_committed("responses", "b")
+    assert list(store.read_shard("responses", "b")["request_id"]) == ["r4", "r5", "r6", "r7"]
+    assert set(store.commits("responses")) == {"a", "b"} and store.verify("responses") == []
+
+
 def test_concurrent_writers_of_one_shard_commit_once(store):
     results = []
 
