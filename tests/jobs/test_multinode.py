@@ -314,9 +314,10 @@ def test_limiter_restarts_on_another_worker_and_the_rate_still_holds(cluster, se
     # set-up after its permit (30 ms on an idle machine, up to 0.4 s on the loaded CI machine, measured with
     # send-time headers), so up to four of the start-up burst's requests reach the server late and bunch with the
     # next ones: client set-up, not the limiter; the whole-run bound below still counts them.
-    start = _worst_excess(t, rate, starts_before=t[0] + 1.0)
-    worst = _worst_excess(t, rate, starts_after=t[0] + 1.0)
-    after = _worst_excess(t, rate, ends_after=killed_at, starts_after=t[0] + 1.0)
+    second = t[0] + 1.0
+    start = _worst_excess(t, rate, starts_before=second)
+    worst = _worst_excess(t, rate, starts_after=second)
+    after = _worst_excess(t, rate, ends_after=killed_at, starts_after=second)
     overall = (len(t) - 1) / (t[-1] - t[0])
     gap = max(b - a for a, b in zip(t, t[1:]))
     print(f"limiter restart: {len(t)} requests over {t[-1] - t[0]:.2f} s = {overall:.2f}/s (limit {rate}/s); "
