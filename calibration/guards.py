@@ -43,13 +43,14 @@ def thin_draws(p: dict[str, np.ndarray], max_draws: int = 250) -> dict[str, np.n
 
 
 def predictive_means(data: CalibrationData, p: dict[str, np.ndarray], max_draws: int = 250,
-                     chunk: int = 8192, rows: np.ndarray | None = None) -> np.ndarray:
+                     chunk: int = 8192, rows: np.ndarray | None = None, loo=None) -> np.ndarray:
     """(n_req, n_models) Bayesian prediction of each cell's mean label: the posterior mean of the predictive mean
     for unlabelled cells (calibration.scored.bayes_cells), the PSIS-LOO predictive mean for labelled ones (so no
     label predicts itself).
 
     ``max_draws`` evenly spaced draws suffice for a posterior mean; chunks of ``chunk`` requests bound memory.
-    ``rows``: predict only these requests (the others NaN; the labelled requests' rows must be among them)."""
+    ``rows``: predict only these requests (the others NaN; the labelled requests' rows must be among them).
+    ``loo``: the labelled cells' calibration.diagnostics.psis_loo, when already computed."""
     q = thin_draws(p, max_draws)
     pred = scored.Predictors.build(data.kind, len(data.candidates), data.n_models, data.cat_values, None, 0.0, q)
     rows = np.arange(data.n_req) if rows is None else np.asarray(rows)
@@ -60,7 +61,7 @@ def predictive_means(data: CalibrationData, p: dict[str, np.ndarray], max_draws:
         r = rows[r0:r0 + chunk]
         out[r] = scored.bayes_cells(pred, data.X[r], seg[r])
     if len(data.lab_req):
-        req, mod, mean = loo_cell_means(data, p)
+        req, mod, mean = loo_cell_means(data, p, loo)
         out[req, mod] = mean
     return out
 

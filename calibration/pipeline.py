@@ -17,7 +17,7 @@ from calibration.config import DecisionConfig
 from calibration.data import CalibrationData, prepare
 from calibration.scored import Predictors, local_scored_sums
 from calibration.schema import CandidateDecision, Decision, DimensionResult, ResultRow
-from calibration.diagnostics import DIVERGENT_SHARE_MAX, heldout_check, sampler_diagnostics
+from calibration.diagnostics import DIVERGENT_SHARE_MAX, heldout_check, psis_loo, sampler_diagnostics
 from calibration.estimands import aggregate, finish, thin_params
 from calibration.models import fit
 
@@ -206,7 +206,8 @@ def summarise_dimension(data: CalibrationData, p: dict[str, np.ndarray], diag: d
     _check_basis(basis)
     rng = rng or np.random.default_rng(seed)
     diag = dict(diag)
-    diag["ppc"] = heldout_check(data, p)
+    loo = psis_loo(data, p)  # the held-out check's and the guards' predictor's, computed once
+    diag["ppc"] = heldout_check(data, p, loo)
     conversations = data.cluster_idx is not None  # turns of one conversation are correlated (calibration.clustered)
     agg = clustered.aggregate_clustered if conversations else aggregate
     # The baselines' and guards' predictors are fitted on the labelled requests; what they need of the others
@@ -215,7 +216,7 @@ def summarise_dimension(data: CalibrationData, p: dict[str, np.ndarray], diag: d
     labelled_req = baselines.labelled_requests(data)
     lab_rows = np.flatnonzero(labelled_req)
     pred, ridge_w, ridge_const = baselines.crossfit(data, obs, seed, unlabelled=False)
-    bayes_pred = guards.predictive_means(data, p, rows=lab_rows)
+    bayes_pred = guards.predictive_means(data, p, rows=lab_rows, loo=loo)
     predictors = Predictors.build(data.kind, len(data.candidates), data.n_models, data.cat_values, ridge_w,
                                   ridge_const, guards.thin_draws(p))
     sums = None if conversations or aggregate_sums is None else aggregate_sums(data, p, predictors)
