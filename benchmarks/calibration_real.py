@@ -125,29 +125,7 @@ def full_truth(labels: pd.DataFrame, kind: str, incumbent: str) -> dict[str, flo
     return {m: float((cell[m] - cell[incumbent]).mean()) for m in cell.columns if m != incumbent}
 
 
-def with_contextual_means(d):
-    """``d`` with each row model's mean of every feature over the requests it was scored on appended as features
-    of its cells (standardised over the scored cells; a feature whose model means do not differ adds nothing).
-
-    The contextual effects of Mundlak (1978, Econometrica 46:69-85): with only the cell-level judge scores, one
-    slope carries both how a judge's verdict on a request predicts its label (within a model) and how a model's
-    share of favourable verdicts predicts its human win rate (between models). On PandaLM the first is about half
-    the second (judge and human agree on about 3 requests in 4, while a pair's win rates agree to a few hundredths),
-    so with few labels per pair the model's own intercept cannot close the gap and every pair is pulled towards 0.5.
-    Experimental (``--contextual``): not in Baton's model yet (issue 13)."""
-    pres = d.present if d.present is not None else np.ones(d.X.shape[:2], bool)
-    X = d.X.astype(np.float64)
-    ctx = np.stack([X[pres[:, m], m, :].mean(axis=0) for m in range(X.shape[1])])  # (model, feature)
-    C = np.broadcast_to(ctx[None], X.shape)
-    mu, sd = C[pres].mean(axis=0), C[pres].std(axis=0)
-    keep = sd > 1e-9
-    d.X = np.concatenate([X, (C[:, :, keep] - mu[keep]) / sd[keep]], axis=2).astype(np.float32)
-    d.feature_names = list(d.feature_names) + [f"ctx_{f}" for f, k in zip(d.feature_names, keep) if k]
-    return d
-
-
-def run_case(name, scores, labels, kind, incumbent, dimension, n, reps, seed0, settings, levels=None,
-             contextual=False):
+def run_case(name, scores, labels, kind, incumbent, dimension, n, reps, seed0, settings, levels=None):
     """One row per (draw, candidate, method) for the label draws ``reps`` (fitted as the blocks of one NUTS run),
     with coverage, widths and the verdict; see the module docstring."""
     truth = full_truth(labels, kind, incumbent)
@@ -158,7 +136,7 @@ def run_case(name, scores, labels, kind, incumbent, dimension, n, reps, seed0, s
         rng = np.random.default_rng(seed0 + 1000 * n + rep)
         keep = set(rng.choice(reqs, n, replace=False))
         d = prepare(scores, labels[labels["request_id"].isin(keep)], incumbent, None, dimension, kind, levels=levels)
-        blocks.append(with_contextual_means(d) if contextual else d)
+        blocks.append(d)
     t0 = time.time()
     idata, params = fit(blocks, draws=settings.draws, tune=settings.tune, chains=settings.chains,
                         seed=seed0 + n + reps[0])
@@ -290,8 +268,6 @@ def main() -> int:
     ap.add_argument("--first-draw", type=int, default=0,
                     help="start at this draw (a rerun with the same --csv already skips the draws it holds)")
     ap.add_argument("--summarise", help="only summarise the intervals in this CSV (a finished or partial run)")
-    ap.add_argument("--contextual", action="store_true",
-                    help="experiment: add each model's mean features (with_contextual_means; not Baton's model)")
     args = ap.parse_args()
     if args.summarise:
         return summarise(pd.read_csv(args.summarise), args, 0.0)
@@ -322,7 +298,7 @@ def main() -> int:
         reps = [r for r in range(start, min(args.draws_per_n, start + bpf)) if (name, n, r) not in done]
         if not reps:
             continue
-        part = run_case(name, *tabs, n, reps, seed0, settings, levels=levels, contextual=args.contextual)
+        part = run_case(name, *tabs, n, reps, seed0, settings, levels=levels)
         res.append(part)
         if args.csv:
             part.to_csv(args.csv, mode="a", header=header, index=False)
@@ -393,7 +369,6 @@ def summarise(df: pd.DataFrame, args, seconds: float) -> int:
         "nuts": None if args.summarise else {"draws": args.draws, "tune": args.tune, "chains": 2,
                                              "blocks_per_fit": args.blocks_per_fit,
                                              "hanna_blocks_per_fit": args.hanna_blocks_per_fit},
-        "contextual": None if args.summarise else args.contextual,
     }
     meets = bool(not below and figures["draws_per_n"] >= 100 and not len(wrong) and not (has_ic and len(wrong_ic)))
     print(json.dumps({"benchmark": "calibration_real", **figures, "seconds": round(seconds, 1),

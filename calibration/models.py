@@ -3,6 +3,9 @@
 For a labelled cell (request r, row model m, segment s) with standardised metric vector x:
 
     eta = x . beta[m] + alpha[m] + u[m, s]
+    alpha[m] = gamma . xbar[m] + sigma_alpha * t3[m]     with >= 3 row models: intercepts pooled around the models'
+                                                     mean features (contextual effect); alpha[0] = 0 and the
+                                                     others free with fewer
     P(label <= k) = logistic(c_k - eta)              (ordered logistic; binary is the K = 2 case)
     beta[m] = beta_mu + tau * z[m]                   per-model slopes, partially pooled (non-centred)
     u[m, s] = sigma_seg * w[m, s]                    segment offsets per model, partially pooled
@@ -10,7 +13,6 @@ For a labelled cell (request r, row model m, segment s) with standardised metric
     counts[cell] ~ DirMult(kappa * P(label | eta))   annotators of one request agree beyond chance,
                                                      kappa = 1 / icc - 1 (only with >= 2 labels on some cell)
     + v[r] ~ N(0, sigma_req)                         absolute dimensions: shared by the row models of request r
-    alpha[0] = 0 (the cut-points carry the intercept), alpha[m > 0] free
 
 Every annotator's label is a likelihood term (counts per cell and category), so disagreement between annotators
 informs the cut-points (how often a request draws a tie, a 4 instead of a 5...). This is the "calibration" direction
@@ -77,6 +79,52 @@ def paired_requests(blocks: list[CalibrationData]) -> bool:
         if np.bincount(cells // d.n_models).max() >= 2:
             return True
     return False
+
+
+# Row models from which the intercepts are partially pooled around a between-model regression (_pooled_intercepts).
+# With two, that regression has two points: its slope and the spread around it cannot be told apart, so the prior
+# would decide how far the labels may move a candidate's intercept away from the judge's between-model difference,
+# which is what a judge that favours one model's style gets wrong; two row models keep free intercepts.
+POOLED_INTERCEPT_MIN_MODELS = 3
+
+
+def contextual_means(blocks: list[CalibrationData]) -> np.ndarray:
+    """(block, model, feature) each row model's mean feature vector over the requests it was scored on, centred
+    across the row models. A driver that holds only a sample of the scored requests (``partial``) takes the
+    means over what it holds: the labelled requests and a large hash sample."""
+    out = []
+    for d in blocks:
+        pres = d.present if d.present is not None else np.ones(d.X.shape[:2], bool)
+        xb = np.stack([d.X[pres[:, m], m, :].astype(np.float64).mean(axis=0) if pres[:, m].any()
+                       else np.zeros(d.X.shape[2]) for m in range(d.n_models)])
+        out.append(xb - xb.mean(axis=0))
+    return np.stack(out)
+
+
+def _pooled_intercepts(model: pm.Model, blocks: list[CalibrationData]):
+    """Row-model intercepts ``alpha[m] = gamma . xbar[m] + sigma_alpha * z[m]``, ``z ~ Student-t(3)``, with
+    ``xbar[m]`` the model's mean features (:func:`contextual_means`). Returns the (block, model) intercepts.
+
+    One judge slope cannot serve both directions a judge predicts: within a model (this request's verdict against
+    that one's) and between models (a model's share of favourable verdicts against its human win rate). On PandaLM
+    the second is about twice the first, and with a few labels per model pair each free intercept stayed near its
+    prior, so every pair was pulled towards the reference pair and one half: the per-pair errors were 1.25 times
+    as spread as the intervals claimed (docs/calibration.md). The between-model term is the contextual effect of
+    Mundlak (1978, Econometrica 46:69-85), here as a group-level predictor of partially pooled intercepts (Gelman &
+    Hill 2007, section 12.6), so a model with few labels is shrunk towards what its judge scores say of models
+    like it rather than towards the others. Student-t(3) deviations (Gelman & Hill 2007, section 15.5 on
+    heavy-tailed group effects) let a model the judges misread by much (one whose style they favour) keep its own
+    intercept from its labels instead of being pulled onto the line. The cut-points carry the overall level, so
+    ``xbar`` is centred and no model is the reference. Non-centred."""
+    B = len(blocks)
+    xbar = contextual_means(blocks)
+    sigma = pm.HalfNormal("alpha_sigma", 1.0, dims="block")
+    z = pm.StudentT("alpha_z", nu=3.0, mu=0.0, sigma=1.0, dims=("block", "model"))
+    mean = 0.0
+    if xbar.shape[2]:
+        gamma = pm.Normal("alpha_gamma", 0.0, 1.5, dims=("block", "feature"))
+        mean = pt.sum(gamma[:, None, :] * xbar, axis=2)
+    return pm.Deterministic("alpha", mean + sigma.reshape((B, 1)) * z, dims=("block", "model"))
 
 
 def _request_effect(model: pm.Model, c: dict, B: int):
@@ -189,7 +237,9 @@ def build_model(blocks: list[CalibrationData], paired: bool = True) -> pm.Model:
             return flat[(group[:, None] * width + np.arange(width)).ravel()].reshape((n_cells, width))
 
         eta = pt.zeros(n_cells)
-        if M > 1:
+        if M >= POOLED_INTERCEPT_MIN_MODELS:
+            eta = eta + _pooled_intercepts(model, blocks).reshape((B * M,))[g_bm]
+        elif M > 1:
             a_free = pm.Normal("alpha_free", 0.0, 2.0, shape=(B, M - 1))
             alpha = pm.Deterministic("alpha", pt.concatenate([pt.zeros((B, 1)), a_free], axis=1),
                                      dims=("block", "model"))
