@@ -29,7 +29,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from calibration.data import CalibrationData
-from calibration.design import kish_n_eff
+from calibration.design import LOG_PI, kish_n_eff
 
 
 def _cells(blocks: list[CalibrationData]):
@@ -91,13 +91,17 @@ POOLED_INTERCEPT_MIN_MODELS = 3
 def contextual_means(blocks: list[CalibrationData]) -> np.ndarray:
     """(block, model, feature) each row model's mean feature vector over the requests it was scored on, centred
     across the row models. A driver that holds only a sample of the scored requests (``partial``) takes the
-    means over what it holds: the labelled requests and a large hash sample."""
+    means over what it holds: the labelled requests and a large hash sample. The design covariate
+    (calibration.design.LOG_PI) gets zeros: how likely a model's requests were to be labelled says nothing of its
+    quality, and that column stays the one design term decision.json reports."""
     out = []
     for d in blocks:
         pres = d.present if d.present is not None else np.ones(d.X.shape[:2], bool)
         xb = np.stack([d.X[pres[:, m], m, :].astype(np.float64).mean(axis=0) if pres[:, m].any()
                        else np.zeros(d.X.shape[2]) for m in range(d.n_models)])
-        out.append(xb - xb.mean(axis=0))
+        xb = xb - xb.mean(axis=0)
+        xb[:, [f == LOG_PI for f in d.feature_names]] = 0.0
+        out.append(xb)
     return np.stack(out)
 
 
@@ -112,8 +116,8 @@ def _pooled_intercepts(model: pm.Model, blocks: list[CalibrationData]):
     as spread as the intervals claimed (docs/calibration.md). The between-model term is the contextual effect of
     Mundlak (1978, Econometrica 46:69-85), here as a group-level predictor of partially pooled intercepts (Gelman &
     Hill 2007, section 12.6), so a model with few labels is shrunk towards what its judge scores say of models
-    like it rather than towards the others. Student-t(3) deviations (Gelman & Hill 2007, section 15.5 on
-    heavy-tailed group effects) let a model the judges misread by much (one whose style they favour) keep its own
+    like it rather than towards the others. Student-t(3) deviations (robust group effects, Gelman et al. 2013,
+    Bayesian Data Analysis 3rd ed., ch. 17) let a model the judges misread by much (one whose style they favour) keep its own
     intercept from its labels instead of being pulled onto the line. The cut-points carry the overall level, so
     ``xbar`` is centred and no model is the reference. Non-centred."""
     B = len(blocks)

@@ -10,6 +10,7 @@ import pytest
 
 from calibration.baselines import human_only
 from calibration.data import prepare
+from calibration.design import LOG_PI
 from calibration.estimands import aggregate, thin_params
 from calibration.models import POOLED_INTERCEPT_MIN_MODELS, build_model, contextual_means, fit
 from tests.calibration.test_coverage import honest_band
@@ -44,6 +45,10 @@ def test_contextual_means_are_each_models_mean_over_its_scored_requests():
     np.testing.assert_allclose(xb[0], raw - raw.mean(axis=0), atol=1e-6)
     np.testing.assert_allclose(xb[0].sum(axis=0), 0.0, atol=1e-6)  # centred: the cut-points carry the level
     assert not np.allclose(xb[0, 1], (d.X[:, 1, :].mean(axis=0) - raw.mean(axis=0)))
+    # the design covariate stays a covariate: no between-model term of its own
+    d.feature_names = [LOG_PI] + list(d.feature_names[1:])
+    xb = contextual_means([d])
+    assert np.all(xb[0, :, 0] == 0.0) and np.allclose(xb[0, :, 1:], raw[:, 1:] - raw[:, 1:].mean(axis=0), atol=1e-6)
 
 
 @pytest.fixture(scope="module")
