@@ -125,11 +125,11 @@ def loo_cell_means(data: CalibrationData, p: dict[str, np.ndarray],
     return req, mod, p_loo @ data.cat_values.astype(float)
 
 
-def heldout_check(data: CalibrationData, p: dict[str, np.ndarray], loo=None) -> dict:
-    """Held-out log score and accuracy of the labelled cells under PSIS-LOO against the label-frequency baseline;
-    ``loo`` as in :func:`loo_cell_means`."""
+def heldout_check(data: CalibrationData, loo) -> dict:
+    """Held-out log score and accuracy of the labelled cells under PSIS-LOO (``loo``: :func:`psis_loo` of the
+    fit) against the label-frequency baseline."""
     K = data.n_cat
-    req, mod, counts, p_loo, k = loo if loo is not None else psis_loo(data, p)
+    req, mod, counts, p_loo, k = loo
     n_ann = counts.sum()
     cell_model = (counts * np.log(np.clip(p_loo, 1e-12, 1))).sum(axis=1)
     log_score = float(cell_model.sum() / n_ann)

@@ -117,8 +117,8 @@ def _pooled_intercepts(model: pm.Model, blocks: list[CalibrationData]):
     Mundlak (1978, Econometrica 46:69-85), here as a group-level predictor of partially pooled intercepts (Gelman &
     Hill 2007, section 12.6), so a model with few labels is shrunk towards what its judge scores say of models
     like it rather than towards the others. Student-t(3) deviations (robust group effects, Gelman et al. 2013,
-    Bayesian Data Analysis 3rd ed., ch. 17) let a model the judges misread by much (one whose style they favour) keep its own
-    intercept from its labels instead of being pulled onto the line. The cut-points carry the overall level, so
+    Bayesian Data Analysis 3rd ed., ch. 17) let a model the judges misread by much (one whose style they favour)
+    keep its own intercept from its labels instead of being pulled onto the line. The cut-points carry the overall level, so
     ``xbar`` is centred and no model is the reference. Non-centred."""
     B = len(blocks)
     xbar = contextual_means(blocks)

@@ -207,7 +207,7 @@ def summarise_dimension(data: CalibrationData, p: dict[str, np.ndarray], diag: d
     rng = rng or np.random.default_rng(seed)
     diag = dict(diag)
     loo = psis_loo(data, p)  # the held-out check's and the guards' predictor's, computed once
-    diag["ppc"] = heldout_check(data, p, loo)
+    diag["ppc"] = heldout_check(data, loo)
     conversations = data.cluster_idx is not None  # turns of one conversation are correlated (calibration.clustered)
     agg = clustered.aggregate_clustered if conversations else aggregate
     # The baselines' and guards' predictors are fitted on the labelled requests; what they need of the others
