@@ -15,8 +15,8 @@ from scipy.special import expit, ndtri
 from calibration.data import CalibrationData
 from calibration.models import dirichlet_multinomial_loglik
 
-FREE_VARS = ("cut", "alpha_free", "alpha_gamma", "alpha_sigma", "alpha_z", "beta_mu", "beta_tau", "beta_z",
-             "seg_sigma", "seg_z", "item_icc", "req_sigma", "beta_seg_tau", "beta_seg_z")
+FREE_VARS = ("cut", "alpha_free", "alpha_between", "alpha_gamma", "alpha_sigma", "alpha_z", "beta_mu", "beta_tau",
+             "beta_z", "seg_sigma", "seg_z", "item_icc", "req_sigma", "beta_seg_tau", "beta_seg_z")
 RHAT_MAX = 1.05
 ESS_MIN = 100.0
 DIVERGENT_SHARE_MAX = 0.005  # a handful of divergences (< 0.5% of draws) with good R-hat/ESS is tolerated, reported

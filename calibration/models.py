@@ -105,7 +105,7 @@ def contextual_means(blocks: list[CalibrationData]) -> np.ndarray:
     return np.stack(out)
 
 
-def _pooled_intercepts(model: pm.Model, blocks: list[CalibrationData]):
+def _pooled_intercepts(model: pm.Model, blocks: list[CalibrationData], beta_mu=None):
     """Row-model intercepts ``alpha[m] = gamma . xbar[m] + sigma_alpha * z[m]``, ``z ~ Student-t(3)``, with
     ``xbar[m]`` the model's mean features (:func:`contextual_means`). Returns the (block, model) intercepts.
 
@@ -118,15 +118,21 @@ def _pooled_intercepts(model: pm.Model, blocks: list[CalibrationData]):
     Hill 2007, section 12.6), so a model with few labels is shrunk towards what its judge scores say of models
     like it rather than towards the others. Student-t(3) deviations (robust group effects, Gelman et al. 2013,
     Bayesian Data Analysis 3rd ed., ch. 17) let a model the judges misread by much (one whose style they favour)
-    keep its own intercept from its labels instead of being pulled onto the line. The cut-points carry the overall level, so
-    ``xbar`` is centred and no model is the reference. Non-centred."""
+    keep its own intercept from its labels instead of being pulled onto the line. The cut-points carry the overall
+    level, so ``xbar`` is centred and no model is the reference. Non-centred deviations.
+
+    The sampler draws the between-model slope ``beta_mu + gamma`` (``~ N(beta_mu, 1.5)``, the same joint prior as
+    ``gamma ~ N(0, 1.5)`` independent of ``beta_mu``) rather than ``gamma``: between-model differences identify only
+    that sum, so ``gamma`` and ``beta_mu`` were strongly anti-correlated and NUTS took steps half as long (a HANNA
+    5-block fit: step size 0.036 -> 0.068, 88 -> 52 s, docs/calibration.md)."""
     B = len(blocks)
     xbar = contextual_means(blocks)
     sigma = pm.HalfNormal("alpha_sigma", 1.0, dims="block")
     z = pm.StudentT("alpha_z", nu=3.0, mu=0.0, sigma=1.0, dims=("block", "model"))
     mean = 0.0
     if xbar.shape[2]:
-        gamma = pm.Normal("alpha_gamma", 0.0, 1.5, dims=("block", "feature"))
+        between = pm.Normal("alpha_between", beta_mu, 1.5, dims=("block", "feature"))
+        gamma = pm.Deterministic("alpha_gamma", between - beta_mu, dims=("block", "feature"))
         mean = pt.sum(gamma[:, None, :] * xbar, axis=2)
     return pm.Deterministic("alpha", mean + sigma.reshape((B, 1)) * z, dims=("block", "model"))
 
@@ -203,7 +209,8 @@ def dirichlet_multinomial_loglik(counts, p, kappa, log, max_count: int):
     out = 0.0
     for j in range(int(max_count)):
         # masks as floats: PyTensor's rewrites fail on bool factors of a product (logged on every compile)
-        out = out + ((counts > j).astype("float64") * log(a + j)).sum(axis=-1) - (n > j).astype("float64") * log(kappa + j)
+        out = out + ((counts > j).astype("float64") * log(a + j)).sum(axis=-1) \
+            - (n > j).astype("float64") * log(kappa + j)
     return out
 
 
@@ -241,15 +248,15 @@ def build_model(blocks: list[CalibrationData], paired: bool = True) -> pm.Model:
             return flat[(group[:, None] * width + np.arange(width)).ravel()].reshape((n_cells, width))
 
         eta = pt.zeros(n_cells)
+        beta_mu = pm.Normal("beta_mu", 0.0, 1.5, dims=("block", "feature")) if F > 0 else None
         if M >= POOLED_INTERCEPT_MIN_MODELS:
-            eta = eta + _pooled_intercepts(model, blocks).reshape((B * M,))[g_bm]
+            eta = eta + _pooled_intercepts(model, blocks, beta_mu).reshape((B * M,))[g_bm]
         elif M > 1:
             a_free = pm.Normal("alpha_free", 0.0, 2.0, shape=(B, M - 1))
             alpha = pm.Deterministic("alpha", pt.concatenate([pt.zeros((B, 1)), a_free], axis=1),
                                      dims=("block", "model"))
             eta = eta + alpha.reshape((B * M,))[g_bm]
         if F > 0:
-            beta_mu = pm.Normal("beta_mu", 0.0, 1.5, dims=("block", "feature"))
             if M > 1:
                 tau = pm.HalfNormal("beta_tau", 0.5, dims="block")
                 z = pm.Normal("beta_z", 0.0, 1.0, dims=("block", "model", "feature"))

@@ -31,8 +31,23 @@ def _world(seed: int, n_cand: int = N_CAND, favour: float = 1.5):
 def test_three_row_models_pool_their_intercepts_two_keep_them_free():
     assert POOLED_INTERCEPT_MIN_MODELS == 3
     names = {n: {v.name for v in build_model([_world(0, n)[1]]).free_RVs} for n in (2, 3)}
-    assert "alpha_free" in names[2] and not names[2] & {"alpha_z", "alpha_sigma", "alpha_gamma"}
-    assert {"alpha_z", "alpha_sigma", "alpha_gamma"} <= names[3] and "alpha_free" not in names[3]
+    assert "alpha_free" in names[2] and not names[2] & {"alpha_z", "alpha_sigma", "alpha_between"}
+    assert {"alpha_z", "alpha_sigma", "alpha_between"} <= names[3] and "alpha_free" not in names[3]
+
+
+def test_between_slope_parametrisation_keeps_the_contextual_prior():
+    """The sampler draws the between-model slope ``beta_mu + gamma`` (decorrelated from ``beta_mu``); the model
+    must be the one documented: ``gamma ~ N(0, 1.5)`` independent of ``beta_mu ~ N(0, 1.5)``."""
+    import pymc as pm
+
+    model = build_model([_world(0, 3)[1]])
+    assert "alpha_gamma" in {v.name for v in model.deterministics}
+    prior = pm.sample_prior_predictive(draws=20000, model=model, var_names=["alpha_gamma", "beta_mu"],
+                                       random_seed=3).prior
+    g = prior["alpha_gamma"].to_numpy().reshape(-1)
+    b = prior["beta_mu"].to_numpy().reshape(-1)
+    assert abs(g.mean()) < 0.03 and abs(g.std() - 1.5) < 0.03
+    assert abs(np.corrcoef(g, b)[0, 1]) < 0.02
 
 
 def test_contextual_means_are_each_models_mean_over_its_scored_requests():
