@@ -188,7 +188,7 @@ def request_effects(idata, blocks: list[CalibrationData]) -> np.ndarray:
     return out
 
 
-def dirichlet_multinomial_loglik(counts, p, kappa, log, max_count: int):
+def dirichlet_multinomial_loglik(counts, p, kappa, log, max_n: int):
     """Log-probability of one cell's sequence of annotations (``counts`` per category, last axis) when the cell's
     category probabilities are ``Dirichlet(kappa * p)`` around the model's ``p`` (the Dirichlet-multinomial, Mosimann
     1962, Biometrika 49(1/2); without the multinomial coefficient, i.e. of the annotations in their order).
@@ -200,14 +200,15 @@ def dirichlet_multinomial_loglik(counts, p, kappa, log, max_count: int):
     effect (sd about 6 on the logit scale) shrank every pair's win rate towards one half under its priors.
 
     Counts are whole numbers of annotations, so each ratio of gamma functions is a rising factorial,
-    ``Gamma(c + a) / Gamma(a) = a (a + 1) ... (a + c - 1)``: a sum of ``max_count`` masked logs (``max_count``, the
-    largest count, known before sampling) instead of gammaln and, in the gradient, digamma, which cost about 18
-    times as much per element and made this term a third of the model's gradient. ``log``: ``pytensor.tensor.log``
+    ``Gamma(c + a) / Gamma(a) = a (a + 1) ... (a + c - 1)``: a sum of ``max_n`` masked logs (``max_n``, the most
+    annotations any cell has, known before sampling: the normaliser ``Gamma(kappa) / Gamma(kappa + n)`` runs to a
+    cell's total, which can exceed its largest category count) instead of gammaln and, in the gradient, digamma,
+    which cost about 18 times as much per element and made this term a third of the model's gradient. ``log``: ``pytensor.tensor.log``
     in the model, ``numpy.log`` on posterior draws."""
     a = kappa[..., None] * p
     n = counts.sum(axis=-1)
     out = 0.0
-    for j in range(int(max_count)):
+    for j in range(int(max_n)):
         # masks as floats: PyTensor's rewrites fail on bool factors of a product (logged on every compile)
         out = out + ((counts > j).astype("float64") * log(a + j)).sum(axis=-1) \
             - (n > j).astype("float64") * log(kappa + j)
@@ -291,7 +292,8 @@ def build_model(blocks: list[CalibrationData], paired: bool = True) -> pm.Model:
         if icc is None:
             loglik = pt.sum(counts * pt.log(p), axis=1)
         else:
-            loglik = dirichlet_multinomial_loglik(counts, p, 1.0 / icc[blk] - 1.0, pt.log, c["counts"].max())
+            loglik = dirichlet_multinomial_loglik(counts, p, 1.0 / icc[blk] - 1.0, pt.log,
+                                                  c["counts"].sum(axis=1).max())
         pm.Potential("labels", pt.sum(weight * loglik) if weighted else pt.sum(loglik))
     return model
 
