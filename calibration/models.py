@@ -188,31 +188,55 @@ def request_effects(idata, blocks: list[CalibrationData]) -> np.ndarray:
     return out
 
 
-def dirichlet_multinomial_loglik(counts, p, kappa, log, max_n: int):
-    """Log-probability of one cell's sequence of annotations (``counts`` per category, last axis) when the cell's
-    category probabilities are ``Dirichlet(kappa * p)`` around the model's ``p`` (the Dirichlet-multinomial, Mosimann
-    1962, Biometrika 49(1/2); without the multinomial coefficient, i.e. of the annotations in their order).
+def label_pairs(counts: np.ndarray):
+    """``(cell, category, count)`` of the (cell, category) pairs that hold annotations, grouped by cell in cell
+    order. A cell's likelihood involves only the categories its annotations fall in (about 2 of 5 per HANNA cell, 1
+    of 3 per PandaLM cell), so both the model and the held-out check work on these pairs alone."""
+    cell, cat = np.nonzero(counts)
+    return cell, cat, counts[cell, cat]
 
-    ``kappa = 1 / icc - 1``: two annotators of one cell agree beyond chance with intra-cell correlation ``icc``
-    (every label's covariance with another label of the same cell is ``icc`` times its variance). Unlike a
-    logit-normal request effect, this overdispersion leaves the cell's *expected* label at ``p``, so the fixed
-    effects and their priors act on the scale of the estimand: with PandaLM's strong annotator agreement a normal
-    effect (sd about 6 on the logit scale) shrank every pair's win rate towards one half under its priors.
 
-    Counts are whole numbers of annotations, so each ratio of gamma functions is a rising factorial,
-    ``Gamma(c + a) / Gamma(a) = a (a + 1) ... (a + c - 1)``: a sum of ``max_n`` masked logs (``max_n``, the most
-    annotations any cell has, known before sampling: the normaliser ``Gamma(kappa) / Gamma(kappa + n)`` runs to a
-    cell's total, which can exceed its largest category count) instead of gammaln and, in the gradient, digamma,
-    which cost about 18 times as much per element and made this term a third of the model's gradient. ``log``: ``pytensor.tensor.log``
-    in the model, ``numpy.log`` on posterior draws."""
-    a = kappa[..., None] * p
-    n = counts.sum(axis=-1)
+def rising_log_factorial(a, n, log, max_n: int):
+    """``log(a (a + 1) ... (a + n - 1)) = log Gamma(a + n) - log Gamma(a)`` for whole ``n`` in ``[0, max_n]``.
+
+    The Dirichlet-multinomial (Mosimann 1962, Biometrika 49(1/2)) of one cell's annotations, ``counts[k]`` per
+    category and ``n`` in all, when its category probabilities are ``Dirichlet(kappa * p)`` around the model's
+    ``p``, is ``sum_k rising(kappa p_k, counts[k]) - rising(kappa, n)`` (of the annotations in their order, without
+    the multinomial coefficient). ``kappa = 1 / icc - 1``: two annotators of one cell agree beyond chance with
+    intra-cell correlation ``icc``. Unlike a logit-normal request effect, this overdispersion leaves the cell's
+    *expected* label at ``p``, so the fixed effects and their priors act on the scale of the estimand: with
+    PandaLM's strong annotator agreement a normal effect (sd about 6 on the logit scale) shrank every pair's win
+    rate towards one half under its priors.
+
+    Counts are whole numbers, so the ratio of gamma functions is a sum of ``max_n`` masked logs (``max_n``: the most
+    annotations any cell has, known before sampling) instead of gammaln and, in the gradient, digamma, which cost
+    about 18 times as much per element. ``log``: ``pytensor.tensor.log`` in the model, ``numpy.log`` on posterior
+    draws."""
     out = 0.0
     for j in range(int(max_n)):
         # masks as floats: PyTensor's rewrites fail on bool factors of a product (logged on every compile)
-        out = out + ((counts > j).astype("float64") * log(a + j)).sum(axis=-1) \
-            - (n > j).astype("float64") * log(kappa + j)
+        out = out + (n > j).astype("float64") * log(a + j)
     return out
+
+
+def _label_loglik(eta, cut_flat, c: dict, K: int, icc, weight):
+    """Sum over labelled cells of (weight x) the log-probability of their annotations under the ordered logistic
+    (``icc`` None: independent annotations) or the Dirichlet-multinomial around it, on :func:`label_pairs`."""
+    cell, cat, n_k = label_pairs(c["counts"])
+    e = eta[cell]
+    g = c["block"][cell] * (K - 1)
+    # P(category k) = logistic(c_k - eta) - logistic(c_{k-1} - eta), with c_{-1} = -inf and c_{K-1} = +inf
+    upper = pt.where(cat == K - 1, 1.0, pt.sigmoid(cut_flat[g + np.minimum(cat, K - 2)] - e))
+    lower = pt.where(cat == 0, 0.0, pt.sigmoid(cut_flat[g + np.maximum(cat - 1, 0)] - e))
+    pr = pt.clip(upper - lower, 1e-12, 1.0)
+    w_pair = 1.0 if weight is None else weight[cell]
+    if icc is None:
+        return pt.sum(w_pair * n_k * pt.log(pr))
+    n = c["counts"].sum(axis=1)
+    kappa = 1.0 / icc[c["block"]] - 1.0
+    terms = rising_log_factorial(kappa[cell] * pr, n_k, pt.log, n_k.max())
+    norm = rising_log_factorial(kappa, n, pt.log, n.max())
+    return pt.sum(w_pair * terms) - pt.sum((1.0 if weight is None else weight) * norm)
 
 
 def build_model(blocks: list[CalibrationData], paired: bool = True) -> pm.Model:
@@ -232,10 +256,7 @@ def build_model(blocks: list[CalibrationData], paired: bool = True) -> pm.Model:
     }
     with pm.Model(coords=coords) as model:
         x = pm.Data("x", c["x"].astype(float), dims=("cell", "feature"))
-        counts = pm.Data("counts", c["counts"], dims=("cell", "category"))
-        weighted = not np.allclose(c["weight"], 1.0)
-        if weighted:
-            weight = pm.Data("weight", c["weight"], dims="cell")
+        weight = pm.Data("weight", c["weight"], dims="cell") if not np.allclose(c["weight"], 1.0) else None
         blk, mod, seg = c["block"], c["model"], c["seg"]
         init = np.tile(np.linspace(-1.0, 1.0, K - 1) if K > 2 else np.zeros(1), (B, 1))
         cut = pm.Normal("cut", 0.0, 3.0, dims=("block", "threshold"),
@@ -282,19 +303,13 @@ def build_model(blocks: list[CalibrationData], paired: bool = True) -> pm.Model:
         if c["counts"].sum(axis=1).max() > 1:
             # annotators of one request share that request's quirks: a cell's category probabilities are drawn
             # around the model's, so three agreeing annotators do not count as three independent requests (only
-            # identified when cells have >= 2 labels); see dirichlet_multinomial_loglik
+            # identified when cells have >= 2 labels); see rising_log_factorial
             icc = pm.Beta("item_icc", 1.0, 1.0, dims="block")
         if paired and paired_requests(blocks):
             eta = eta + _request_effect(model, c, B)
         if blocks[0].cluster_idx is not None:  # conversations: turns share an effect (calibration.clustered)
             eta = eta + _conversation_effect(model, c, blocks)
-        p = pt.clip(pm.OrderedLogistic.compute_p(eta, rows(cut.reshape((-1,)), blk, K - 1)), 1e-12, 1.0)
-        if icc is None:
-            loglik = pt.sum(counts * pt.log(p), axis=1)
-        else:
-            loglik = dirichlet_multinomial_loglik(counts, p, 1.0 / icc[blk] - 1.0, pt.log,
-                                                  c["counts"].sum(axis=1).max())
-        pm.Potential("labels", pt.sum(weight * loglik) if weighted else pt.sum(loglik))
+        pm.Potential("labels", _label_loglik(eta, cut.reshape((-1,)), c, K, icc, weight))
     return model
 
 

@@ -21,7 +21,7 @@ def _data(counts_cells: int) -> CalibrationData:
 
 def test_cell_loglik_is_the_dirichlet_multinomial_of_the_annotations():
     # Three annotators of one request agree beyond chance: the cell's likelihood is the Dirichlet-multinomial of its
-    # annotations (models.dirichlet_multinomial_loglik), not the product of the marginals. The product treated three
+    # annotations (models.rising_log_factorial), not the product of the marginals. The product treated three
     # agreeing annotators as independent, which made the PSIS-LOO weights 1 / p(cell) so uneven on PandaLM that the
     # held-out log score fell below a uniform guess and the predictive-check guard blocked a non-inferior candidate.
     d = _data(4)
@@ -64,10 +64,8 @@ def test_retry_asks_for_small_steps_only_when_the_fit_diverged():
 
 def test_cell_loglik_integrates_the_request_effect_as_the_model_has_it():
     # With a request effect (absolute dimensions) the cell's likelihood is the Dirichlet-multinomial averaged over
-    # equal-mass nodes of N(0, req_sigma); the sparse form (only the categories the annotations fall in) must equal
-    # the dense one built from the model's own likelihood, models.dirichlet_multinomial_loglik, over every category.
-    from calibration.models import dirichlet_multinomial_loglik
-
+    # equal-mass nodes of N(0, req_sigma), on the (cell, category) pairs the annotations fall in; against scipy's
+    # Dirichlet-multinomial over every category (of the annotations in order: minus the multinomial coefficient).
     rng = np.random.default_rng(5)
     d = _data(30)
     d.cat_values = np.arange(5.0)
@@ -75,19 +73,22 @@ def test_cell_loglik_integrates_the_request_effect_as_the_model_has_it():
     p = {"cut": np.sort(rng.normal(0, 1.5, (D, K - 1)), axis=1), "alpha": rng.normal(0, 1, (D, 1)),
          "beta": rng.normal(0, 1, (D, 1, 2)), "seg_effect": np.zeros((D, 1, 1)),
          "item_icc": rng.uniform(0.05, 0.9, D), "req_sigma": rng.uniform(0.2, 2.0, D)}
+    # 1-4 annotations per cell, some cells with no two alike (their largest count is below their total)
     counts = np.stack([np.bincount(rng.integers(0, K, rng.integers(1, 5)), minlength=K) for _ in range(C)])
     req, mod = np.arange(C), np.zeros(C, int)
     got = diagnostics.cell_loglik(d, p, req, mod, counts.astype(float), nodes=nodes)
     eta = diagnostics.linear_predictor(d, p, req, mod)
     kappa = 1 / p["item_icc"] - 1
-    per_node = []
-    for zq in diagnostics.ndtri((np.arange(nodes) + 0.5) / nodes):
-        le = expit(p["cut"][:, None, :] - (eta + p["req_sigma"][:, None] * zq)[:, :, None])
-        pr = np.clip(np.diff(np.concatenate([np.zeros((D, C, 1)), le, np.ones((D, C, 1))], axis=2), axis=2), 1e-12, 1)
-        per_node.append(dirichlet_multinomial_loglik(counts[None].astype(float), pr, kappa[:, None], np.log,
-                                                     counts.sum(axis=1).max()))
-    want = np.logaddexp.reduce(np.stack(per_node), axis=0) - np.log(nodes)
-    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    log_coef = np.log(factorial(counts.sum(axis=1)) / np.prod(factorial(counts), axis=1))
+    want = np.zeros((D, C))
+    for k in range(D):
+        for c in range(C):
+            ll = []
+            for zq in diagnostics.ndtri((np.arange(nodes) + 0.5) / nodes):
+                pr = np.diff(np.r_[0.0, expit(p["cut"][k] - eta[k, c] - p["req_sigma"][k] * zq), 1.0])
+                ll.append(dirichlet_multinomial.logpmf(counts[c], kappa[k] * pr, counts[c].sum()) - log_coef[c])
+            want[k, c] = np.logaddexp.reduce(ll) - np.log(nodes)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
     # without correlated annotators: the product of the annotations' probabilities, integrated the same way
     p0 = {**p, "item_icc": np.zeros(D)}
     got0 = diagnostics.cell_loglik(d, p0, req, mod, counts.astype(float), nodes=nodes)

@@ -46,7 +46,7 @@ def test_difference_variance_uses_the_shared_effect(cat, sv, icc):
 @pytest.mark.parametrize("icc", [0.0, 0.3, 0.8])
 def test_mean_of_k_annotators_carries_their_correlation(icc):
     # A cell's k annotators draw from category probabilities Dirichlet(kappa p) around the model's p (models.
-    # dirichlet_multinomial_loglik): the variance of their mean is var1 (icc + (1 - icc) / k), checked by Monte Carlo
+    # rising_log_factorial): the variance of their mean is var1 (icc + (1 - icc) / k), checked by Monte Carlo
     cat = np.arange(1.0, 6.0)
     X = np.linspace(-2, 2, 5)[:, None].astype(np.float32)
     p = _params(len(cat), 0.0, icc)
