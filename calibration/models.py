@@ -123,8 +123,8 @@ def _pooled_intercepts(model: pm.Model, blocks: list[CalibrationData], beta_mu=N
 
     The sampler draws the between-model slope ``beta_mu + gamma`` (``~ N(beta_mu, 1.5)``, the same joint prior as
     ``gamma ~ N(0, 1.5)`` independent of ``beta_mu``) rather than ``gamma``: between-model differences identify only
-    that sum, so ``gamma`` and ``beta_mu`` were strongly anti-correlated and NUTS took steps half as long (a HANNA
-    5-block fit: step size 0.036 -> 0.068, 88 -> 52 s, docs/calibration.md)."""
+    that sum, so ``gamma`` and ``beta_mu`` were strongly anti-correlated and NUTS took shorter steps (one HANNA
+    5-block fit: step size 0.036 -> 0.068; docs/calibration.md)."""
     B = len(blocks)
     xbar = contextual_means(blocks)
     sigma = pm.HalfNormal("alpha_sigma", 1.0, dims="block")
@@ -252,7 +252,6 @@ def build_model(blocks: list[CalibrationData], paired: bool = True) -> pm.Model:
     coords = {
         "block": np.arange(B), "model": d0.row_models, "feature": d0.feature_names,
         "segment": d0.segment_names, "threshold": np.arange(K - 1), "cell": np.arange(len(c["block"])),
-        "category": d0.cat_values,
     }
     with pm.Model(coords=coords) as model:
         x = pm.Data("x", c["x"].astype(float), dims=("cell", "feature"))
