@@ -6,6 +6,7 @@ candidates, five labelled requests each, and a judge that favours every other ca
 still cover, stay narrower than the labels alone, and not follow the judge's favours.
 """
 import numpy as np
+import pymc as pm
 import pytest
 
 from calibration.baselines import human_only
@@ -38,8 +39,6 @@ def test_three_row_models_pool_their_intercepts_two_keep_them_free():
 def test_between_slope_parametrisation_keeps_the_contextual_prior():
     """The sampler draws the between-model slope ``beta_mu + gamma`` (decorrelated from ``beta_mu``); the model
     must be the one documented: ``gamma ~ N(0, 1.5)`` independent of ``beta_mu ~ N(0, 1.5)``."""
-    import pymc as pm
-
     model = build_model([_world(0, 3)[1]])
     assert "alpha_gamma" in {v.name for v in model.deterministics}
     prior = pm.sample_prior_predictive(draws=20000, model=model, var_names=["alpha_gamma", "beta_mu"],

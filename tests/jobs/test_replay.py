@@ -284,7 +284,10 @@ def _check_one_row_per_request_in_every_reader(cfg, store, traffic, name):
 
 def test_outage_stops_after_replay_then_rerun_retries_only_failed_rows(ray_cluster, server, tmp_path, capsys, cli_logging):
     server.reset(rpm=None, tpm=None, fault_500=0.0, fault_malformed=0.0, fault_hang=0.0, latency_s=0.0, down="drop")
-    path, traffic = _pipeline_config(tmp_path, server, "outage", 30, max_attempts=2, backoff_base_s=0.01)
+    # a dropped connection fails at once whatever the timeout; a generous one keeps a slow answer under CI load
+    # (8 of 30 once, at 1 s) from being retried, which this test counts as paying twice
+    path, traffic = _pipeline_config(tmp_path, server, "outage", 30, max_attempts=2, backoff_base_s=0.01,
+                                     timeout_s=10.0)
     cfg = parse_config(yaml.safe_load(open(path)))
     store = RunStore(cfg.store, cfg.run_id)
     try:
