@@ -66,9 +66,10 @@ def main() -> int:
     out, ok = {}, True
     for kind in args.kinds.split(","):
         sim_kind, kw = KINDS[kind]
-        variants = [True] if kind in ("pairwise", "binary3") else [v == "paired" for v in args.variants.split(",")]
+        paired_only = kind in ("pairwise", "binary3")  # one fit each: no paired/unpaired variants
+        variants = [True] if paired_only else [v == "paired" for v in args.variants.split(",")]
         for paired in variants:
-            name = kind if kind in ("pairwise", "binary3") else f"{kind}_{'paired' if paired else 'unpaired'}"
+            name = kind if paired_only else f"{kind}_{'paired' if paired else 'unpaired'}"
             t0 = time.time()
             sim = kw if sim_kind == "pairwise" else {**kw, "shared_sd": args.shared_sd}
             df = coverage_study(args.reps, seed0=10_000, kind=sim_kind, blocks_per_fit=args.blocks_per_fit,

@@ -109,6 +109,15 @@ class CalibrationData:
         sums = np.bincount(inv, weights=self.cat_values[self.lab_cat], minlength=len(uniq))
         return uniq // self.n_models, uniq % self.n_models, sums / counts, counts
 
+    def cell_counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Unique labelled (request, model) cells in the order of :meth:`labelled_cells`: req, model, annotations per
+        category (cell, n_cat), and the first label row of each cell."""
+        key = self.lab_req.astype(np.int64) * self.n_models + self.lab_model
+        uniq, first, inv = np.unique(key, return_index=True, return_inverse=True)
+        counts = np.zeros((len(uniq), self.n_cat))
+        np.add.at(counts, (inv, self.lab_cat), 1.0)
+        return uniq // self.n_models, uniq % self.n_models, counts, first
+
 
 def _key(series: pd.Series):
     """A key column as strings; a categorical of strings stays categorical (int codes, one copy of each name), so

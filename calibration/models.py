@@ -34,15 +34,10 @@ from calibration.design import LOG_PI, kish_n_eff
 
 def _cells(blocks: list[CalibrationData]):
     """Labelled cells of all blocks, with per-category annotation counts."""
-    K = blocks[0].n_cat
     out = {k: [] for k in ("block", "model", "seg", "x", "counts", "req", "weight")}
     for b, d in enumerate(blocks):
-        key = d.lab_req.astype(np.int64) * d.n_models + d.lab_model
-        uniq, first, inv = np.unique(key, return_index=True, return_inverse=True)
-        counts = np.zeros((len(uniq), K))
-        np.add.at(counts, (inv, d.lab_cat), 1.0)
-        req, mod = uniq // d.n_models, uniq % d.n_models
-        out["block"].append(np.full(len(uniq), b))
+        req, mod, counts, first = d.cell_counts()
+        out["block"].append(np.full(len(req), b))
         out["model"].append(mod)
         out["seg"].append(d.seg_idx[req])
         out["x"].append(d.X[req, mod, :])
@@ -75,8 +70,7 @@ def paired_requests(blocks: list[CalibrationData]) -> bool:
     for d in blocks:
         if d.kind == "pairwise" or d.n_models < 2 or len(d.lab_req) == 0:
             continue
-        cells = np.unique(d.lab_req.astype(np.int64) * d.n_models + d.lab_model)
-        if np.bincount(cells // d.n_models).max() >= 2:
+        if np.bincount(d.labelled_cells()[0]).max() >= 2:
             return True
     return False
 
@@ -105,9 +99,10 @@ def contextual_means(blocks: list[CalibrationData]) -> np.ndarray:
     return np.stack(out)
 
 
-def _pooled_intercepts(model: pm.Model, blocks: list[CalibrationData], beta_mu=None):
+def _pooled_intercepts(model: pm.Model, blocks: list[CalibrationData], beta_mu):
     """Row-model intercepts ``alpha[m] = gamma . xbar[m] + sigma_alpha * z[m]``, ``z ~ Student-t(3)``, with
-    ``xbar[m]`` the model's mean features (:func:`contextual_means`). Returns the (block, model) intercepts.
+    ``xbar[m]`` the model's mean features (:func:`contextual_means`) and ``beta_mu`` the model's mean within slopes
+    (None without features). Returns the (block, model) intercepts.
 
     One judge slope cannot serve both directions a judge predicts: within a model (this request's verdict against
     that one's) and between models (a model's share of favourable verdicts against its human win rate). On PandaLM
