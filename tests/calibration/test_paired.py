@@ -99,3 +99,17 @@ def test_one_labelled_model_informs_the_other_through_the_drawn_effect():
     # a hard request (v = -2) for the incumbent is hard for the candidate too: the candidate's predicted label on
     # the four requests follows v, so the difference moves by about 4 * (expit(2) - expit(-2)) / 40
     assert est[2.0] - est[-2.0] == pytest.approx(4 * (0.8808 - 0.1192) / 40, rel=0.05)
+
+
+@pytest.mark.slow
+def test_sharing_the_labels_cannot_show_is_not_claimed():
+    # One binary label per cell says little about sigma_req (only how often a request's two labels agree beyond the
+    # judges), and the difference's interval narrows as sigma_req grows: its prior must not supply the sharing. In a
+    # world with no shared difficulty at all, the paired interval is about as wide as the unpaired one.
+    from tests.support.simulate import coverage_study
+
+    kw = dict(seed0=500, kind="binary", blocks_per_fit=8, draws=300, tune=300, shared_sd=0.0)
+    paired = coverage_study(8, paired=True, **kw)
+    unpaired = coverage_study(8, paired=False, **kw)
+    ratio = paired["width"].mean() / unpaired["width"].mean()
+    assert ratio > 0.98, f"paired interval {ratio:.3f} of the unpaired with nothing shared"
