@@ -10,7 +10,7 @@ import pytest
 from calibration.data import prepare
 from calibration.estimands import _model_moments, aggregate
 from calibration.models import build_model, paired_requests
-from tests.support.simulate import simulate_binary, simulate_pairwise
+from tests.support.simulate import coverage_study, simulate_binary, simulate_pairwise
 
 
 def _params(K, sv, icc, alphas=(0.0, 0.4)):
@@ -106,8 +106,6 @@ def test_sharing_the_labels_cannot_show_is_not_claimed():
     # One binary label per cell says little about sigma_req (only how often a request's two labels agree beyond the
     # judges), and the difference's interval narrows as sigma_req grows: its prior must not supply the sharing. In a
     # world with no shared difficulty at all, the paired interval is about as wide as the unpaired one.
-    from tests.support.simulate import coverage_study
-
     kw = dict(seed0=500, kind="binary", blocks_per_fit=8, draws=300, tune=300, shared_sd=0.0)
     paired = coverage_study(8, paired=True, **kw)
     unpaired = coverage_study(8, paired=False, **kw)
