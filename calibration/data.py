@@ -103,15 +103,15 @@ class CalibrationData:
         return len(self.cat_values)
 
     def labelled_cells(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Unique labelled (request, model) cells: req, model, mean label value, number of annotations."""
-        key = self.lab_req.astype(np.int64) * self.n_models + self.lab_model
-        uniq, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
-        sums = np.bincount(inv, weights=self.cat_values[self.lab_cat], minlength=len(uniq))
-        return uniq // self.n_models, uniq % self.n_models, sums / counts, counts
+        """Unique labelled (request, model) cells: req, model, mean label value, number of annotations (the
+        cells of :meth:`cell_counts`, summarised)."""
+        req, mod, counts, _ = self.cell_counts()
+        n = counts.sum(axis=1)
+        return req, mod, counts @ self.cat_values / n, n.astype(np.int64)
 
     def cell_counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Unique labelled (request, model) cells in the order of :meth:`labelled_cells`: req, model, annotations per
-        category (cell, n_cat), and the first label row of each cell."""
+        """Unique labelled (request, model) cells, in request-then-model order: req, model, annotations per category
+        (cell, n_cat), and the first label row of each cell."""
         key = self.lab_req.astype(np.int64) * self.n_models + self.lab_model
         uniq, first, inv = np.unique(key, return_index=True, return_inverse=True)
         counts = np.zeros((len(uniq), self.n_cat))
