@@ -5,8 +5,10 @@
   segments, 3 annotators per labelled request, 400 scored and 60 labelled requests per candidate;
 - binary and ordinal (tests.support.simulate.simulate_absolute, a 1..5 scale for ordinal): incumbent and candidate
   answer the same 400 requests, whose difficulty (sd ``--shared-sd``) both share; 60 requests labelled for both;
-  a judge score with a +0.6 bias towards the candidate. Each absolute kind is fitted twice: with the paired request
-  effect (the model's default) and without it (``paired=False``), to show what pairing buys.
+  a judge score with a +0.6 bias towards the candidate, which sees the shared difficulty unless
+  ``--judge-sees-difficulty`` says it sees less of it (the world where pairing has most to give). Each absolute kind
+  is fitted twice: with the paired request effect (the model's default) and without it (``paired=False``), to show
+  what pairing buys.
 - binary3: the binary world with two candidates (quality +0.2 and -0.1 against the incumbent) and the judge's +0.6
   towards the first only: three row models, so the row-model intercepts are pooled around the models' mean judge
   scores (calibration.models._pooled_intercepts); paired only. Its goal holds per candidate.
@@ -62,6 +64,8 @@ def main() -> int:
     ap.add_argument("--draws", type=int, default=300)
     ap.add_argument("--tune", type=int, default=300)
     ap.add_argument("--shared-sd", type=float, default=1.0, help="sd of the request difficulty shared by the models")
+    ap.add_argument("--judge-sees-difficulty", type=float, default=1.0,
+                    help="share of the shared difficulty the judge's score reflects (0: the judge misses it all)")
     args = ap.parse_args()
     out, ok = {}, True
     for kind in args.kinds.split(","):
@@ -71,7 +75,8 @@ def main() -> int:
         for paired in variants:
             name = kind if paired_only else f"{kind}_{'paired' if paired else 'unpaired'}"
             t0 = time.time()
-            sim = kw if sim_kind == "pairwise" else {**kw, "shared_sd": args.shared_sd}
+            sim = kw if sim_kind == "pairwise" else {**kw, "shared_sd": args.shared_sd,
+                                                     "judge_sees_difficulty": args.judge_sees_difficulty}
             df = coverage_study(args.reps, seed0=10_000, kind=sim_kind, blocks_per_fit=args.blocks_per_fit,
                                 draws=args.draws, tune=args.tune, paired=paired,
                                 on_fit=lambda d, n=name: print(f"{n}: {json.dumps(figures(d))}", file=sys.stderr,
@@ -92,7 +97,8 @@ def main() -> int:
         if f"{kind}_paired" in out and f"{kind}_unpaired" in out:
             out[f"{kind}_narrowing"] = round(1 - out[f"{kind}_paired"]["mean_width"]
                                              / out[f"{kind}_unpaired"]["mean_width"], 3)
-    print(json.dumps({"benchmark": "calibration_coverage", "draws": args.draws, "tune": args.tune, **out,
+    print(json.dumps({"benchmark": "calibration_coverage", "draws": args.draws, "tune": args.tune,
+                      "shared_sd": args.shared_sd, "judge_sees_difficulty": args.judge_sees_difficulty, **out,
                       "goal": f"per candidate: coverage in {list(BAND)} at nominal 0.90, mean width <= human-only "
                               "(fpc)",
                       "meets_goal": bool(ok)}))

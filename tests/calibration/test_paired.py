@@ -70,6 +70,21 @@ def _paired_data(n_requests=40, n_labels=10, drop_candidate=()):
     return t, prepare(t.scores, lab, "incumbent", None, "correctness", "binary")
 
 
+def test_the_judge_can_miss_the_shared_difficulty():
+    # the simulator's knob for the world where pairing has most to give: the same labels and truth, but the judge's
+    # scores of a request's two answers no longer share its difficulty
+    seen, missed = simulate_binary(1), simulate_binary(1, judge_sees_difficulty=0.0)
+    assert seen.labels.equals(missed.labels) and seen.truth == missed.truth
+
+    def judge_corr(t):
+        j = t.scores[t.scores.metric == "judge.abs.correctness"].pivot(index="request_id", columns="model",
+                                                                          values="value")
+        return np.corrcoef(j["incumbent"], j["cand-a"])[0, 1]
+
+    # shared sd 1 against 1.22 of each answer's own variance: about 0.45 when seen, about 0 when missed
+    assert judge_corr(seen) > 0.35 and abs(judge_corr(missed)) < 0.1
+
+
 def test_shared_effect_only_where_identified():
     _, d = _paired_data()
     assert paired_requests([d])

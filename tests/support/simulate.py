@@ -93,12 +93,15 @@ ABSOLUTE_DIMENSION = {"binary": "correctness", "ordinal": "style"}
 def simulate_absolute(seed: int, kind: str = "binary", n_requests: int = 400, n_labels: int = 60, n_annot: int = 1,
                       candidates=("cand-a",), model_effect=(0.0, 0.2), judge_bias=(0.0, 0.6), judge_noise=0.8,
                       segments=("eu", "us"), seg_sd=0.3, shared_sd: float = 1.0, cell_sd: float = 0.7,
-                      cuts=ORDINAL_CUTS, incumbent: str = "incumbent") -> SimTables:
+                      cuts=ORDINAL_CUTS, incumbent: str = "incumbent", judge_sees_difficulty: float = 1.0) -> SimTables:
     """Absolute dimension (``binary`` correctness or ``ordinal`` 1..5 style) where incumbent and candidates answer
     the same requests: quality ``q = a_m + u_{m,s} + d_r + N(0, cell_sd)`` with a request difficulty
     ``d_r ~ N(0, shared_sd)`` shared by every model's answer. Annotators label ``q + logistic noise`` cut at 0
-    (binary) or at ``cuts`` (ordinal, 1 + number of cuts exceeded). A judge scores ``q + bias_m + N(0, noise)``;
-    a length ratio exists only for candidates. ``n_labels`` requests are labelled for every model (paired)."""
+    (binary) or at ``cuts`` (ordinal, 1 + number of cuts exceeded). A judge scores
+    ``q - (1 - judge_sees_difficulty) d_r + bias_m + N(0, noise)``: with ``judge_sees_difficulty`` below 1 part of
+    the shared difficulty is invisible to the judge (a hard question both models fail in a way the judge does not
+    notice), which only the labels of a request's two answers can show. A length ratio exists only for candidates.
+    ``n_labels`` requests are labelled for every model (paired)."""
     rng = np.random.default_rng(seed)
     rid, seg, traffic = _traffic(rng, n_requests, segments)
     difficulty = rng.normal(0, shared_sd, n_requests)
@@ -112,7 +115,7 @@ def simulate_absolute(seed: int, kind: str = "binary", n_requests: int = 400, n_
         z = q[:, None] + rng.logistic(size=(n_requests, n_annot))
         ann = (z > 0).astype(float) if kind == "binary" else 1.0 + (z[:, :, None] > np.asarray(cuts)).sum(axis=2)
         means[m] = ann.mean(axis=1)
-        js = q + judge_bias[mi] + rng.normal(0, judge_noise, n_requests)
+        js = q - (1.0 - judge_sees_difficulty) * difficulty + judge_bias[mi] + rng.normal(0, judge_noise, n_requests)
         score_parts.append(pd.DataFrame({"request_id": rid, "model": m, "metric": f"judge.abs.{dim}", "value": js}))
         if mi > 0:
             score_parts.append(pd.DataFrame({"request_id": rid, "model": m, "metric": "check.length_ratio",
