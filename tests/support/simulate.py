@@ -15,7 +15,7 @@ annotators' labels, of which only ``n_labels`` requests per candidate are reveal
 Absolute (binary, ordinal) worlds: per (request, model) a latent quality ``q = a_m + u_{m,s} + d_r + e`` whose
 request difficulty ``d_r`` is shared by the incumbent's and the candidates' answers (paired), annotator labels
 ``q + logistic noise`` cut at 0 (binary) or at four cut-points (ordinal 1..5), a judge score ``q + bias_m + N(0,
-noise)`` and a length ratio only for candidates.
+noise)`` (less the share of ``d_r`` it misses, ``judge_sees_difficulty``) and a length ratio only for candidates.
 """
 from __future__ import annotations
 
