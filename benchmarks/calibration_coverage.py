@@ -17,6 +17,8 @@ Baseline beside each: the human-only interval on the same labels with the finite
 sqrt(1 - n/N) (calibration.baselines.human_only's `interval`), so both intervals target the scored requests' value;
 the population widths (Bayes `interval_population` against human-only's) are reported beside them.
 Goal (issue 13): coverage in [0.85, 0.95] at nominal 0.90 and mean width no larger than human-only.
+Beside it, per candidate, the sd of the estimate's errors over the sd its interval claims (half-width / z_0.95):
+over 1 is an interval too narrow, measured more finely than a coverage count (not part of the goal).
 Usage: python benchmarks/calibration_coverage.py [--reps 200] [--kinds pairwise,binary,ordinal,binary3]
 [--variants paired,unpaired]
 Progress (cumulative figures after each vectorised fit) goes to stderr; the last stdout line is the JSON summary.
@@ -29,11 +31,14 @@ import sys
 import time
 from pathlib import Path
 
+from scipy.stats import norm
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.simulate import coverage_study  # noqa: E402
 
 BAND = (0.85, 0.95)
+Z_NOMINAL = float(norm.ppf(0.95))  # half-width / Z_NOMINAL = the sd a nominal 90% normal interval claims
 # kind -> (simulator kind, its arguments beyond the defaults)
 KINDS = {"pairwise": ("pairwise", {}), "binary": ("binary", {}), "ordinal": ("ordinal", {}),
          "binary3": ("binary", {"candidates": ("cand-a", "cand-b"), "model_effect": (0.0, 0.2, -0.1),
@@ -51,7 +56,11 @@ def figures(df) -> dict:
             "max_fit_divergences": int(df.fit_divergences.max()),
             "coverage_per_candidate": {c: round(float(v), 3) for c, v in df.groupby("candidate").covered.mean().items()},
             "width_ratio_per_candidate": {c: round(float(g.width.mean() / g.human_fpc_width.mean()), 3)
-                                          for c, g in df.groupby("candidate")}}
+                                          for c, g in df.groupby("candidate")},
+            # over 1: the estimate errs more than its interval claims (too narrow), whatever the coverage count says
+            "error_sd_over_claimed_sd_per_candidate": {
+                c: round(float((g.estimate - g.truth).std() / (g.width / (2 * Z_NOMINAL)).mean()), 3)
+                for c, g in df.groupby("candidate")}}
 
 
 def main() -> int:
