@@ -247,13 +247,16 @@ def tie_tree_loglik(p0, ptie, p1, counts: np.ndarray, kappa_tie, kappa_dir, log)
     n = nd + nt
     m = int(n.max())
     q = p1 / (p0 + p1)
-    out = (rising_log_factorial(kappa_tie * ptie, nt, log, m) + rising_log_factorial(kappa_tie * (p0 + p1), nd, log, m)
-           - rising_log_factorial(kappa_tie, n, log, m))
-    return out + (rising_log_factorial(kappa_dir * q, n1, log, m) + rising_log_factorial(kappa_dir * (1.0 - q), n0, log, m)
-                  - rising_log_factorial(kappa_dir, nd, log, m))
+    tie = (rising_log_factorial(kappa_tie * ptie, nt, log, m)
+           + rising_log_factorial(kappa_tie * (p0 + p1), nd, log, m) - rising_log_factorial(kappa_tie, n, log, m))
+    direction = (rising_log_factorial(kappa_dir * q, n1, log, m)
+                 + rising_log_factorial(kappa_dir * (1.0 - q), n0, log, m)
+                 - rising_log_factorial(kappa_dir, nd, log, m))
+    return tie + direction
 
 
-# Pairwise cells' annotations as a Dirichlet-tree (tie_tree_loglik) rather than one Dirichlet-multinomial.
+# Pairwise cells' annotations as a Dirichlet-tree (tie_tree_loglik) rather than one Dirichlet-multinomial; False
+# gives the model before 2026-12-05, for comparisons on the same label draws (docs/calibration.md).
 TIE_TREE = True
 
 
