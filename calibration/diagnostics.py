@@ -13,10 +13,10 @@ import numpy as np
 from scipy.special import expit, ndtri
 
 from calibration.data import CalibrationData
-from calibration.models import label_pairs, rising_log_factorial, tie_tree_loglik
+from calibration.models import label_pairs, rising_log_factorial
 
 FREE_VARS = ("cut", "alpha_free", "alpha_between", "alpha_gamma", "alpha_sigma", "alpha_z", "beta_mu", "beta_tau",
-             "beta_z", "seg_sigma", "seg_z", "item_icc", "tie_icc", "req_sigma", "beta_seg_tau", "beta_seg_z")
+             "beta_z", "seg_sigma", "seg_z", "item_icc", "req_sigma", "beta_seg_tau", "beta_seg_z")
 RHAT_MAX = 1.05
 ESS_MIN = 100.0
 DIVERGENT_SHARE_MAX = 0.005  # a handful of divergences (< 0.5% of draws) with good R-hat/ESS is tolerated, reported
@@ -82,14 +82,6 @@ def cell_loglik(data: CalibrationData, p: dict[str, np.ndarray], req: np.ndarray
     icc = p.get("item_icc", np.zeros(D))
     correlated = bool(np.any(icc > 0))  # extract_params gives zeros when the fit had no such term
     kappa = (1.0 / np.clip(icc, 1e-9, 1.0 - 1e-9) - 1.0)[:, None]
-    tie = p.get("tie_icc")
-    if correlated and tie is not None and np.any(tie) and counts.shape[1] == 3:
-        # pairwise: the Dirichlet-tree of tie and direction (models.tie_tree_loglik); no request effect
-        if (counts.sum(axis=1) == 0).any():
-            raise ValueError("cell_loglik: every cell needs at least one annotation")
-        pr = category_probs(data, p, req, mod)  # (D, C, 3)
-        k_tie = (1.0 / np.clip(tie, 1e-9, 1.0 - 1e-9) - 1.0)[:, None]
-        return tie_tree_loglik(pr[..., 0], pr[..., 1], pr[..., 2], counts, k_tie, kappa, np.log)
     cell, cat, n_k = label_pairs(counts)
     if len(np.unique(cell)) != C:
         raise ValueError("cell_loglik: every cell needs at least one annotation")

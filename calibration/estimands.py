@@ -71,10 +71,7 @@ def _model_terms(p: dict[str, np.ndarray], m: int, cat_values: np.ndarray, share
     bseg_h = None
     if bseg is not None and bseg.shape[1] > 1 and bseg.shape[2] and np.any(bseg):
         bseg_h = (bseg.astype(np.float32) * hs[:, :, None]).astype(np.float32)  # (D, S, F)
-    tie = p.get("tie_icc")  # pairwise cells as a Dirichlet-tree (models.tie_tree_loglik)
-    tie = None if tie is None or len(v) != 3 or not np.any(tie) else tie.astype(np.float32)
-    return {"v": v, "dv": np.diff(v), "dv2": np.diff(v * v), "s2": s2, "icc": icc, "tie_icc": tie, "hs": hs,
-            "scale": scale, "D": D,
+    return {"v": v, "dv": np.diff(v), "dv2": np.diff(v * v), "s2": s2, "icc": icc, "hs": hs, "scale": scale, "D": D,
             "F": beta.shape[1], "S": shift.shape[1], "beta_h": beta * hs, "shift_h": shift * hs,
             "coef_h": np.ascontiguousarray(np.concatenate([beta, shift], axis=1) * hs),
             "half_cut": p["cut"].astype(np.float32) * hs, "bseg_h": bseg_h}
@@ -116,13 +113,9 @@ def _model_moments(Xm: np.ndarray, seg: np.ndarray, p: dict[str, np.ndarray], m:
     slope = np.full_like(z, 0.25 * dv.sum())
     t = np.empty_like(z)
     tmp = np.empty_like(z)
-    tree = tm.get("tie_icc") is not None
-    g = []  # P(label > category j) per j, kept for the Dirichlet-tree's covariance
     for j in range(len(dv)):
         np.subtract(z, half_cut[:, j, None], out=t)
         np.tanh(t, out=t)
-        if tree:
-            g.append(0.5 + 0.5 * t)
         np.multiply(t, np.float32(0.5 * dv[j]), out=tmp)
         e1 += tmp
         np.multiply(t, np.float32(0.5 * dv2[j]), out=tmp)
@@ -142,36 +135,13 @@ def _model_moments(Xm: np.ndarray, seg: np.ndarray, p: dict[str, np.ndarray], m:
     slope *= (scale * scale * s2)[:, None]
     between = np.minimum(slope, var1, out=slope)
     np.subtract(var1, between, out=var1)
-    if tree:  # pairwise (no shared effect): var(mean of k) = cov + (var1 - cov) / k, cov of two annotators
-        cov = tie_tree_covariance(g[0], g[1], v, tm["tie_icc"][:, None], tm["icc"][:, None])
-        var1 -= cov
-        var1 *= np.float32(1.0 / k)
-        var1 += cov
-    else:
-        var1 *= (tm["icc"] + (1.0 - tm["icc"]) / np.float32(k))[:, None]
+    var1 *= (tm["icc"] + (1.0 - tm["icc"]) / np.float32(k))[:, None]
     var1 += between
     if s2.any():
         np.sqrt(between, out=between)  # the sd the row models of one request share
     else:  # no shared effect (pairwise, or unpaired): nothing in common, a memset rather than a pass
         between.fill(0.0)
     return e1, var1, between
-
-
-def tie_tree_covariance(g0, g1, v, icc_tie, icc_dir):
-    """Covariance of two annotators' labels of one pairwise cell under the Dirichlet-tree of
-    calibration.models.tie_tree_loglik: ``Var(E[y | cell])`` with ``E[y | cell] = v_t A + (1 - A) B``, the cell's
-    tie probability ``A`` (mean ``a = g0 - g1``, variance ``a (1 - a) icc_tie``) independent of its decisive value
-    ``B = v_0 + (v_2 - v_0) R`` (``R``: mean ``q = g1 / (1 - a)``, variance ``q (1 - q) icc_dir``). ``g_j`` =
-    P(label > category j); ``v``: the three categories' values."""
-    a = np.clip(g0 - g1, 0.0, 1.0)
-    q = g1 / np.maximum(1.0 - a, 1e-12)
-    var_a = a * (1.0 - a) * icc_tie
-    b = v[0] + (v[2] - v[0]) * q
-    var_b = (v[2] - v[0]) ** 2 * q * (1.0 - q) * icc_dir
-    ea2 = var_a + a * a
-    mean = v[1] * a + (1.0 - a) * b
-    second = v[1] ** 2 * ea2 + (var_b + b * b) * (var_a + (1.0 - a) ** 2) + 2.0 * v[1] * (a - ea2) * b
-    return np.maximum(second - mean * mean, 0.0)
 
 
 def cell_moments(X: np.ndarray, seg: np.ndarray, p: dict[str, np.ndarray], cat_values: np.ndarray,
@@ -182,9 +152,7 @@ def cell_moments(X: np.ndarray, seg: np.ndarray, p: dict[str, np.ndarray], cat_v
     dimensions is integrated with the logistic-normal approximation E[logistic(z + v)] ~ logistic(z / sqrt(1 + pi
     s^2 / 8)) (Monahan & Stefanski 1992); its part of the variance, Var_v(E[y | v]), by the delta method. The k
     annotators of the cell share its Dirichlet draw (calibration.models), so of the rest a share ``icc`` does not
-    average away: Var = Var_between + (Var_one_annotation - Var_between) (icc + (1 - icc) / k). Pairwise cells
-    (a Dirichlet-tree) keep the covariance of two annotators, :func:`tie_tree_covariance`:
-    Var = cov + (Var_one_annotation - cov) / k.
+    average away: Var = Var_between + (Var_one_annotation - Var_between) (icc + (1 - icc) / k).
     """
     parts = [_model_moments(X[:, m, :], seg, p, m, cat_values, k) for m in range(X.shape[1])]
     return np.stack([a for a, _, _ in parts], axis=2), np.stack([b for _, b, _ in parts], axis=2)

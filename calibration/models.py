@@ -11,9 +11,7 @@ For a labelled cell (request r, row model m, segment s) with standardised metric
     u[m, s] = sigma_seg * w[m, s]                    segment offsets per model, partially pooled
     + x . b[s],  b[s] = tau_seg * v[s]               segment-varying slopes, partially pooled (only with segments)
     counts[cell] ~ DirMult(kappa * P(label | eta))   annotators of one request agree beyond chance,
-                                                     kappa = 1 / icc - 1 (only with >= 2 labels on some cell);
-                                                     pairwise cells: a Dirichlet-tree instead, one agreement for
-                                                     tie or not (tie_icc), one for the direction (item_icc)
+                                                     kappa = 1 / icc - 1 (only with >= 2 labels on some cell)
     + v[r] ~ N(0, sigma_req)                         absolute dimensions: shared by the row models of request r,
                                                      sigma_req ~ HalfNormal(0.3) (REQ_SIGMA_PRIOR_SD: why)
 
@@ -228,83 +226,9 @@ def rising_log_factorial(a, n, log, max_n: int):
     return out
 
 
-def tie_tree_loglik(p0, ptie, p1, counts: np.ndarray, kappa_tie, kappa_dir, log):
-    """Per-cell log-likelihood of a pairwise cell's annotations (``counts``: columns incumbent better, tie,
-    candidate better) under a Dirichlet-tree around the model's category probabilities ``p0, ptie, p1`` (Dennis
-    1991, Communications in Statistics 20(12); Minka 1999, "The Dirichlet-tree distribution"): the cell's tie
-    probability is ``Beta(kappa_tie ptie, kappa_tie (1 - ptie))`` and, independently, its probability that a
-    decisive annotation favours the candidate ``Beta(kappa_dir q, kappa_dir (1 - q))``, ``q = p1 / (p0 + p1)``.
-    The cell's expected categories stay ``p`` (as with the Dirichlet-multinomial).
-
-    Why two concentrations: annotators of one request agree on its direction far more than on whether it is a tie
-    (in the simulated pairwise world the intra-cell correlation of the tie indicator is 0.015, of the decisive
-    ones 0.06-0.08). One Dirichlet concentration fits a compromise (0.056), which understated the correlation of
-    the numeric label, the estimand's scale, and with it both the unlabelled requests' predictive variance (0.050
-    against a realised 0.062) and the weight of a labelled request (docs/calibration.md). Two beta-binomials,
-    without their binomial coefficients (constants), in :func:`rising_log_factorial`; ``log`` as there."""
-    n0, nt, n1 = counts[:, 0], counts[:, 1], counts[:, 2]
-    nd = n0 + n1
-    n = nd + nt
-    m = int(n.max())
-    q = p1 / (p0 + p1)
-    tie = (rising_log_factorial(kappa_tie * ptie, nt, log, m)
-           + rising_log_factorial(kappa_tie * (p0 + p1), nd, log, m) - rising_log_factorial(kappa_tie, n, log, m))
-    direction = (rising_log_factorial(kappa_dir * q, n1, log, m)
-                 + rising_log_factorial(kappa_dir * (1.0 - q), n0, log, m)
-                 - rising_log_factorial(kappa_dir, nd, log, m))
-    return tie + direction
-
-
-# Pairwise cells' annotations as a Dirichlet-tree (tie_tree_loglik) rather than one Dirichlet-multinomial; False
-# gives the model before 2026-12-05, for comparisons on the same label draws (docs/calibration.md).
-TIE_TREE = True
-
-
-def tie_tree(d: CalibrationData) -> bool:
-    """Whether a dimension's cells take the Dirichlet-tree of :func:`tie_tree_loglik`: a pairwise scale of three
-    categories (incumbent better, tie, candidate better)."""
-    return TIE_TREE and d.kind == "pairwise" and d.n_cat == 3
-
-
-def _rising_sum(a, n: np.ndarray, w: np.ndarray):
-    """``sum_cell w[cell] * rising_log_factorial(a[cell], n[cell])`` over the (cell, j < n[cell]) pairs only: a
-    term whose count is 0 costs nothing (most cells' tie count, one of each cell's two directions)."""
-    cell, j = np.nonzero(n[:, None] > np.arange(int(n.max(initial=0)))[None, :])
-    return pt.sum(w[cell] * pt.log(a[cell] + j)) if len(cell) else 0.0
-
-
-def _block_rising_sum(kappa, blk: np.ndarray, n: np.ndarray, w: np.ndarray, B: int):
-    """``sum_cell w[cell] * rising_log_factorial(kappa[blk[cell]], n[cell])`` as a (block, j) table of summed
-    weights times ``log(kappa_b + j)``: the normalisers depend on the cell only through its count."""
-    m = int(n.max(initial=0))
-    W = np.zeros((B, m))
-    for j in range(m):
-        np.add.at(W[:, j], blk[n > j], w[n > j])
-    return pt.sum(W * pt.log(kappa[:, None] + np.arange(m)[None, :])) if m else 0.0
-
-
-def _tie_tree_sum(eta, cut_flat, c: dict, K: int, k_tie, k_dir, weight):
-    """Sum over cells of (weight x) :func:`tie_tree_loglik`, on the nonzero counts alone (the model's form)."""
-    blk = c["block"]
-    g = blk * (K - 1)
-    le0, le1 = pt.sigmoid(cut_flat[g] - eta), pt.sigmoid(cut_flat[g + 1] - eta)
-    p0, ptie, p1 = (pt.clip(v, 1e-12, 1.0) for v in (le0, le1 - le0, 1.0 - le1))
-    q = p1 / (p0 + p1)
-    n0, nt, n1 = (c["counts"][:, k] for k in range(3))
-    w = np.ones(len(blk)) if weight is None else np.asarray(c["weight"], float)
-    kt, kd = k_tie[blk], k_dir[blk]
-    B = int(blk.max()) + 1
-    return (_rising_sum(kt * ptie, nt, w) + _rising_sum(kt * (p0 + p1), n0 + n1, w)
-            - _block_rising_sum(k_tie, blk, n0 + nt + n1, w, B)
-            + _rising_sum(kd * q, n1, w) + _rising_sum(kd * (1.0 - q), n0, w)
-            - _block_rising_sum(k_dir, blk, n0 + n1, w, B))
-
-
-def _label_loglik(eta, cut_flat, c: dict, K: int, icc, weight, tie_icc=None):
+def _label_loglik(eta, cut_flat, c: dict, K: int, icc, weight):
     """Sum over labelled cells of (weight x) the log-probability of their annotations under the ordered logistic
     (``icc`` None: independent annotations) or the Dirichlet-multinomial around it, on :func:`label_pairs`."""
-    if tie_icc is not None:  # pairwise: the Dirichlet-tree of tie and direction (tie_tree_loglik)
-        return _tie_tree_sum(eta, cut_flat, c, K, 1.0 / tie_icc - 1.0, 1.0 / icc - 1.0, weight)
     cell, cat, n_k = label_pairs(c["counts"])
     e = eta[cell]
     g = c["block"][cell] * (K - 1)
@@ -381,19 +305,17 @@ def build_model(blocks: list[CalibrationData], paired: bool = True) -> pm.Model:
             bs_z = pm.Normal("beta_seg_z", 0.0, 1.0, dims=("block", "segment", "feature"))
             beta_seg = pm.Deterministic("beta_seg", bs_tau[:, None, None] * bs_z, dims=("block", "segment", "feature"))
             eta = eta + pt.sum(x * rows(beta_seg.reshape((-1,)), blk * S + seg, F), axis=1)
-        icc = tie_icc = None
+        icc = None
         if c["counts"].sum(axis=1).max() > 1:
             # annotators of one request share that request's quirks: a cell's category probabilities are drawn
             # around the model's, so three agreeing annotators do not count as three independent requests (only
             # identified when cells have >= 2 labels); see rising_log_factorial
             icc = pm.Beta("item_icc", 1.0, 1.0, dims="block")
-            if tie_tree(d0):  # pairwise: agreement on the direction (item_icc) and on a tie, apart
-                tie_icc = pm.Beta("tie_icc", 1.0, 1.0, dims="block")
         if paired and paired_requests(blocks):
             eta = eta + _request_effect(model, c, B)
         if blocks[0].cluster_idx is not None:  # conversations: turns share an effect (calibration.clustered)
             eta = eta + _conversation_effect(model, c, blocks)
-        pm.Potential("labels", _label_loglik(eta, cut.reshape((-1,)), c, K, icc, weight, tie_icc))
+        pm.Potential("labels", _label_loglik(eta, cut.reshape((-1,)), c, K, icc, weight))
     return model
 
 
@@ -426,7 +348,6 @@ def extract_params(idata, blocks: list[CalibrationData]) -> dict[str, np.ndarray
         "seg_effect": get("seg_effect", (B, M, S)),
         "beta_seg": get("beta_seg", (B, S, F)),
         "item_icc": get("item_icc", (B,)),
-        **({"tie_icc": get("tie_icc", (B,))} if "tie_icc" in post else {}),
         "req_sigma": get("req_sigma", (B,)),
         "req_effect": request_effects(idata, blocks),
         **_conversation_params(idata, blocks),

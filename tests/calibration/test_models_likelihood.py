@@ -1,6 +1,5 @@
 """The label likelihood inside the PyMC model (calibration.models.build_model), evaluated at a fixed point against
-scipy: the Dirichlet-multinomial of each cell's annotations (absolute dimensions; pairwise cells are a
-Dirichlet-tree, tests/calibration/test_pairwise_cells.py)."""
+scipy: the Dirichlet-multinomial of each cell's annotations."""
 import numpy as np
 import pytest
 from scipy.special import expit, factorial, logit
@@ -15,7 +14,6 @@ def test_labels_potential_is_the_dirichlet_multinomial_even_without_unanimous_ce
     # normaliser Gamma(kappa) / Gamma(kappa + 3) runs over all three (the model once looped only to the largest
     # count, which is wrong whenever no cell is unanimous).
     d = _data(6)
-    d.kind = "ordinal"  # an absolute dimension's cells (pairwise ones are a Dirichlet-tree: test_pairwise_cells)
     d.lab_cat = np.tile([0, 1, 2], 6)
     model = build_model([d])
     assert {v.name for v in model.free_RVs} == {"cut", "beta_mu", "item_icc"}
