@@ -20,8 +20,12 @@ with the finite-population correction (calibration.baselines). The population in
 Draws: for each n, ``--draws-per-n`` independent label draws, fitted as independent blocks of one vectorised NUTS
 run (``--blocks-per-fit`` blocks per run, HANNA ``--hanna-blocks-per-fit``, 5: the blocks share no parameter, so
 each block's posterior is the one it would have alone, but they share the sampler's step size, and a HANNA
-block's bulk ESS was lower stacked than alone: docs/calibration.md) and then decided one by one as `baton decide` would (calibration.pipeline
-.summarise_dimension, margin 0.05, confidence 0.90, default population basis). A block whose own sampler
+block's bulk ESS was lower stacked than alone: docs/calibration.md) and then decided one by one as `baton decide`
+would (calibration.pipeline.summarise_dimension, margin 0.05, confidence 0.90, default population basis). A fit
+starts from the sampler state of the last fit of its case and n (calibration.warm: mass matrix, step size and
+starting points; ``--warm-tune`` tuning iterations instead of ``--tune``) once two successive fits there had the
+same posterior scales, which holds for HANNA and not for PandaLM, whose fits stay cold; each block is still judged
+by its own diagnostics. A block whose own sampler
 diagnostics fail is counted as not converged (its verdict is then more_labels, like a real run) and its interval
 still counts for coverage. Divergences are the whole vectorised fit's, so a few of them mark all its blocks; the
 verdict each block would have had if converged (same draws, same guards) is kept beside it
@@ -63,6 +67,7 @@ from calibration.estimands import thin_params  # noqa: E402
 from calibration.guards import MIN_DESIGN_LABELS  # noqa: E402
 from calibration.models import fit  # noqa: E402
 from calibration.pipeline import SamplerSettings, summarise_dimension  # noqa: E402
+from calibration.warm import WarmStart  # noqa: E402
 
 DATA = Path("/work/shared/data")
 CONF = 0.9
@@ -125,7 +130,7 @@ def full_truth(labels: pd.DataFrame, kind: str, incumbent: str) -> dict[str, flo
     return {m: float((cell[m] - cell[incumbent]).mean()) for m in cell.columns if m != incumbent}
 
 
-def run_case(name, scores, labels, kind, incumbent, dimension, n, reps, seed0, settings, levels=None):
+def run_case(name, scores, labels, kind, incumbent, dimension, n, reps, seed0, settings, levels=None, warm=None):
     """One row per (draw, candidate, method) for the label draws ``reps`` (fitted as the blocks of one NUTS run),
     with coverage, widths and the verdict; see the module docstring."""
     truth = full_truth(labels, kind, incumbent)
@@ -139,7 +144,7 @@ def run_case(name, scores, labels, kind, incumbent, dimension, n, reps, seed0, s
         blocks.append(d)
     t0 = time.time()
     idata, params = fit(blocks, draws=settings.draws, tune=settings.tune, chains=settings.chains,
-                        seed=seed0 + n + reps[0])
+                        seed=seed0 + n + reps[0], warm=warm, warm_key=(name, n, len(blocks)))
     t_fit = time.time() - t0
     for b, (rep, d) in enumerate(zip(reps, blocks)):
         diag = sampler_diagnostics(idata, block=b)
@@ -261,6 +266,9 @@ def main() -> int:
                          "was lower stacked than alone (docs/calibration.md); 5 blocks fit in about a minute")
     ap.add_argument("--draws", type=int, default=400, help="NUTS draws per chain")
     ap.add_argument("--tune", type=int, default=400)
+    ap.add_argument("--warm-tune", type=int, default=150,
+                    help="tuning of a fit that starts from the last fit of its case and n (calibration.warm: the "
+                         "mass matrix carried, the step size re-tuned); 0: every fit starts cold")
     ap.add_argument("--quick", action="store_true", help="10 draws per n, 250 NUTS steps (a smoke run)")
     ap.add_argument("--hanna-criterion", default="CH")
     ap.add_argument("--csv", help="write every interval to this CSV, appended after each (case, n), so a long run "
@@ -275,6 +283,7 @@ def main() -> int:
         args.draws_per_n, args.draws, args.tune, args.blocks_per_fit = 10, 250, 250, 10
         args.hanna_blocks_per_fit = min(args.hanna_blocks_per_fit, 10)
     settings = SamplerSettings(draws=args.draws, tune=args.tune, retry_unconverged=False)
+    warm = WarmStart(args.warm_tune) if args.warm_tune > 0 else None
     t0 = time.time()
     res = []
     header = not (args.csv and Path(args.csv).exists())
@@ -298,7 +307,7 @@ def main() -> int:
         reps = [r for r in range(start, min(args.draws_per_n, start + bpf)) if (name, n, r) not in done]
         if not reps:
             continue
-        part = run_case(name, *tabs, n, reps, seed0, settings, levels=levels)
+        part = run_case(name, *tabs, n, reps, seed0, settings, levels=levels, warm=warm)
         res.append(part)
         if args.csv:
             part.to_csv(args.csv, mode="a", header=header, index=False)
@@ -366,7 +375,8 @@ def summarise(df: pd.DataFrame, args, seconds: float) -> int:
         "migrates": int((b.verdict == "migrate").sum()),
         "not_converged_share": round(float(1 - b.drop_duplicates(["case", "n", "rep"]).converged.mean()), 3),
         # a --summarise of a CSV does not know the settings it was run with
-        "nuts": None if args.summarise else {"draws": args.draws, "tune": args.tune, "chains": 2,
+        "nuts": None if args.summarise else {"draws": args.draws, "tune": args.tune, "warm_tune": args.warm_tune,
+                                             "chains": 2,
                                              "blocks_per_fit": args.blocks_per_fit,
                                              "hanna_blocks_per_fit": args.hanna_blocks_per_fit},
     }

@@ -320,9 +320,15 @@ def build_model(blocks: list[CalibrationData], paired: bool = True) -> pm.Model:
 
 
 def fit(blocks: list[CalibrationData], draws: int = 500, tune: int = 500, chains: int = 2, seed: int = 0,
-        cores: int | None = None, target_accept: float = 0.95, paired: bool = True):
-    """NUTS fit; returns (idata, params) with params as numpy arrays (draw, block, ...), chains stacked."""
+        cores: int | None = None, target_accept: float = 0.95, paired: bool = True, warm=None, warm_key=None):
+    """NUTS fit; returns (idata, params) with params as numpy arrays (draw, block, ...), chains stacked.
+
+    ``warm``: a calibration.warm.WarmStart, to start from the state of its last fit under ``warm_key`` (a series
+    of fits of one model shape)."""
     model = build_model(blocks, paired=paired)
+    if warm is not None:
+        idata = warm.sample(warm_key, model, draws, tune, chains, cores or min(chains, 2), seed, target_accept)
+        return idata, extract_params(idata, blocks)
     with model:
         idata = pm.sample(draws=draws, tune=tune, chains=chains, cores=cores or min(chains, 2), random_seed=seed,
                           progressbar=False, compute_convergence_checks=False, target_accept=target_accept)
