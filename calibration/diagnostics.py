@@ -72,7 +72,8 @@ def category_probs(data: CalibrationData, p: dict[str, np.ndarray], req: np.ndar
 # while s is small; where s is large the integrand is nearly a step in z, which equal-mass points resolve. Against a
 # dense grid (docs/calibration.md, "The held-out check's quadrature"), the worst error of a cell's log-likelihood was
 # 3e-5 with three annotators and 7e-4 with six (both at s = 3.5-4.5), where 64 equal-mass points for every s, the
-# rule before, erred by up to 2 and 10 (at s = 1-2). On HANNA (s about 0.05) it is also faster: 0.7 s instead of 2.3 s per n = 50 fit.
+# rule before, erred by up to 2 and 10 (at s = 1-2). On HANNA (s about 0.05) it is also faster: 0.7 s instead of
+# 2.3 s per n = 50 label draw.
 REQ_EFFECT_RULES = ((0.5, "hermite", 16), (1.0, "hermite", 24), (2.0, "hermite", 64), (3.5, "hermite", 128),
                     (np.inf, "equal_mass", 256))
 
