@@ -46,8 +46,9 @@ class WarmStart:
     def sample(self, key, model: pm.Model, draws: int, tune: int, chains: int, cores: int, seed: int,
                target_accept: float):
         """``pm.sample`` of ``model``, warm when the state stored under ``key`` fits it; stores this fit's state."""
-        names = list(model.initial_point())
-        size = sum(int(np.prod(v.shape)) for v in model.initial_point().values())
+        point = model.initial_point()  # compiles a function: once
+        names = list(point)
+        size = sum(int(np.prod(v.shape)) for v in point.values())
         prev = self._state.get(key)
         kw = dict(draws=draws, chains=chains, cores=cores, random_seed=seed, progressbar=False,
                   compute_convergence_checks=False, idata_kwargs={"include_transformed": True})
