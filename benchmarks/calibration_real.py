@@ -173,7 +173,8 @@ def run_case(name, scores, labels, kind, incumbent, dimension, n, reps, seed0, s
                     "threshold": e["threshold_noninferior"], "labels": e["labels_used"],
                     "converged": diag["converged"], "human_only_estimate": ho.get("estimate"),
                     "judge_only_estimate": (e["judge_only"] or {}).get("estimate"), "item_icc": item_icc,
-                    "ppc_better": (e["diagnostics"].get("ppc") or {}).get("better_than_baseline")})
+                    "ppc_better": (e["diagnostics"].get("ppc") or {}).get("better_than_baseline"),
+                    "dispersion": (e["diagnostics"].get("dispersion") or {}).get("per_model", {}).get(cand, np.nan)})
     print(f"  {name} n={n} draws {reps[0]}-{reps[-1]}: fit {t_fit:.0f}s, all {time.time() - t0:.0f}s",
           file=sys.stderr, flush=True)
     return pd.DataFrame(rows)

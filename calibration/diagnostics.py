@@ -141,7 +141,8 @@ def cell_loglik(data: CalibrationData, p: dict[str, np.ndarray], req: np.ndarray
 
 
 def psis_loo(data: CalibrationData, p: dict[str, np.ndarray]):
-    """PSIS-LOO predictive category probabilities of each labelled cell: (req, mod, counts, p_loo, pareto k).
+    """PSIS-LOO predictive category probabilities of each labelled cell: (req, mod, counts, p_loo, pareto k,
+    log weights (cell, draw)).
 
     The held-out check and the guards' Bayesian predictor both need it; a decision computes it once and passes it
     to both (on HANNA at n = 50 it took 4.6 s per fit, nearly all of a decision's time after sampling, before
@@ -153,7 +154,7 @@ def psis_loo(data: CalibrationData, p: dict[str, np.ndarray]):
     lw, k = az.psislw(-loglik.T)  # (C, D)
     w = np.exp(lw)
     p_loo = np.einsum("cd,dck->ck", w, probs)
-    return req, mod, counts, p_loo, k
+    return req, mod, counts, p_loo, k, lw
 
 
 def loo_cell_means(data: CalibrationData, p: dict[str, np.ndarray],
@@ -161,7 +162,7 @@ def loo_cell_means(data: CalibrationData, p: dict[str, np.ndarray],
     """(req, mod, mean label) of each labelled cell under its PSIS-LOO predictive: the Bayesian prediction of a
     labelled request from a fit that did not see it (an n-fold cross-fit at the cost of one fit). ``loo``: the
     :func:`psis_loo` of the same ``data`` and ``p``, when already computed."""
-    req, mod, _, p_loo, _ = loo if loo is not None else psis_loo(data, p)
+    req, mod, _, p_loo, *_ = loo if loo is not None else psis_loo(data, p)
     return req, mod, p_loo @ data.cat_values.astype(float)
 
 
@@ -169,7 +170,7 @@ def heldout_check(data: CalibrationData, loo) -> dict:
     """Held-out log score and accuracy of the labelled cells under PSIS-LOO (``loo``: :func:`psis_loo` of the
     fit) against the label-frequency baseline."""
     K = data.n_cat
-    req, mod, counts, p_loo, k = loo
+    req, mod, counts, p_loo, k, _ = loo
     n_ann = counts.sum()
     cell_model = (counts * np.log(np.clip(p_loo, 1e-12, 1))).sum(axis=1)
     log_score = float(cell_model.sum() / n_ann)

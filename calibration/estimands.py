@@ -71,7 +71,12 @@ def _model_terms(p: dict[str, np.ndarray], m: int, cat_values: np.ndarray, share
     bseg_h = None
     if bseg is not None and bseg.shape[1] > 1 and bseg.shape[2] and np.any(bseg):
         bseg_h = (bseg.astype(np.float32) * hs[:, :, None]).astype(np.float32)  # (D, S, F)
-    return {"v": v, "dv": np.diff(v), "dv2": np.diff(v * v), "s2": s2, "icc": icc, "hs": hs, "scale": scale, "D": D,
+    # calibration.dispersion: a factor on the non-shared part of a cell's predictive variance, fitted on the
+    # labelled cells' held-out residuals (absent: 1)
+    phi = p.get("noise_scale")
+    phi = None if phi is None else np.asarray(phi if phi.ndim == 1 else phi[:, m], dtype=np.float32)
+    return {"v": v, "dv": np.diff(v), "dv2": np.diff(v * v), "s2": s2, "icc": icc, "phi": phi, "hs": hs,
+            "scale": scale, "D": D,
             "F": beta.shape[1], "S": shift.shape[1], "beta_h": beta * hs, "shift_h": shift * hs,
             "coef_h": np.ascontiguousarray(np.concatenate([beta, shift], axis=1) * hs),
             "half_cut": p["cut"].astype(np.float32) * hs, "bseg_h": bseg_h}
@@ -136,6 +141,8 @@ def _model_moments(Xm: np.ndarray, seg: np.ndarray, p: dict[str, np.ndarray], m:
     between = np.minimum(slope, var1, out=slope)
     np.subtract(var1, between, out=var1)
     var1 *= (tm["icc"] + (1.0 - tm["icc"]) / np.float32(k))[:, None]
+    if tm.get("phi") is not None:
+        var1 *= tm["phi"][:, None]
     var1 += between
     if s2.any():
         np.sqrt(between, out=between)  # the sd the row models of one request share
@@ -145,17 +152,20 @@ def _model_moments(Xm: np.ndarray, seg: np.ndarray, p: dict[str, np.ndarray], m:
 
 
 def cell_moments(X: np.ndarray, seg: np.ndarray, p: dict[str, np.ndarray], cat_values: np.ndarray,
-                 k: float = 1.0):
+                 k: float = 1.0, with_shared: bool = False):
     """Predictive mean label and variance of the mean of ``k`` annotators of one new request.
 
     Arrays (draw, request, model) for requests X (R, M, F). The shared request effect v ~ N(0, s^2) of absolute
     dimensions is integrated with the logistic-normal approximation E[logistic(z + v)] ~ logistic(z / sqrt(1 + pi
     s^2 / 8)) (Monahan & Stefanski 1992); its part of the variance, Var_v(E[y | v]), by the delta method. The k
     annotators of the cell share its Dirichlet draw (calibration.models), so of the rest a share ``icc`` does not
-    average away: Var = Var_between + (Var_one_annotation - Var_between) (icc + (1 - icc) / k).
+    average away: Var = Var_between + (Var_one_annotation - Var_between) (icc + (1 - icc) / k), the second term
+    times ``p["noise_scale"]`` when given (calibration.dispersion). ``with_shared``: also the (draw, request, model)
+    sd of the part shared with the request's other row models (sqrt(Var_between)).
     """
     parts = [_model_moments(X[:, m, :], seg, p, m, cat_values, k) for m in range(X.shape[1])]
-    return np.stack([a for a, _, _ in parts], axis=2), np.stack([b for _, b, _ in parts], axis=2)
+    out = tuple(np.stack([part[i] for part in parts], axis=2) for i in range(3 if with_shared else 2))
+    return out
 
 
 def _drawn_request_effects(data: CalibrationData, p: dict[str, np.ndarray]):

@@ -484,12 +484,19 @@ def _diagnostics(cands: list[Candidate]) -> Section:
             g = d.diagnostics
             ppc = g.get("ppc") if isinstance(g.get("ppc"), Mapping) else {}
             conv = {True: ("yes", "ok"), False: ("NO", "bad")}.get(d.converged, ("—", ""))
+            disp = g.get("dispersion") if isinstance(g.get("dispersion"), Mapping) else {}
+            applied = disp.get("applied_mean") if isinstance(disp.get("applied_mean"), Mapping) else {}
             rows.append([d.candidate, d.name, fnum(g.get("r_hat_max")), fnum(g.get("ess_bulk_min"), 1),
                          fint(g.get("divergences")), conv, fnum(ppc.get("heldout_log_score")),
-                         fnum(ppc.get("heldout_accuracy"))])
+                         fnum(ppc.get("heldout_accuracy")), fnum(applied.get(d.candidate))])
             cls.append("unconverged" if d.converged is False else "")
         s.table("diagnostics-table", ["candidate", "dimension", "R-hat max", "ESS bulk min", "divergences",
-                                      "converged", "held-out log score", "held-out accuracy"], rows, row_cls=cls)
+                                      "converged", "held-out log score", "held-out accuracy",
+                                      "annotator noise factor"], rows, row_cls=cls)
+        if any(isinstance(d.diagnostics.get("dispersion"), Mapping) and d.diagnostics["dispersion"].get("applied")
+               for d in dims):
+            s.para("Annotator noise factor: how much wider than the model said the labelled cells' annotator means "
+                   "strayed, held out; the unlabelled cells' noise is widened by it (never narrowed).")
         if any(d.converged is False for d in dims):
             s.para("A dimension whose sampler did not converge never supports a migrate verdict.", "warning")
     s.sub("Guards (checks that do not trust the model; a fired guard blocks migrate)")

@@ -156,6 +156,8 @@ def coverage_study(n_reps: int, seed0: int = 0, confidence: float = 0.9, kind: s
     """
     from calibration.baselines import human_only
     from calibration.data import prepare
+    from calibration.diagnostics import psis_loo
+    from calibration.dispersion import pearson_dispersion
     from calibration.estimands import aggregate, thin_params
     from calibration.models import fit
 
@@ -173,7 +175,10 @@ def coverage_study(n_reps: int, seed0: int = 0, confidence: float = 0.9, kind: s
         div = int(idata.sample_stats["diverging"].to_numpy().sum())
         rng = np.random.default_rng(seed0 + start)
         for b, (r, t, d) in enumerate(zip(reps, tabs, blocks)):
-            est = aggregate(d, thin_params(params, b, 1000, rng), rng)
+            p = thin_params(params, b, 1000, rng)
+            # as calibration.pipeline.summarise_dimension does
+            p, disp = pearson_dispersion(d, p, psis_loo(d, p), np.random.default_rng([seed0 + r, 1]))
+            est = aggregate(d, p, rng)
             for ci, c in enumerate(d.candidates):
                 lo, hi = np.quantile(est.fp[:, ci], [a, 1 - a])
                 plo, phi = np.quantile(est.pop[:, ci], [a, 1 - a])
@@ -188,7 +193,7 @@ def coverage_study(n_reps: int, seed0: int = 0, confidence: float = 0.9, kind: s
                              "human_width": float(ho["interval"][1] - ho["interval"][0]),
                              "width_population": float(phi - plo), "human_width_population": float(hp[1] - hp[0]),
                              "human_fpc_covered": bool(hf[0] <= truth <= hf[1]), "human_fpc_width": hf[1] - hf[0],
-                             "fit_divergences": div})
+                             "fit_divergences": div, "dispersion": disp.get("per_model", {}).get(c, np.nan)})
         if on_fit is not None:  # progress: the rows so far, after each vectorised fit
             on_fit(pd.DataFrame(rows))
     return pd.DataFrame(rows)

@@ -230,3 +230,20 @@ def test_guards_basis_and_like_with_like_widths(decision, parse_html):
     guards = dom.by_id("guards-table").all_text()
     assert "design_valid" in guards and "FIRED" in guards and "too wide" in guards
     assert "| cand-a | quality | design_valid | FIRED |" in md
+
+
+def test_annotator_noise_factor_shown_where_applied(decision, parse_html):
+    doc = copy.deepcopy(decision)
+    d = doc["candidates"]["cand-a"]["dimensions"]["quality"]
+    d["diagnostics"] = {**d["diagnostics"], "dispersion": {"applied": True, "pooled": 1.2, "between_sd": 0.0,
+                                                           "per_model": {"cand-a": 1.2},
+                                                           "applied_mean": {"cand-a": 1.237}}}
+    md, page = render_report(doc)
+    dom = parse_html(page)
+    row = [r for r in dom.by_id("diagnostics-table").find_all("tr") if "quality" in r.all_text()
+           and "cand-a" in r.all_text()][0]
+    assert [td.all_text() for td in row.find_all("td")][-1] == "1.237"
+    assert "never narrowed" in page and "| 1.237 |" in md
+    # a decision without it (one annotator per cell, or an older document) shows a dash and no note
+    md0, page0 = render_report(decision)
+    assert "never narrowed" not in page0
