@@ -53,6 +53,10 @@ def test_dispersion_widens_where_the_annotators_agree_more_than_the_model_says()
     p2, s = pearson_dispersion(d, p, psis_loo(d, p), np.random.default_rng(0))
     # three copies of one draw: the mean varies as one annotation does, 3 times the model's independent mean
     assert 2.2 < s["pooled"] < 4.0, s
+    # a rerun of the same decision (same seed) gets the same factor draws: a resumed or repeated run is reproducible
+    p3, s3 = pearson_dispersion(d, p, psis_loo(d, p), np.random.default_rng(0))
+    np.testing.assert_array_equal(p3["noise_scale"], p2["noise_scale"])
+    assert s3 == s
     rng = np.random.default_rng(5)
     narrow, wide = aggregate(d, p, rng), aggregate(d, p2, np.random.default_rng(5))
     w0, w1 = (np.quantile(e.fp[:, 0], 0.95) - np.quantile(e.fp[:, 0], 0.05) for e in (narrow, wide))
