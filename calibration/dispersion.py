@@ -30,6 +30,7 @@ import numpy as np
 from scipy.special import digamma, polygamma
 
 from calibration.data import CalibrationData
+from calibration.diagnostics import psis_loo
 from calibration.estimands import cell_moments, k_pred_of
 
 MIN_CELLS = 20  # labelled cells with >= 2 annotations below which the factor is not estimated (its df would be few)
@@ -44,17 +45,17 @@ METHOD = ("quasi-likelihood dispersion of the annotator means per row model, par
           "residuals on the PSIS-LOO predictive of labelled cells with >= 2 annotations")
 
 
-def pearson_dispersion(data: CalibrationData, p: dict[str, np.ndarray], loo,
+def pearson_dispersion(data: CalibrationData, p: dict[str, np.ndarray], loo=None, *,
                        rng: np.random.Generator) -> tuple[dict[str, np.ndarray], dict]:
     """``(p, summary)``: the posterior draws ``p`` with ``noise_scale`` (draw, row model) added when the factor
     applies, and its summary for ``diagnostics.dispersion``. ``loo``: calibration.diagnostics.psis_loo of
-    ``data`` and ``p``.
+    ``data`` and ``p`` when the caller has it; otherwise computed here, and only when the factor applies.
 
     Applies only when the predicted cells have several annotators (``k_pred`` >= 2) and at least
     :data:`MIN_CELLS` labelled cells do: with one annotation per cell its variance is fixed by the category
     probabilities, and a residual beyond it says the probabilities are wrong, which the guards check
     (calibration.guards)."""
-    req, mod, counts, _, _, lw = loo
+    req, mod, counts, _ = data.cell_counts()  # the cells of psis_loo, in its order
     n_ann = counts.sum(axis=1)
     multi = n_ann >= 2
     summary = {"method": METHOD, "applied": False, "cells": int(multi.sum())}
@@ -62,15 +63,15 @@ def pearson_dispersion(data: CalibrationData, p: dict[str, np.ndarray], loo,
         summary["reason"] = (f"{int(multi.sum())} labelled cells with >= 2 annotations (< {MIN_CELLS})"
                              if multi.sum() < MIN_CELLS else "one annotator per predicted cell")
         return p, summary
+    lw = (loo if loo is not None else psis_loo(data, p))[5]
     req, mod, counts, n_ann, w = req[multi], mod[multi], counts[multi], n_ann[multi], np.exp(lw[multi])
     r2, other, part = _residuals(data, p, req, mod, counts, n_ann, w / w.sum(axis=1, keepdims=True))
     M = data.n_models
     y, v = np.full(M, np.nan), np.full(M, np.nan)
     for m in range(M):
         sel = mod == m
-        if sel.sum() < 2 or part[sel].sum() <= 0:
-            continue
-        y[m], v[m] = _log_factor(r2[sel], other[sel], part[sel])
+        if sel.sum() >= 2:
+            y[m], v[m] = _log_factor(r2[sel], other[sel], part[sel])
     if not np.isfinite(y).any():  # no row model alone has enough: one factor from all cells
         y_all, v_all = _log_factor(r2, other, part)
         if not np.isfinite(y_all):

@@ -209,7 +209,7 @@ def summarise_dimension(data: CalibrationData, p: dict[str, np.ndarray], diag: d
     loo = psis_loo(data, p)  # the held-out check's and the guards' predictor's, computed once
     diag["ppc"] = heldout_check(data, loo)
     # the unlabelled cells' noise as far as the labelled ones show it (its own stream: the other draws stay put)
-    p, diag["dispersion"] = dispersion.pearson_dispersion(data, p, loo, np.random.default_rng([seed, 1]))
+    p, diag["dispersion"] = dispersion.pearson_dispersion(data, p, loo, rng=np.random.default_rng([seed, 1]))
     conversations = data.cluster_idx is not None  # turns of one conversation are correlated (calibration.clustered)
     agg = clustered.aggregate_clustered if conversations else aggregate
     # The baselines' and guards' predictors are fitted on the labelled requests; what they need of the others

@@ -479,12 +479,13 @@ def _diagnostics(cands: list[Candidate]) -> Section:
     if not any(d.diagnostics for d in dims):
         s.missing("no sampler diagnostics in the decision")
     else:
-        rows, cls = [], []
+        rows, cls, widened = [], [], False
         for d in dims:
             g = d.diagnostics
             ppc = g.get("ppc") if isinstance(g.get("ppc"), Mapping) else {}
             conv = {True: ("yes", "ok"), False: ("NO", "bad")}.get(d.converged, ("—", ""))
             disp = g.get("dispersion") if isinstance(g.get("dispersion"), Mapping) else {}
+            widened = widened or bool(disp.get("applied"))
             applied = disp.get("applied_mean") if isinstance(disp.get("applied_mean"), Mapping) else {}
             rows.append([d.candidate, d.name, fnum(g.get("r_hat_max")), fnum(g.get("ess_bulk_min"), 1),
                          fint(g.get("divergences")), conv, fnum(ppc.get("heldout_log_score")),
@@ -493,8 +494,7 @@ def _diagnostics(cands: list[Candidate]) -> Section:
         s.table("diagnostics-table", ["candidate", "dimension", "R-hat max", "ESS bulk min", "divergences",
                                       "converged", "held-out log score", "held-out accuracy",
                                       "annotator noise factor"], rows, row_cls=cls)
-        if any(isinstance(d.diagnostics.get("dispersion"), Mapping) and d.diagnostics["dispersion"].get("applied")
-               for d in dims):
+        if widened:
             s.para("Annotator noise factor: how much wider than the model said the labelled cells' annotator means "
                    "strayed, held out; the unlabelled cells' noise is widened by it (never narrowed).")
         if any(d.converged is False for d in dims):

@@ -36,7 +36,7 @@ def test_dispersion_is_about_one_where_the_annotators_are_as_the_model_says():
     facs = []
     for seed in range(4):
         d, p = _relabelled(seed, copies=False)
-        p2, s = pearson_dispersion(d, p, psis_loo(d, p), np.random.default_rng(0))
+        p2, s = pearson_dispersion(d, p, psis_loo(d, p), rng=np.random.default_rng(0))
         assert s["applied"], s
         assert s["cells"] == 240
         facs.append(s["pooled"])
@@ -50,11 +50,11 @@ def test_dispersion_is_about_one_where_the_annotators_are_as_the_model_says():
 
 def test_dispersion_widens_where_the_annotators_agree_more_than_the_model_says():
     d, p = _relabelled(1, copies=True)
-    p2, s = pearson_dispersion(d, p, psis_loo(d, p), np.random.default_rng(0))
+    p2, s = pearson_dispersion(d, p, psis_loo(d, p), rng=np.random.default_rng(0))
     # three copies of one draw: the mean varies as one annotation does, 3 times the model's independent mean
     assert 2.2 < s["pooled"] < 4.0, s
     # a rerun of the same decision (same seed) gets the same factor draws: a resumed or repeated run is reproducible
-    p3, s3 = pearson_dispersion(d, p, psis_loo(d, p), np.random.default_rng(0))
+    p3, s3 = pearson_dispersion(d, p, psis_loo(d, p), rng=np.random.default_rng(0))
     np.testing.assert_array_equal(p3["noise_scale"], p2["noise_scale"])
     assert s3 == s
     rng = np.random.default_rng(5)
@@ -68,7 +68,7 @@ def test_dispersion_is_not_applied_with_one_annotator_per_cell():
     t = simulate_pairwise(0, n_requests=300, n_labels=120, n_annot=1)
     d = prepare(t.scores, t.labels, "incumbent", None, "quality", "pairwise")
     p = point_posterior(d, draws=50)
-    p2, s = pearson_dispersion(d, p, psis_loo(d, p), np.random.default_rng(0))
+    p2, s = pearson_dispersion(d, p, psis_loo(d, p), rng=np.random.default_rng(0))
     assert not s["applied"] and "noise_scale" not in p2
     assert "20" in s["reason"] or "one annotator" in s["reason"]
 

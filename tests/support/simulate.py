@@ -156,7 +156,6 @@ def coverage_study(n_reps: int, seed0: int = 0, confidence: float = 0.9, kind: s
     """
     from calibration.baselines import human_only
     from calibration.data import prepare
-    from calibration.diagnostics import psis_loo
     from calibration.dispersion import pearson_dispersion
     from calibration.estimands import aggregate, thin_params
     from calibration.models import fit
@@ -177,7 +176,7 @@ def coverage_study(n_reps: int, seed0: int = 0, confidence: float = 0.9, kind: s
         for b, (r, t, d) in enumerate(zip(reps, tabs, blocks)):
             p = thin_params(params, b, 1000, rng)
             # as calibration.pipeline.summarise_dimension does
-            p, disp = pearson_dispersion(d, p, psis_loo(d, p), np.random.default_rng([seed0 + r, 1]))
+            p, disp = pearson_dispersion(d, p, rng=np.random.default_rng([seed0 + r, 1]))
             est = aggregate(d, p, rng)
             for ci, c in enumerate(d.candidates):
                 lo, hi = np.quantile(est.fp[:, ci], [a, 1 - a])
