@@ -83,12 +83,26 @@ def test_noise_scale_multiplies_the_annotators_part_of_a_cells_variance():
 
 
 def test_pooling_shrinks_a_noisy_model_and_keeps_a_sure_one():
-    mean, var, mu, tau2 = _pool(np.array([0.0, 0.0, 0.0]), np.array([0.1, 0.2, 0.1]))
-    assert tau2 == 0 and np.allclose(mean, 0.0)
+    rng = np.random.default_rng(0)
+    theta, mu, tau, mean = _pool(np.array([0.0, 0.0, 0.0]), np.array([0.1, 0.2, 0.1]), 4000, rng)
+    assert abs(mu) < 0.05 and np.allclose(mean, 0.0, atol=0.05) and tau < 0.3
     y = np.array([0.0, 0.05, -0.05, 1.0, 1.0, np.nan])
     v = np.array([0.01, 0.01, 0.01, 0.0001, 4.0, np.nan])
-    mean, var, mu, tau2 = _pool(y, v)
-    assert tau2 > 0
-    assert abs(mean[3] - 1.0) < 0.02  # precise: keeps its own factor
+    theta, mu, tau, mean = _pool(y, v, 4000, rng)
+    assert theta.shape == (4000, 6) and tau > 0.2
+    assert abs(mean[3] - 1.0) < 0.02 and theta[:, 3].std() < 0.02  # precise: keeps its own factor
     assert abs(mean[4] - mu) < abs(1.0 - mu) * 0.2  # noisy: near the pooled one
-    assert mean[5] == mu and var[5] > var[0]  # no estimate: the pooled value with the between-model spread
+    # no estimate: drawn from the population, so as uncertain as the models' spread
+    assert abs(mean[5] - mu) < 0.1 and theta[:, 5].std() > theta[:, 0].std()
+
+
+def test_pooling_keeps_part_of_each_estimate_where_a_point_estimate_of_the_spread_would_pool_fully():
+    """Ten models' log factors within their sampling noise (a spread DerSimonian-Laird puts at exactly 0): the
+    posterior over the between-model sd still leaves the highest model above the pooled factor, by less than its
+    own estimate; and the draws' spread of the pooled factor is at least its sampling variance's."""
+    y = np.log(np.array([0.75, 1.0, 1.05, 1.35, 1.1, 1.2, 0.9, 1.15, 1.0, 0.95]))
+    v = np.full(10, 0.1)
+    theta, mu, tau, mean = _pool(y, v, 8000, np.random.default_rng(1))
+    assert mean[3] > mu + 0.01 and mean[3] < y[3]
+    assert mean[0] < mu - 0.01 and mean[0] > y[0]
+    assert theta.mean(axis=1).std() >= np.sqrt(0.1 / 10) * 0.9
