@@ -40,9 +40,9 @@ MIN_CELLS = 20  # labelled cells with >= 2 annotations below which the factor is
 # ever widens, as the quasi-likelihood practice of taking c-hat = 1 when below 1 (Burnham & Anderson 2002, Model
 # Selection and Multimodel Inference, sec. 6.2). Above 10 the model, not its noise, is what is wrong.
 PHI_RANGE = (1.0, 10.0)
-TAU_SCALE = 0.5  # half-Cauchy scale of the between-model sd of log factors: factors a third apart are plausible
+TAU_SCALE = 0.5  # half-Cauchy scale (its median) of the between-model sd of log factors: factors 1.6x apart
 TAU_MAX = 3.0  # grid's end: factors e^3 apart are clipped by PHI_RANGE anyway
-NU_MIN = 4.0  # a row model whose residuals hold fewer effective degrees of freedom takes the pooled factor
+NU_MIN = 4.0  # a row model whose residuals hold fewer effective degrees of freedom is drawn from the models' spread
 METHOD = ("quasi-likelihood dispersion of the annotator means per row model, partially pooled: Pearson "
           "residuals on the PSIS-LOO predictive of labelled cells with >= 2 annotations")
 
