@@ -68,7 +68,7 @@ def pearson_dispersion(data: CalibrationData, p: dict[str, np.ndarray], loo=None
     lw = (loo if loo is not None else psis_loo(data, p))[5]
     req, mod, counts, n_ann, w = req[multi], mod[multi], counts[multi], n_ann[multi], np.exp(lw[multi])
     r2, other, part = _residuals(data, p, req, mod, counts, n_ann, w / w.sum(axis=1, keepdims=True))
-    M = data.n_models
+    M, D = data.n_models, p["cut"].shape[0]
     y, v = np.full(M, np.nan), np.full(M, np.nan)
     for m in range(M):
         sel = mod == m
@@ -80,10 +80,10 @@ def pearson_dispersion(data: CalibrationData, p: dict[str, np.ndarray], loo=None
             summary["reason"] = f"the residuals hold fewer than {NU_MIN:g} effective degrees of freedom"
             return p, summary
         # one estimate for all: its own sampling uncertainty, not M copies of it pooled
-        log_phi = np.repeat(y_all + np.sqrt(v_all) * rng.standard_normal((p["cut"].shape[0], 1)), M, axis=1)
+        log_phi = np.repeat(y_all + np.sqrt(v_all) * rng.standard_normal((D, 1)), M, axis=1)
         pooled, tau, mean = y_all, 0.0, np.full(M, y_all)
     else:
-        log_phi, pooled, tau, mean = _pool(y, v, p["cut"].shape[0], rng)
+        log_phi, pooled, tau, mean = _pool(y, v, D, rng)
     draws = np.clip(np.exp(log_phi), *PHI_RANGE).astype(np.float32)
     names = data.row_models
     summary.update({"applied": True, "pooled": round(float(np.exp(pooled)), 4),
@@ -155,8 +155,9 @@ def _pool(y: np.ndarray, v: np.ndarray, n_draws: int, rng: np.random.Generator):
     mu = mu_hat[g] + np.sqrt(v_mu[g]) * rng.standard_normal(n_draws)
     theta = mu[:, None] + t[:, None] * rng.standard_normal((n_draws, len(y)))  # no estimate: the population's
     # given mu and tau, each model's own estimate shrunk towards mu (precision-weighted)
-    prec = 1.0 / vo[None, :] + 1.0 / np.maximum(t[:, None], 1e-9) ** 2
-    cond_mean = (yo[None, :] / vo[None, :] + mu[:, None] / np.maximum(t[:, None], 1e-9) ** 2) / prec
+    inv_t2 = 1.0 / np.maximum(t[:, None], 1e-9) ** 2
+    prec = 1.0 / vo[None, :] + inv_t2
+    cond_mean = (yo[None, :] / vo[None, :] + mu[:, None] * inv_t2) / prec
     theta[:, ok] = cond_mean + rng.standard_normal(cond_mean.shape) / np.sqrt(prec)
     cdf = np.cumsum(w)
     return theta, float((w * mu_hat).sum()), float(tau[np.searchsorted(cdf, 0.5), 0]), theta.mean(axis=0)
