@@ -17,9 +17,14 @@ Baseline beside each: the human-only interval on the same labels with the finite
 sqrt(1 - n/N) (calibration.baselines.human_only's `interval`), so both intervals target the scored requests' value;
 the population widths (Bayes `interval_population` against human-only's) are reported beside them.
 Goal (issue 13): coverage in [0.85, 0.95] at nominal 0.90 and mean width no larger than human-only.
+600 replicates per kind by default (the issue asks for at least 200): a coverage near 0.87 counted over 200
+replicates is uncertain by +-0.024 (one sd), so the band's edge was one interval away on either side of it
+(2026-12-05: the pairwise judge-favoured candidate 169 of 200 on seeds 10,000-, 351 of 400 on seeds 20,000-);
+over 600 it is +-0.014. Each candidate's Wilson 95% interval for its coverage is printed beside it.
 Beside it, per candidate, the sd of the estimate's errors over the sd its interval claims (half-width / z_0.95):
 over 1 is an interval too narrow, measured more finely than a coverage count (not part of the goal).
-Usage: python benchmarks/calibration_coverage.py [--reps 200] [--kinds pairwise,binary,ordinal,binary3]
+Usage: python benchmarks/calibration_coverage.py [--reps 600] [--seed0 10000]
+[--kinds pairwise,binary,ordinal,binary3]
 [--variants paired,unpaired]
 Progress (cumulative figures after each vectorised fit) goes to stderr; the last stdout line is the JSON summary.
 """
@@ -31,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from scipy.stats import norm
+from scipy.stats import binomtest, norm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -55,7 +60,12 @@ def figures(df) -> dict:
             "width_ratio_scored": round(float(df.width.mean() / df.human_fpc_width.mean()), 3),
             "width_ratio_population": round(float(df.width_population.mean() / df.human_width_population.mean()), 3),
             "max_fit_divergences": int(df.fit_divergences.max()),
-            "coverage_per_candidate": {c: round(float(v), 3) for c, v in df.groupby("candidate").covered.mean().items()},
+            "coverage_per_candidate": {c: round(float(v), 3)
+                                       for c, v in df.groupby("candidate").covered.mean().items()},
+            # how far the count itself could be from the true coverage (binomial, Wilson 1927)
+            "coverage_ci95_per_candidate": {
+                c: [round(float(x), 3) for x in binomtest(int(g.covered.sum()), len(g)).proportion_ci(
+                    0.95, method="wilson")] for c, g in df.groupby("candidate")},
             "width_ratio_per_candidate": {c: round(float(g.width.mean() / g.human_fpc_width.mean()), 3)
                                           for c, g in df.groupby("candidate")},
             # over 1: the estimate errs more than its interval claims (too narrow), whatever the coverage count says
@@ -66,7 +76,8 @@ def figures(df) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--reps", type=int, default=200, help="replicates per kind (and per paired/unpaired fit)")
+    ap.add_argument("--reps", type=int, default=600, help="replicates per kind (and per paired/unpaired fit)")
+    ap.add_argument("--seed0", type=int, default=10_000, help="replicate r is simulated with seed seed0 + r")
     ap.add_argument("--kinds", default="pairwise,binary,ordinal,binary3")
     ap.add_argument("--variants", default="paired,unpaired",
                     help="absolute kinds: fit with the paired request effect, without it, or both")
@@ -87,7 +98,7 @@ def main() -> int:
             t0 = time.time()
             sim = kw if sim_kind == "pairwise" else {**kw, "shared_sd": args.shared_sd,
                                                      "judge_sees_difficulty": args.judge_sees_difficulty}
-            df = coverage_study(args.reps, seed0=10_000, kind=sim_kind, blocks_per_fit=args.blocks_per_fit,
+            df = coverage_study(args.reps, seed0=args.seed0, kind=sim_kind, blocks_per_fit=args.blocks_per_fit,
                                 draws=args.draws, tune=args.tune, paired=paired, confidence=NOMINAL,
                                 on_fit=lambda d, n=name: print(f"{n}: {json.dumps(figures(d))}", file=sys.stderr,
                                                                flush=True), **sim)
@@ -99,16 +110,17 @@ def main() -> int:
             print(f"{name:18s} replicates {f['replicates']:4d}  coverage {f['coverage']:.3f} (human-only fpc "
                   f"{f['human_only_fpc_coverage']:.3f})  width {f['mean_width']:.4f} (human-only fpc "
                   f"{f['human_only_fpc_mean_width']:.4f})  bias {f['bias']:+.4f}  {f['seconds']:.0f} s", flush=True)
-            if len(f["coverage_per_candidate"]) > 1:
-                for c, v in f["coverage_per_candidate"].items():
-                    print(f"{'':18s}   {c}: coverage {v:.3f}  width / human-only fpc "
-                          f"{f['width_ratio_per_candidate'][c]:.3f}", flush=True)
+            for c, v in f["coverage_per_candidate"].items():
+                lo, hi = f["coverage_ci95_per_candidate"][c]
+                print(f"{'':18s}   {c}: coverage {v:.3f} (95% {lo:.3f}-{hi:.3f})  width / human-only fpc "
+                      f"{f['width_ratio_per_candidate'][c]:.3f}", flush=True)
     for kind in ("binary", "ordinal"):
         if f"{kind}_paired" in out and f"{kind}_unpaired" in out:
             out[f"{kind}_narrowing"] = round(1 - out[f"{kind}_paired"]["mean_width"]
                                              / out[f"{kind}_unpaired"]["mean_width"], 3)
-    print(json.dumps({"benchmark": "calibration_coverage", "draws": args.draws, "tune": args.tune,
-                      "shared_sd": args.shared_sd, "judge_sees_difficulty": args.judge_sees_difficulty, **out,
+    print(json.dumps({"benchmark": "calibration_coverage", "seed0": args.seed0, "draws": args.draws,
+                      "tune": args.tune, "shared_sd": args.shared_sd,
+                      "judge_sees_difficulty": args.judge_sees_difficulty, **out,
                       "goal": f"per candidate: coverage in {list(BAND)} at nominal {NOMINAL:.2f}, mean width <= "
                               "human-only (fpc)",
                       "meets_goal": bool(ok)}))
