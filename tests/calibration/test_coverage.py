@@ -1,7 +1,7 @@
 """Statistics tested as statistics: coverage over seeded repeated simulation (real NUTS fits).
 
 The issue's band is coverage in [0.85, 0.95] at nominal 0.90; benchmarks/calibration_coverage.py checks it on
-200 replicates per kind. This module runs as many replicates as fit the CI budget, so it checks the band widened
+600 replicates per kind. This module runs as many replicates as fit the CI budget, so it checks the band widened
 by the binomial noise of its own interval count (:func:`honest_band`): an observed coverage outside that wider
 band is evidence that the true coverage is outside [0.85, 0.95]; inside it, the test has no evidence either way
 (with 48 intervals it catches coverage below about 0.72, and cannot see over-coverage).
