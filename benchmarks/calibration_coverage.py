@@ -53,6 +53,7 @@ KINDS = {"pairwise": ("pairwise", {}), "binary": ("binary", {}), "ordinal": ("or
 
 
 def figures(df) -> dict:
+    by = df.groupby("candidate")
     return {"replicates": int(df.rep.nunique()), "intervals": len(df), "coverage": round(float(df.covered.mean()), 3),
             "mean_width": round(float(df.width.mean()), 4),
             "human_only_fpc_coverage": round(float(df.human_fpc_covered.mean()), 3),
@@ -61,18 +62,16 @@ def figures(df) -> dict:
             "width_ratio_scored": round(float(df.width.mean() / df.human_fpc_width.mean()), 3),
             "width_ratio_population": round(float(df.width_population.mean() / df.human_width_population.mean()), 3),
             "max_fit_divergences": int(df.fit_divergences.max()),
-            "coverage_per_candidate": {c: round(float(v), 3)
-                                       for c, v in df.groupby("candidate").covered.mean().items()},
+            "coverage_per_candidate": {c: round(float(v), 3) for c, v in by.covered.mean().items()},
             # how far the count itself could be from the true coverage (binomial, Wilson 1927)
             "coverage_ci95_per_candidate": {
                 c: [round(float(x), 3) for x in binomtest(int(g.covered.sum()), len(g)).proportion_ci(
-                    0.95, method="wilson")] for c, g in df.groupby("candidate")},
-            "width_ratio_per_candidate": {c: round(float(g.width.mean() / g.human_fpc_width.mean()), 3)
-                                          for c, g in df.groupby("candidate")},
+                    0.95, method="wilson")] for c, g in by},
+            "width_ratio_per_candidate": {c: round(float(g.width.mean() / g.human_fpc_width.mean()), 3) for c, g in by},
             # over 1: the estimate errs more than its interval claims (too narrow), whatever the coverage count says
             "error_sd_over_claimed_sd_per_candidate": {
                 c: round(float((g.estimate - g.truth).std() / (g.width / (2 * Z_NOMINAL)).mean()), 3)
-                for c, g in df.groupby("candidate")}}
+                for c, g in by}}
 
 
 def main() -> int:
