@@ -88,6 +88,8 @@ def main() -> int:
     ap.add_argument("--judge-sees-difficulty", type=float, default=1.0,
                     help="share of the shared difficulty the judge's score reflects (0: the judge misses it all)")
     args = ap.parse_args()
+    if args.seed0 < 0 or args.reps < 1:  # refused here, not as a numpy traceback from the first simulation
+        ap.error(f"--seed0 must be >= 0 (numpy seeds) and --reps >= 1; got {args.seed0} and {args.reps}")
     out, ok = {}, True
     for kind in args.kinds.split(","):
         sim_kind, kw = KINDS[kind]
